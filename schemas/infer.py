@@ -1,0 +1,32 @@
+"""The message an ingress publishes for one attempt at one deployment."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class Endpoint(StrEnum):
+    CHAT = "chat"
+    EMBEDDINGS = "embeddings"
+
+
+class InferRequest(BaseModel):
+    """One attempt. The worker resolves ``deployment_id`` from its own configuration, so
+    provider secrets never travel on the bus."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: str
+    attempt: int = 0
+    endpoint: Endpoint
+    deployment_id: str
+    model_alias: str
+    body: dict[str, Any]
+    stream: bool = False
+    heartbeat_interval: float = Field(default=2.0, gt=0)

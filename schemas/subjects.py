@@ -1,0 +1,31 @@
+"""Every NATS subject, queue group and stream name, built in one place."""
+
+from __future__ import annotations
+
+PREFIX = "aigw.v1"
+
+USAGE_STREAM = "AIGW_USAGE"
+USAGE_SUBJECTS = f"{PREFIX}.usage.>"
+
+
+def infer(provider: str) -> str:
+    """Subject an ingress publishes one attempt to, for workers of ``provider``."""
+    return f"{PREFIX}.infer.{provider}"
+
+
+def worker_queue(provider: str) -> str:
+    """Queue group shared by every worker of one provider, so each attempt runs once."""
+    return f"workers.{provider}"
+
+
+def cancel(request_id: str) -> str:
+    """Subject that tells whichever worker runs ``request_id`` to abandon it."""
+    return f"{PREFIX}.cancel.{request_id}"
+
+
+CANCEL_ALL = f"{PREFIX}.cancel.*"
+
+
+def usage(provider: str) -> str:
+    """JetStream subject of usage events for calls made through ``provider``."""
+    return f"{PREFIX}.usage.{provider}"

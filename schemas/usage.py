@@ -1,0 +1,55 @@
+"""Token usage of one upstream call, in OpenAI's terms.
+
+``prompt_tokens`` counts every input token, cached ones included; ``cached_tokens`` and
+``cache_write_tokens`` say how many of those were read from or written to a provider cache.
+``completion_tokens`` counts every output token, reasoning included; ``reasoning_tokens``
+says how many of those were reasoning.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TokenUsage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_openai(self) -> dict[str, Any]:
+        """The ``usage`` object of an OpenAI response."""
+        prompt_details: dict[str, int] = {"cached_tokens": self.cached_tokens}
+        if self.cache_write_tokens:
+            prompt_details["cache_write_tokens"] = self.cache_write_tokens
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_tokens_details": prompt_details,
+            "completion_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+        }
+
+    @classmethod
+    def from_openai(cls, usage: dict[str, Any] | None) -> TokenUsage:
+        """Read an OpenAI ``usage`` object; missing or null parts count as zero."""
+        if not usage:
+            return cls()
+        prompt_details = usage.get("prompt_tokens_details") or {}
+        completion_details = usage.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+            cache_write_tokens=int(prompt_details.get("cache_write_tokens") or 0),
+            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        )

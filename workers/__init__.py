@@ -1,0 +1,1 @@
+"""Provider workers: consume attempts from NATS, call the upstream, stream frames back."""
