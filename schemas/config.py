@@ -208,3 +208,38 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
         master_key=SecretStr(str(master)) if master else None,
         ignored=tuple(ignored),
     )
+
+
+# What ``aigw up`` serves when given no configuration: mock models, so a first request works.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "model_list": [
+        {"model_name": "mock-gpt", "litellm_params": {"model": "mock/mock-gpt"}},
+        {
+            "model_name": "mock-slow",
+            "litellm_params": {
+                "model": "mock/mock-slow",
+                "mock_ttft_ms": 300,
+                "mock_tokens_per_second": 20,
+            },
+        },
+        {"model_name": "mock-embedding", "litellm_params": {"model": "mock/mock-embedding"}},
+    ]
+}
+
+
+def load_config(path: str | None, env: Mapping[str, str]) -> GatewayConfig:
+    """Read and parse a YAML file (or the built-in mock config when ``path`` is None)."""
+    import yaml  # only the processes that read files need it
+
+    if path is None:
+        return parse_config(DEFAULT_CONFIG, env)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config {path} is not valid YAML{where}: {exc}") from None
+    return parse_config(raw, env)

@@ -29,3 +29,13 @@ CANCEL_ALL = f"{PREFIX}.cancel.*"
 def usage(provider: str) -> str:
     """JetStream subject of usage events for calls made through ``provider``."""
     return f"{PREFIX}.usage.{provider}"
+
+
+def ping(provider: str) -> str:
+    """Subject a worker of ``provider`` answers, so readiness can tell one is there."""
+    return f"{PREFIX}.ping.{provider}"
+
+
+def cancel_request_id(subject: str) -> str:
+    """The request id a cancel subject names."""
+    return subject.rsplit(".", 1)[-1]

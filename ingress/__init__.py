@@ -1,0 +1,1 @@
+"""The HTTP front: authenticate, route, dispatch attempts over NATS, relay the frames."""

@@ -1,0 +1,120 @@
+"""``aigw``: the one command for every process of the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from schemas.config import ConfigError, GatewayConfig, load_config
+
+
+def _load(path: Path | None) -> GatewayConfig:
+    try:
+        config = load_config(str(path) if path else None, os.environ)
+    except ConfigError as exc:
+        print(f"aigw: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if config.ignored:
+        print(f"aigw: accepted but not acted on: {', '.join(config.ignored)}", file=sys.stderr)
+    return config
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("AIGW_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ingress.embedded import run_embedded
+    from ingress.settings import IngressSettings
+
+    config = _load(args.config)
+    settings = IngressSettings(
+        AIGW_CONFIG=args.config, AIGW_HOST=args.host, AIGW_PORT=args.port,
+    )
+    return run_embedded(settings, config, Path(args.data_dir).resolve())
+
+
+def cmd_ingress(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ingress.app import create_app
+    from ingress.settings import IngressSettings
+
+    settings = IngressSettings()
+    if args.config:
+        settings = settings.model_copy(update={"config_path": args.config})
+    if args.host:
+        settings = settings.model_copy(update={"host": args.host})
+    if args.port:
+        settings = settings.model_copy(update={"port": args.port})
+    config = _load(settings.config_path)
+    uvicorn.run(
+        create_app(settings, config), host=settings.host, port=settings.port,
+        log_level="warning", access_log=False,
+    )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.app import run_worker
+    from workers.settings import WorkerSettings
+
+    settings = WorkerSettings()
+    updates: dict[str, object] = {}
+    if args.provider:
+        updates["provider"] = args.provider
+    if args.concurrency:
+        updates["concurrency"] = args.concurrency
+    if args.config:
+        updates["config_path"] = args.config
+    settings = settings.model_copy(update=updates)
+    config = _load(settings.config_path)
+    if settings.provider not in config.providers:
+        print(f"aigw: no deployment in the config uses provider {settings.provider!r}",
+              file=sys.stderr)
+        return 2
+    asyncio.run(run_worker(settings, config))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="aigw", description="ai-gateway")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run everything on this machine (embedded mode)")
+    up.add_argument("--config", type=Path, default=None)
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=4000)
+    up.add_argument("--data-dir", default="./data")
+    up.set_defaults(func=cmd_up)
+
+    ing = sub.add_parser("ingress", help="run the HTTP ingress against NATS_URL")
+    ing.add_argument("--config", type=Path, default=None)
+    ing.add_argument("--host", default=None)
+    ing.add_argument("--port", type=int, default=None)
+    ing.set_defaults(func=cmd_ingress)
+
+    wrk = sub.add_parser("worker", help="run a provider worker against NATS_URL")
+    wrk.add_argument("--provider", default=None)
+    wrk.add_argument("--concurrency", type=int, default=None)
+    wrk.add_argument("--config", type=Path, default=None)
+    wrk.set_defaults(func=cmd_worker)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    _logging()
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

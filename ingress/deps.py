@@ -1,0 +1,29 @@
+"""FastAPI dependencies, as ``Annotated`` aliases the routes declare."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ingress.state import Gateway
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def authenticated(request: Request) -> Gateway:
+    gateway = get_gateway(request)
+    gateway.auth.check(request)
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+AuthedGateway = Annotated[Gateway, Depends(authenticated)]
+
+
+def request_id(request: Request) -> str:
+    rid: str = request.scope["state"]["request_id"]
+    return rid

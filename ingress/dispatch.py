@@ -1,0 +1,128 @@
+"""Sending attempts to workers and receiving their frames.
+
+One wildcard subscription (``<inbox>.*``) serves every request of this ingress: each
+attempt gets a token and a queue, and frames are routed by the token in their subject. No
+subscription is made or torn down per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+
+import nats.aio.client
+import nats.aio.msg
+
+from schemas import subjects
+from schemas.frames import KIND_HEADER, FrameKind
+from schemas.infer import InferRequest
+
+_STATUS_HEADER = "Status"
+_NO_RESPONDERS = "503"
+
+
+class NoWorker(Exception):
+    """No worker subscribes to the provider's subject."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"no worker is serving provider {provider!r}")
+        self.provider = provider
+
+
+class WorkerSilent(Exception):
+    """The worker sent nothing, not even a heartbeat, for longer than the deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: FrameKind
+    body: bytes
+
+
+class Reply:
+    """The frames of one attempt, in the order the worker sent them."""
+
+    __slots__ = ("_dispatcher", "_queue", "_token", "provider", "request")
+
+    def __init__(
+        self, dispatcher: Dispatcher, token: str, provider: str, request: InferRequest
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._token = token
+        self._queue: asyncio.Queue[nats.aio.msg.Msg] = asyncio.Queue()
+        self.provider = provider
+        self.request = request
+
+    def put(self, msg: nats.aio.msg.Msg) -> None:
+        self._queue.put_nowait(msg)
+
+    async def next(self, timeout: float) -> Frame:
+        try:
+            msg = await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            raise WorkerSilent() from None
+        headers = msg.headers or {}
+        kind = headers.get(KIND_HEADER)
+        if kind is None:
+            if headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
+                raise NoWorker(self.provider)
+            raise WorkerSilent()
+        return Frame(FrameKind(kind), msg.data)
+
+    async def next_content(self, timeout: float) -> Frame:
+        """The next frame that is not a heartbeat."""
+        while True:
+            frame = await self.next(timeout)
+            if frame.kind is not FrameKind.HEARTBEAT:
+                return frame
+
+    def close(self) -> None:
+        self._dispatcher.forget(self._token)
+
+    async def cancel(self) -> None:
+        """Tell the worker to abandon the attempt, and stop listening."""
+        self.close()
+        await self._dispatcher.cancel(self.request.request_id)
+
+
+class Dispatcher:
+    def __init__(self, nc: nats.aio.client.Client) -> None:
+        self._nc = nc
+        self._prefix = nc.new_inbox()
+        self._pending: dict[str, Reply] = {}
+        self._tokens = itertools.count(1)
+
+    async def start(self) -> None:
+        await self._nc.subscribe(f"{self._prefix}.*", cb=self._on_frame)
+
+    async def _on_frame(self, msg: nats.aio.msg.Msg) -> None:
+        reply = self._pending.get(msg.subject[len(self._prefix) + 1 :])
+        if reply is not None:
+            reply.put(msg)
+
+    async def send(self, request: InferRequest, provider: str) -> Reply:
+        token = str(next(self._tokens))
+        reply = Reply(self, token, provider, request)
+        self._pending[token] = reply
+        try:
+            await self._nc.publish(
+                subjects.infer(provider),
+                request.model_dump_json().encode(),
+                reply=f"{self._prefix}.{token}",
+            )
+        except Exception:
+            self.forget(token)
+            raise
+        return reply
+
+    def forget(self, token: str) -> None:
+        self._pending.pop(token, None)
+
+    async def cancel(self, request_id: str) -> None:
+        if self._nc.is_connected:
+            await self._nc.publish(subjects.cancel(request_id), b"")
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,76 @@
+"""``aigw up``: NATS, workers and the ingress on one machine, in one command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from ingress.app import create_app
+from ingress.nats_server import NatsServer
+from ingress.process import child_preexec
+from ingress.settings import IngressSettings
+from schemas.config import GatewayConfig
+
+log = logging.getLogger("aigw")
+
+
+def start_worker(provider: str, nats_url: str, config_path: Path | None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NATS_URL": nats_url, "AIGW_PROVIDER": provider}
+    if config_path is not None:
+        env["AIGW_CONFIG"] = str(config_path)
+    else:
+        env.pop("AIGW_CONFIG", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "workers", "--provider", provider],
+        env=env,
+        preexec_fn=child_preexec,
+        start_new_session=True,
+    )
+
+
+def stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_embedded(
+    settings: IngressSettings, config: GatewayConfig, data_dir: Path
+) -> int:
+    nats_server = NatsServer(data_dir / "nats")
+    nats_server.start()
+    settings = settings.model_copy(update={"nats_url": nats_server.url})
+    config_path = settings.config_path.resolve() if settings.config_path else None
+    workers = [start_worker(p, nats_server.url, config_path) for p in config.providers]
+    try:
+        app = create_app(settings, config)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=settings.host, port=settings.port, log_level="warning",
+                access_log=False, lifespan="on",
+            )
+        )
+        where = f"http://{settings.host}:{settings.port}{settings.server_root_path}"
+        print(f"ai-gateway listening on {where}", flush=True)
+        print(f"  OpenAI base URL: {where}/v1", flush=True)
+        print(f"  models: {', '.join(config.model_names)}", flush=True)
+        print(f"  NATS: {nats_server.url} (data in {data_dir})", flush=True)
+        if config.master_key is None:
+            print("  no master key set: every caller is allowed (local use only)", flush=True)
+        server.run()
+        return 0
+    finally:
+        stop_children(workers)
+        nats_server.stop()

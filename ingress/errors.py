@@ -1,0 +1,119 @@
+"""OpenAI's error JSON, produced here and nowhere else.
+
+Inside the ingress a failure is an :class:`ApiError` (or an ``ErrorInfo`` from a worker);
+the handlers registered by :func:`install` turn every failure, including FastAPI's own,
+into ``{"error": {"message", "type", "param", "code"}}`` with the right status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from schemas.errors import ErrorInfo
+
+log = logging.getLogger("aigw.ingress")
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    @classmethod
+    def from_info(cls, info: ErrorInfo) -> ApiError:
+        headers: dict[str, str] = {}
+        if info.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(info.retry_after)))
+        return cls(
+            info.status,
+            info.message,
+            type=info.openai_type,
+            code=info.code or (info.kind.value if info.status >= 500 else None),
+            param=info.param,
+            headers=headers,
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def to_response(self) -> Response:
+        return Response(
+            json.dumps(self.body()).encode(),
+            status_code=self.status,
+            media_type="application/json",
+            headers=self.headers,
+        )
+
+    def sse_event(self) -> bytes:
+        """The event that ends a stream which already started."""
+        return b"data: " + json.dumps(self.body()).encode() + b"\n\n"
+
+
+def invalid(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def _validation_message(errors: list[Any]) -> tuple[str, str | None]:
+    if not errors:
+        return "invalid request body", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    return (f"{param}: {first.get('msg')}" if param else str(first.get("msg"))), param
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return exc.to_response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        message, param = _validation_message(list(exc.errors()))
+        return invalid(message, param).to_response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            err = ApiError(404, f"no route for {request.method} {request.url.path}",
+                           code="unknown_url")
+        elif exc.status_code == 405:
+            err = ApiError(405, f"method {request.method} not allowed for {request.url.path}",
+                           code="method_not_allowed")
+        else:
+            err = ApiError(exc.status_code, str(exc.detail))
+        return err.to_response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return ApiError(500, "the gateway failed to handle the request", type="server_error",
+                        code="internal_error").to_response()

@@ -1,0 +1,30 @@
+"""Settings of an ingress process, read once from the environment in the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IngressSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    config_path: Path | None = Field(default=None, validation_alias="AIGW_CONFIG")
+    server_root_path: str = Field(default="", validation_alias="SERVER_ROOT_PATH")
+    # A worker heartbeats an idle attempt this often; the ingress gives up on a worker
+    # that stays silent for heartbeat_timeout.
+    heartbeat_interval: float = Field(default=2.0, gt=0, validation_alias="AIGW_HEARTBEAT")
+    heartbeat_timeout: float = Field(default=6.0, gt=0, validation_alias="AIGW_HEARTBEAT_TIMEOUT")
+    host: str = Field(default="0.0.0.0", validation_alias="AIGW_HOST")
+    port: int = Field(default=4000, validation_alias="AIGW_PORT")
+
+    @field_validator("server_root_path")
+    @classmethod
+    def _normalise_root(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith("/"):
+            value = "/" + value
+        return value

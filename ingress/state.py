@@ -1,0 +1,25 @@
+"""What one ingress process holds while it runs, shared by every route."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import nats.aio.client
+
+from ingress.auth import Authenticator
+from ingress.dispatch import Dispatcher
+from ingress.routing import Router
+from ingress.settings import IngressSettings
+from schemas.config import GatewayConfig
+
+
+@dataclass
+class Gateway:
+    settings: IngressSettings
+    config: GatewayConfig
+    nc: nats.aio.client.Client
+    dispatcher: Dispatcher
+    router: Router
+    auth: Authenticator
+    started_at: int = field(default_factory=lambda: int(time.time()))

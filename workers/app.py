@@ -1,0 +1,112 @@
+"""The worker process: a FastStream app serving one provider on its NATS queue group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import httpx
+from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
+
+from schemas import subjects
+from schemas.config import GatewayConfig
+from workers.providers import create_provider
+from workers.service import Outcome, WorkerService
+from workers.settings import WorkerSettings
+
+log = logging.getLogger("aigw.worker")
+
+
+class Worker:
+    """Everything one worker process owns, started and stopped together."""
+
+    def __init__(
+        self, settings: WorkerSettings, config: GatewayConfig,
+    ) -> None:
+        self.settings = settings
+        self.provider_name = settings.provider
+        # Per-message logging at INFO costs a fifth of the throughput: keep it at DEBUG.
+        self.broker = NatsBroker(
+            settings.nats_url,
+            log_level=logging.DEBUG,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_connections,
+            ),
+            timeout=httpx.Timeout(600.0, connect=10.0),
+        )
+        self.service = WorkerService(
+            self.provider_name,
+            create_provider(self.provider_name, self.client),
+            config,
+            self._publish,
+            on_outcome=self._on_outcome,
+        )
+        self._heartbeats: asyncio.Task[None] | None = None
+        self._register()
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        await self.broker.connection.publish(subject, body, headers=headers)
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        if outcome.error is not None and not outcome.error.retryable:
+            log.info(
+                "attempt %s ended with %s", outcome.request.request_id, outcome.error.kind.value
+            )
+
+    def _register(self) -> None:
+        p = self.provider_name
+        service = self.service
+
+        @self.broker.subscriber(
+            subjects.infer(p),
+            queue=subjects.worker_queue(p),
+            max_workers=self.settings.concurrency,
+            no_reply=True,
+        )
+        async def on_attempt(msg: NatsMessage) -> None:
+            await service.handle(msg.body, msg.reply_to)
+
+        @self.broker.subscriber(subjects.CANCEL_ALL, no_reply=True)
+        async def on_cancel(msg: NatsMessage) -> None:
+            service.cancel(subjects.cancel_request_id(msg.raw_message.subject))
+
+        @self.broker.subscriber(subjects.ping(p), queue=subjects.worker_queue(p))
+        async def on_ping(msg: NatsMessage) -> bytes:
+            return str(service.in_flight).encode()
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self._heartbeats = asyncio.create_task(self.service.heartbeat_forever())
+        log.info("worker for %s connected to %s", self.provider_name, self.settings.nats_url)
+
+    async def stop(self) -> None:
+        """Stop taking attempts, let running ones finish (up to the drain time), close."""
+        deadline = asyncio.get_running_loop().time() + self.settings.drain_seconds
+        for sub in self.broker.subscribers:
+            with contextlib.suppress(Exception):
+                await sub.stop()
+        while self.service.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+        await self.broker.stop()
+        await self.client.aclose()
+
+
+async def run_worker(settings: WorkerSettings, config: GatewayConfig) -> None:
+    worker = Worker(settings, config)
+    await worker.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await worker.stop()

@@ -1,0 +1,31 @@
+"""Provider adapters, one module each, found by the provider prefix of a deployment."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import httpx
+
+from workers.providers.base import Provider
+
+# provider prefix -> "module:Class". OpenAI-compatible servers share the OpenAI adapter.
+_ADAPTERS: dict[str, str] = {
+    "openai": "workers.providers.openai:OpenAIProvider",
+    "anthropic": "workers.providers.anthropic:AnthropicProvider",
+    "gemini": "workers.providers.gemini:GeminiProvider",
+    "mock": "workers.providers.mock:MockProvider",
+}
+_OPENAI_COMPATIBLE = "workers.providers.openai:OpenAIProvider"
+
+
+def adapter_path(provider: str) -> str:
+    return _ADAPTERS.get(provider, _OPENAI_COMPATIBLE)
+
+
+def create_provider(provider: str, client: httpx.AsyncClient) -> Provider:
+    module_name, _, class_name = adapter_path(provider).partition(":")
+    factory: Callable[..., Provider] = getattr(importlib.import_module(module_name), class_name)
+    if adapter_path(provider) == _OPENAI_COMPATIBLE or provider == "mock":
+        return factory(client, name=provider)
+    return factory(client)

@@ -1,0 +1,439 @@
+"""OpenAI chat bodies to Anthropic Messages bodies and back, without any I/O.
+
+Requests: :func:`to_anthropic_request`. Answers: :func:`from_anthropic_response` and
+:func:`usage_from_anthropic`. Streams: one :class:`StreamTranslator` per call, fed each
+Anthropic event in order. A request Anthropic cannot express raises :class:`UpstreamError`
+with kind ``INVALID_REQUEST`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from schemas.errors import ErrorInfo, ErrorKind
+from schemas.usage import TokenUsage
+from workers.providers.base import UpstreamError
+
+PROVIDER = "anthropic"
+
+# Anthropic requires max_tokens; OpenAI clients usually leave it out and expect the model's
+# own limit. 4096 fits every current Claude model's output limit.
+DEFAULT_MAX_TOKENS = 4096
+
+# Anthropic has no JSON mode without a schema, so an OpenAI json_object request becomes an
+# instruction. Prose or code fences around the object would break clients that json.loads
+# the whole content, hence the explicit wording.
+JSON_OBJECT_INSTRUCTION = (
+    "Respond with a single valid JSON object and nothing else: no prose before or after it "
+    "and no code fences."
+)
+
+FINISH_REASONS: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "model_context_window_exceeded": "length",
+    # The server paused a long-running turn; the client sees a normal end and may continue.
+    "pause_turn": "stop",
+}
+
+_TOOL_CHOICES: dict[str, dict[str, Any]] = {
+    "auto": {"type": "auto"},
+    "required": {"type": "any"},
+    "none": {"type": "none"},
+}
+
+_EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
+
+
+def _invalid(message: str, param: str | None = None) -> UpstreamError:
+    return UpstreamError(
+        ErrorInfo.of(ErrorKind.INVALID_REQUEST, message, param=param, provider=PROVIDER)
+    )
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def to_anthropic_request(
+    body: dict[str, Any], upstream_model: str, *, default_max_tokens: int = DEFAULT_MAX_TOKENS
+) -> dict[str, Any]:
+    """The Messages API body for an OpenAI chat completion body (``stream`` is left out)."""
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise _invalid("anthropic returns one choice per request; n must be 1", "n")
+    system, messages = _split_messages(body.get("messages"))
+    request: dict[str, Any] = {
+        "model": upstream_model,
+        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
+        or default_max_tokens,
+        "messages": messages,
+    }
+    output_format = _output_format(body.get("response_format"), system)
+    if output_format is not None:
+        request["output_config"] = {"format": output_format}
+    if system:
+        request["system"] = "\n\n".join(system)
+    temperature = body.get("temperature")
+    if temperature is not None:
+        # OpenAI allows 0..2, Anthropic 0..1. Clamping keeps the common 0..1 values exact
+        # where rescaling would change every request's meaning.
+        request["temperature"] = min(max(float(temperature), 0.0), 1.0)
+    if body.get("top_p") is not None:
+        request["top_p"] = body["top_p"]
+    stop = body.get("stop")
+    if stop:
+        request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    user = body.get("safety_identifier") or body.get("user")
+    if user:
+        request["metadata"] = {"user_id": str(user)}
+    tools = body.get("tools")
+    if tools:
+        request["tools"] = [_tool(tool, i) for i, tool in enumerate(tools)]
+        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice is not None:
+            request["tool_choice"] = choice
+    return request
+
+
+def _split_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """System texts, and the turns with same-role neighbours merged (Anthropic requires
+    user and assistant to alternate)."""
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("messages must be a non-empty list", "messages")
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _invalid(f"messages[{i}] must be an object", "messages")
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(_plain_text(message.get("content"), i))
+            continue
+        if role == "user":
+            turn_role, blocks = "user", _user_blocks(message.get("content"), i)
+        elif role == "assistant":
+            turn_role, blocks = "assistant", _assistant_blocks(message, i)
+        elif role == "tool":
+            turn_role, blocks = "user", [_tool_result(message, i)]
+        else:
+            raise _invalid(f"messages[{i}]: role {role!r} is not supported by anthropic", "messages")
+        # Anthropic rejects empty text blocks and empty turns, and an empty message carries
+        # nothing the model could use.
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == turn_role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": turn_role, "content": blocks})
+    return system, turns
+
+
+def _plain_text(content: Any, i: int) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise _invalid(f"messages[{i}]: only text parts are allowed here", "messages")
+            texts.append(str(part.get("text", "")))
+        return "\n".join(texts)
+    raise _invalid(f"messages[{i}].content must be a string or a list of parts", "messages")
+
+
+def _text_block(text: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": text}] if text else []
+
+
+def _user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return _text_block(content)
+    if not isinstance(content, list):
+        raise _invalid(f"messages[{i}].content must be a string or a list of parts", "messages")
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            blocks += _text_block(str(part.get("text", "")))
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            blocks.append(_image_block(url, i))
+        else:
+            raise _invalid(
+                f"messages[{i}]: content part {kind!r} is not supported by anthropic", "messages"
+            )
+    return blocks
+
+
+def _image_block(url: Any, i: int) -> dict[str, Any]:
+    if not isinstance(url, str):
+        raise _invalid(f"messages[{i}]: image_url.url must be a string", "messages")
+    if url.startswith("data:"):
+        header, comma, data = url[len("data:") :].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not comma or encoding != "base64" or not media_type:
+            raise _invalid(
+                f"messages[{i}]: image data URLs must look like data:<type>;base64,<data>",
+                "messages",
+            )
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+    if url.startswith(("http://", "https://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise _invalid(f"messages[{i}]: image_url.url must be an http(s) or data URL", "messages")
+
+
+def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
+    content = message.get("content")
+    blocks: list[dict[str, Any]] = []
+    if isinstance(content, str):
+        blocks += _text_block(content)
+    elif isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            # A refusal in the history is still something the assistant said.
+            blocks += _text_block(str(part.get("text") or part.get("refusal") or ""))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _invalid(
+                f"messages[{i}]: tool call {call.get('id')!r} arguments must be a JSON object",
+                "messages",
+            )
+        blocks.append(
+            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": parsed}
+        )
+    return blocks
+
+
+def _tool_result(message: dict[str, Any], i: int) -> dict[str, Any]:
+    tool_call_id = message.get("tool_call_id")
+    if not tool_call_id:
+        raise _invalid(f"messages[{i}]: tool messages need tool_call_id", "messages")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_call_id}
+    content = message.get("content")
+    if isinstance(content, list):
+        block["content"] = [b for part in content for b in _user_blocks([part], i)]
+    elif content:
+        block["content"] = str(content)
+    return block
+
+
+def _tool(tool: Any, i: int) -> dict[str, Any]:
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+        raise _invalid(f"tools[{i}]: only function tools are supported by anthropic", "tools")
+    function = tool.get("function") or {}
+    if not function.get("name"):
+        raise _invalid(f"tools[{i}]: function.name is required", "tools")
+    result: dict[str, Any] = {
+        "name": function["name"],
+        "input_schema": function.get("parameters") or _EMPTY_SCHEMA,
+    }
+    if function.get("description"):
+        result["description"] = function["description"]
+    if function.get("strict") is True:
+        result["strict"] = True
+    return result
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    result: dict[str, Any] | None
+    if choice is None:
+        result = None
+    elif isinstance(choice, str) and choice in _TOOL_CHOICES:
+        result = dict(_TOOL_CHOICES[choice])
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if not name:
+            raise _invalid("tool_choice.function.name is required", "tool_choice")
+        result = {"type": "tool", "name": name}
+    else:
+        raise _invalid(f"tool_choice {choice!r} is not supported by anthropic", "tool_choice")
+    # Anthropic only accepts the flag on choices that can call tools.
+    if parallel is False and (result is None or result["type"] != "none"):
+        result = {**(result or {"type": "auto"}), "disable_parallel_tool_use": True}
+    return result
+
+
+def _output_format(response_format: Any, system: list[str]) -> dict[str, Any] | None:
+    """The ``output_config.format`` for a response_format; json_object appends to system."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        system.append(JSON_OBJECT_INSTRUCTION)
+        return None
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise _invalid("response_format.json_schema.schema is required", "response_format")
+        return {"type": "json_schema", "schema": schema}
+    raise _invalid(f"response_format {kind!r} is not supported by anthropic", "response_format")
+
+
+# --- answers --------------------------------------------------------------------------------
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return FINISH_REASONS.get(stop_reason or "", "stop")
+
+
+def completion_id(message_id: str | None, request_id: str) -> str:
+    return f"chatcmpl-{message_id or request_id}"
+
+
+def usage_from_anthropic(usage: dict[str, Any]) -> TokenUsage:
+    """Anthropic counts cached input apart from ``input_tokens``; OpenAI counts it inside."""
+    fresh = int(usage.get("input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    return TokenUsage(
+        prompt_tokens=fresh + written + read,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=read,
+        cache_write_tokens=written,
+    )
+
+
+def from_anthropic_response(
+    message: dict[str, Any], *, request_id: str, model: str, created: int | None = None
+) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` for an Anthropic ``Message``."""
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in message.get("content") or []:
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": json.dumps(block.get("input") or {}),
+                    },
+                }
+            )
+    # OpenAI sends null content for a pure tool-call turn, a string otherwise.
+    content = "".join(texts) if texts or not tool_calls else None
+    reply: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    return {
+        "id": completion_id(message.get("id"), request_id),
+        "object": "chat.completion",
+        "created": created if created is not None else int(time.time()),
+        "model": message.get("model") or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": finish_reason(message.get("stop_reason")),
+            }
+        ],
+        "usage": usage_from_anthropic(message.get("usage") or {}).to_openai(),
+    }
+
+
+# --- streams --------------------------------------------------------------------------------
+
+
+class StreamTranslator:
+    """Turns one call's Anthropic stream events into OpenAI ``chat.completion.chunk`` dicts.
+
+    ``error`` events are the caller's to handle (they need the HTTP response); this class
+    ignores them, along with ``ping`` and block types OpenAI has no delta for (thinking).
+    ``done`` turns true at ``message_stop``; ``usage`` is then the call's total.
+    """
+
+    def __init__(self, *, request_id: str, model: str, created: int | None = None) -> None:
+        self._request_id = request_id
+        self._id = completion_id(None, request_id)
+        self._model = model
+        self._created = created if created is not None else int(time.time())
+        self._usage: dict[str, Any] = {}
+        # Anthropic numbers every content block; OpenAI numbers only the tool calls.
+        self._tool_index: dict[int, int] = {}
+        self._finished = False
+        self.done = False
+
+    @property
+    def usage(self) -> TokenUsage:
+        return usage_from_anthropic(self._usage)
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+
+    def feed(self, event: str | None, data: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = data.get("type") or event
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self._id = completion_id(message.get("id"), self._request_id)
+            self._model = message.get("model") or self._model
+            self._usage.update(message.get("usage") or {})
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if kind == "content_block_start":
+            return self._block_start(int(data.get("index", 0)), data.get("content_block") or {})
+        if kind == "content_block_delta":
+            return self._block_delta(int(data.get("index", 0)), data.get("delta") or {})
+        if kind == "message_delta":
+            # Counts here are cumulative, so the latest value of each wins.
+            usage = data.get("usage") or {}
+            self._usage.update({k: v for k, v in usage.items() if v is not None})
+            stop_reason = (data.get("delta") or {}).get("stop_reason")
+            if stop_reason is None or self._finished:
+                return []
+            self._finished = True
+            return [self._chunk({}, finish_reason(stop_reason))]
+        if kind == "message_stop":
+            self.done = True
+        return []
+
+    def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if block.get("type") == "tool_use":
+            ordinal = self._tool_index[index] = len(self._tool_index)
+            call = {
+                "index": ordinal,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""},
+            }
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _block_delta(self, index: int, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        if delta.get("type") == "input_json_delta" and index in self._tool_index:
+            piece = delta.get("partial_json") or ""
+            if not piece:
+                return []
+            call = {"index": self._tool_index[index], "function": {"arguments": piece}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []

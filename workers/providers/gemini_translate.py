@@ -1,0 +1,428 @@
+"""OpenAI chat shapes to and from Gemini's ``generateContent`` JSON. Pure: no I/O.
+
+Gemini differs from OpenAI in ways that need memory rather than renaming: it has one
+system instruction instead of system messages, it names a function's result after the
+function instead of after the call, it wants strictly alternating roles, and it never
+gives a tool call an id. Ids are made here, deterministically from the response id when
+Gemini sends one, so a retried translation of the same response names its calls the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import mimetypes
+import time
+import urllib.parse
+import uuid
+from typing import Any
+
+from schemas.errors import ErrorInfo, ErrorKind
+from schemas.usage import TokenUsage
+from workers.providers.base import UpstreamError
+
+PROVIDER = "gemini"
+
+_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
+
+_FILTERED = {
+    "SAFETY",
+    "RECITATION",
+    "LANGUAGE",
+    "OTHER",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+}
+
+# OpenAI parameter -> generationConfig field, for the ones that only change their name.
+_GENERATION_FIELDS = (
+    ("temperature", "temperature"),
+    ("top_p", "topP"),
+    ("n", "candidateCount"),
+    ("seed", "seed"),
+    ("presence_penalty", "presencePenalty"),
+    ("frequency_penalty", "frequencyPenalty"),
+)
+
+
+def invalid_request(message: str, param: str | None = None) -> UpstreamError:
+    return UpstreamError(
+        ErrorInfo.of(ErrorKind.INVALID_REQUEST, message, param=param, provider=PROVIDER)
+    )
+
+
+# -- request ---------------------------------------------------------------------------
+
+
+def to_gemini_request(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``generateContent`` body for an OpenAI chat request body."""
+    system: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}
+    for message in body.get("messages") or []:
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.extend(_content_parts(message.get("content")))
+        elif role == "user":
+            _append(contents, "user", _content_parts(message.get("content")))
+        elif role == "assistant":
+            parts = _content_parts(message.get("content"))
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                call_names[str(call.get("id"))] = str(function.get("name"))
+                parts.append(_function_call_part(call))
+            _append(contents, "model", parts)
+        elif role in ("tool", "function"):
+            name = call_names.get(str(message.get("tool_call_id"))) or message.get("name")
+            if not name:
+                raise invalid_request(
+                    f"tool message refers to unknown tool_call_id {message.get('tool_call_id')!r}",
+                    "messages",
+                )
+            _append(contents, "user", [_function_response_part(name, message.get("content"))])
+        else:
+            raise invalid_request(f"unsupported message role {role!r}", "messages")
+
+    request: dict[str, Any] = {"contents": contents}
+    if system:
+        request["systemInstruction"] = {"parts": system}
+    declarations = _function_declarations(body.get("tools"))
+    if declarations:
+        request["tools"] = [{"functionDeclarations": declarations}]
+        tool_config = _tool_config(body.get("tool_choice"))
+        if tool_config:
+            request["toolConfig"] = tool_config
+    generation = _generation_config(body)
+    if generation:
+        request["generationConfig"] = generation
+    return request
+
+
+def _append(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
+    # Gemini rejects empty parts and wants turns to alternate, so an empty message is
+    # dropped and a run of same-role messages (e.g. several tool results) becomes one turn.
+    if not parts:
+        return
+    if contents and contents[-1]["role"] == role:
+        contents[-1]["parts"].extend(parts)
+    else:
+        contents.append({"role": role, "parts": list(parts)})
+
+
+def _content_parts(content: Any) -> list[dict[str, Any]]:
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"text": content}]
+    if not isinstance(content, list):
+        raise invalid_request("message content must be a string or a list of parts", "messages")
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        kind = part.get("type")
+        if kind in ("text", "refusal"):
+            text = part.get(kind) or ""
+            if text:
+                parts.append({"text": text})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            parts.append(_media_part(str(url or ""), "image/*"))
+        elif kind == "input_audio":
+            audio = part.get("input_audio") or {}
+            mime = f"audio/{audio.get('format') or 'wav'}"
+            parts.append({"inlineData": {"mimeType": mime, "data": audio.get("data") or ""}})
+        elif kind == "file" and (part.get("file") or {}).get("file_data"):
+            parts.append(_media_part(str(part["file"]["file_data"]), "application/octet-stream"))
+        else:
+            raise invalid_request(
+                f"content part type {kind!r} is not supported by gemini", "messages"
+            )
+    return parts
+
+
+def _media_part(url: str, fallback_mime: str) -> dict[str, Any]:
+    if url.startswith("data:"):
+        header, _, payload = url[len("data:") :].partition(",")
+        mime = header.split(";")[0] or fallback_mime
+        if ";base64" not in header:
+            payload = base64.b64encode(urllib.parse.unquote_to_bytes(payload)).decode()
+        return {"inlineData": {"mimeType": mime, "data": payload}}
+    guessed, _ = mimetypes.guess_type(urllib.parse.urlsplit(url).path)
+    return {"fileData": {"fileUri": url, "mimeType": guessed or fallback_mime}}
+
+
+def _function_call_part(call: dict[str, Any]) -> dict[str, Any]:
+    function = call.get("function") or {}
+    raw = function.get("arguments") or "{}"
+    try:
+        args = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        args = None
+    if not isinstance(args, dict):
+        # Gemini only takes an object; keep what the model said rather than lose it.
+        args = {"arguments": raw}
+    part: dict[str, Any] = {"functionCall": {"name": function.get("name"), "args": args}}
+    # Thinking models refuse a function-calling history without the signature they
+    # issued, so it travels through the client inside the tool call and comes back here.
+    signature = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _function_response_part(name: str, content: Any) -> dict[str, Any]:
+    if isinstance(content, list):
+        text = "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    else:
+        text = "" if content is None else str(content)
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    response = parsed if isinstance(parsed, dict) else {"content": text}
+    return {"functionResponse": {"name": name, "response": response}}
+
+
+def _function_declarations(tools: Any) -> list[dict[str, Any]]:
+    declarations: list[dict[str, Any]] = []
+    for tool in tools or []:
+        if tool.get("type", "function") != "function":
+            raise invalid_request(
+                f"tool type {tool.get('type')!r} is not supported by gemini", "tools"
+            )
+        function = tool.get("function") or {}
+        if not function.get("name"):
+            raise invalid_request("every function tool needs a name", "tools")
+        declaration: dict[str, Any] = {"name": function["name"]}
+        if function.get("description"):
+            declaration["description"] = function["description"]
+        if function.get("parameters") is not None:
+            declaration["parametersJsonSchema"] = function["parameters"]
+        declarations.append(declaration)
+    return declarations
+
+
+def _tool_config(choice: Any) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        if choice not in _MODES:
+            raise invalid_request(f"unsupported tool_choice {choice!r}", "tool_choice")
+        return {"functionCallingConfig": {"mode": _MODES[choice]}}
+    name = ((choice.get("function") or {}) if isinstance(choice, dict) else {}).get("name")
+    if not name:
+        raise invalid_request(
+            "tool_choice must be auto, required, none or a named function", "tool_choice"
+        )
+    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
+
+
+def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
+    config = {dst: body[src] for src, dst in _GENERATION_FIELDS if body.get(src) is not None}
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is not None:
+        config["maxOutputTokens"] = max_tokens
+    stop = body.get("stop")
+    if stop:
+        config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema is not None:
+            config["responseJsonSchema"] = schema
+    return config
+
+
+# -- response --------------------------------------------------------------------------
+
+
+def finish_reason(reason: str | None, has_tool_calls: bool) -> str:
+    """OpenAI's finish_reason; Gemini ends a function call with a plain STOP."""
+    if reason == "MAX_TOKENS":
+        mapped = "length"
+    elif reason in _FILTERED or (reason or "").startswith("IMAGE_"):
+        mapped = "content_filter"
+    else:
+        mapped = "stop"
+    return "tool_calls" if has_tool_calls and mapped == "stop" else mapped
+
+
+def usage_from_gemini(usage_metadata: dict[str, Any] | None) -> TokenUsage:
+    """Thinking tokens count once: inside completion_tokens and again as their breakdown."""
+    meta = usage_metadata or {}
+    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    return TokenUsage(
+        prompt_tokens=int(meta.get("promptTokenCount") or 0)
+        + int(meta.get("toolUsePromptTokenCount") or 0),
+        completion_tokens=int(meta.get("candidatesTokenCount") or 0) + thoughts,
+        cached_tokens=int(meta.get("cachedContentTokenCount") or 0),
+        reasoning_tokens=thoughts,
+    )
+
+
+def _completion_id(response_id: str | None) -> str:
+    return f"chatcmpl-{response_id or uuid.uuid4().hex}"
+
+
+def _call_id(response_id: str | None, candidate: int, position: int) -> str:
+    seed = f"{response_id}:{candidate}:{position}" if response_id else uuid.uuid4().hex
+    return "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+
+
+def _candidate_content(
+    candidate: dict[str, Any], response_id: str | None, index: int, calls_before: int = 0
+) -> tuple[str, list[dict[str, Any]]]:
+    """The candidate's visible text and its function calls as OpenAI tool calls."""
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for part in (candidate.get("content") or {}).get("parts") or []:
+        if part.get("thought"):
+            continue
+        if "text" in part:
+            texts.append(str(part["text"]))
+        elif "functionCall" in part:
+            function_call = part["functionCall"] or {}
+            call_id = function_call.get("id") or _call_id(
+                response_id, index, calls_before + len(calls)
+            )
+            call: dict[str, Any] = {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": function_call.get("name"),
+                    "arguments": json.dumps(function_call.get("args") or {}),
+                },
+            }
+            if part.get("thoughtSignature"):
+                call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+            calls.append(call)
+    return "".join(texts), calls
+
+
+def _prompt_blocked(resp: dict[str, Any]) -> bool:
+    return not resp.get("candidates") and bool(
+        (resp.get("promptFeedback") or {}).get("blockReason")
+    )
+
+
+def from_gemini_response(
+    resp: dict[str, Any], model: str, *, created: int | None = None
+) -> dict[str, Any]:
+    """An OpenAI ``chat.completion`` for a whole ``GenerateContentResponse``."""
+    response_id = resp.get("responseId")
+    choices: list[dict[str, Any]] = []
+    for position, candidate in enumerate(resp.get("candidates") or []):
+        # proto3 JSON leaves out a zero index, so the first candidate often has none.
+        index = int(candidate.get("index", position))
+        text, calls = _candidate_content(candidate, response_id, index)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": text if text or not calls else None,
+        }
+        if calls:
+            message["tool_calls"] = calls
+        choices.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls)),
+            }
+        )
+    if _prompt_blocked(resp):
+        choices.append(
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": "content_filter",
+            }
+        )
+    return {
+        "id": _completion_id(response_id),
+        "object": "chat.completion",
+        "created": created if created is not None else int(time.time()),
+        "model": model,
+        "choices": choices,
+        "usage": usage_from_gemini(resp.get("usageMetadata")).to_openai(),
+    }
+
+
+class StreamTranslator:
+    """Turns Gemini stream chunks into OpenAI ``chat.completion.chunk`` dicts, in order.
+
+    Each Gemini chunk is a whole response holding only the new parts, so the state kept
+    here is what OpenAI's format implies across chunks: one id for the stream, the role
+    sent once per choice, tool call indexes counted per choice, and which choices ended.
+    """
+
+    def __init__(self, model: str, *, created: int | None = None) -> None:
+        self._model = model
+        self._created = created if created is not None else int(time.time())
+        self._id: str | None = None
+        self._response_id: str | None = None
+        self._opened: set[int] = set()
+        self._ended: set[int] = set()
+        self._calls: dict[int, int] = {}
+        self._usage = TokenUsage()
+
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        if self._id is None:
+            self._response_id = chunk.get("responseId")
+            self._id = _completion_id(self._response_id)
+        if chunk.get("usageMetadata"):
+            self._usage = usage_from_gemini(chunk["usageMetadata"])
+        out: list[dict[str, Any]] = []
+        if _prompt_blocked(chunk):
+            out += self._open(0)
+            out.append(self._chunk(0, {}, "content_filter"))
+            self._ended.add(0)
+        for position, candidate in enumerate(chunk.get("candidates") or []):
+            index = int(candidate.get("index", position))
+            out += self._open(index)
+            before = self._calls.get(index, 0)
+            text, calls = _candidate_content(candidate, self._response_id, index, before)
+            delta: dict[str, Any] = {}
+            if text:
+                delta["content"] = text
+            if calls:
+                delta["tool_calls"] = [{"index": before + i, **c} for i, c in enumerate(calls)]
+                self._calls[index] = before + len(calls)
+            reason = candidate.get("finishReason")
+            finish = finish_reason(reason, index in self._calls) if reason else None
+            if finish:
+                self._ended.add(index)
+            if delta or finish:
+                out.append(self._chunk(index, delta, finish))
+        return out
+
+    def close(self) -> TokenUsage:
+        """The stream's usage, once every choice has ended; otherwise the stream broke."""
+        if not self._ended or self._opened - self._ended:
+            raise UpstreamError(
+                ErrorInfo.of(ErrorKind.SERVER, "gemini stream ended early", provider=PROVIDER)
+            )
+        return self._usage
+
+    def _open(self, index: int) -> list[dict[str, Any]]:
+        if index in self._opened:
+            return []
+        self._opened.add(index)
+        return [self._chunk(index, {"role": "assistant", "content": ""}, None)]
+
+    def _chunk(self, index: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [
+                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+            ],
+        }

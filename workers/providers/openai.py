@@ -1,0 +1,201 @@
+"""OpenAI, and every server that speaks its API (vLLM, Ollama, Mistral, DeepSeek, Groq, ...).
+
+The request body passes through untouched apart from the model name, so parameters we do
+not know reach the upstream. Streams always ask for usage: a call we cannot price is a call
+we cannot account for. The usage chunk is taken out of the stream here; the ingress adds it
+back for clients that asked for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from schemas.errors import ErrorInfo, ErrorKind
+from schemas.usage import TokenUsage
+from workers.providers.base import (
+    Completion,
+    StreamItem,
+    UpstreamCall,
+    UpstreamError,
+    kind_for_status,
+    retry_after,
+    status_for_kind,
+    transport_error,
+)
+from workers.providers.sse import read_events
+
+_CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
+
+
+def error_from_openai(
+    status: int, body: bytes, headers: httpx.Headers, provider: str
+) -> ErrorInfo:
+    """Map an upstream OpenAI-style error response onto our error kinds."""
+    message = f"{provider} returned HTTP {status}"
+    code: str | None = None
+    param: str | None = None
+    etype: str | None = None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(err, dict):
+        message = str(err.get("message") or message)
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        param = err.get("param") if isinstance(err.get("param"), str) else None
+        etype = err.get("type") if isinstance(err.get("type"), str) else None
+    elif isinstance(err, str):
+        message = err
+    kind = kind_for_status(status)
+    if code in _CONTEXT_CODES or "maximum context length" in message:
+        kind = ErrorKind.CONTEXT_LENGTH
+        code = code or "context_length_exceeded"
+    elif code == "content_filter" or etype == "content_filter":
+        kind = ErrorKind.CONTENT_POLICY
+    elif status == 404 and code is None:
+        code = "model_not_found"
+    return ErrorInfo.of(
+        kind,
+        message,
+        status=status_for_kind(kind, status),
+        code=code,
+        param=param,
+        retry_after=retry_after(headers),
+        provider=provider,
+        upstream_status=status,
+    )
+
+
+def stream_body(body: dict[str, Any]) -> dict[str, Any]:
+    """The upstream body of a streamed call: usage always requested."""
+    options = dict(body.get("stream_options") or {})
+    options["include_usage"] = True
+    return {**body, "stream": True, "stream_options": options}
+
+
+def split_usage(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, TokenUsage | None]:
+    """Separate a chunk's content from its usage; the usage-only chunk has no content."""
+    usage = chunk.pop("usage", None)
+    found = TokenUsage.from_openai(usage) if usage else None
+    if not chunk.get("choices") and found is not None:
+        return None, found
+    return chunk, found
+
+
+class OpenAIProvider:
+    def __init__(self, client: httpx.AsyncClient, name: str = "openai") -> None:
+        self._client = client
+        self._name = name
+
+    def _headers(self, call: UpstreamCall) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        key = call.deployment.api_key
+        if key is not None:
+            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        return headers
+
+    async def _post(self, call: UpstreamCall, path: str, body: dict[str, Any]) -> httpx.Response:
+        try:
+            response = await self._client.post(
+                call.deployment.base_url + path,
+                json=body,
+                headers=self._headers(call),
+                timeout=call.deployment.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self._name) from None
+        if response.status_code >= 400:
+            raise UpstreamError(
+                error_from_openai(
+                    response.status_code, response.content, response.headers, self._name
+                )
+            )
+        return response
+
+    async def complete(self, call: UpstreamCall) -> Completion:
+        body = {**call.body, "stream": False}
+        body.pop("stream_options", None)
+        response = await self._post(call, "/chat/completions", body)
+        data = _json(response, self._name)
+        return Completion(response=data, usage=TokenUsage.from_openai(data.get("usage")))
+
+    async def embed(self, call: UpstreamCall) -> Completion:
+        response = await self._post(call, "/embeddings", call.body)
+        data = _json(response, self._name)
+        return Completion(response=data, usage=TokenUsage.from_openai(data.get("usage")))
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
+        request = self._client.build_request(
+            "POST",
+            call.deployment.base_url + "/chat/completions",
+            json=stream_body(call.body),
+            headers=self._headers(call),
+            timeout=call.deployment.timeout,
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self._name) from None
+        try:
+            if response.status_code >= 400:
+                body = await response.aread()
+                raise UpstreamError(
+                    error_from_openai(response.status_code, body, response.headers, self._name)
+                )
+            usage: TokenUsage | None = None
+            finished = False
+            async for event in read_events(response):
+                if event.data.startswith("[DONE]"):
+                    finished = True
+                    break
+                try:
+                    chunk = json.loads(event.data)
+                except ValueError:
+                    raise UpstreamError(
+                        ErrorInfo.of(
+                            ErrorKind.SERVER, f"{self._name} sent a malformed event",
+                            provider=self._name,
+                        )
+                    ) from None
+                if "error" in chunk:
+                    err = chunk["error"] if isinstance(chunk["error"], dict) else {}
+                    raise UpstreamError(
+                        ErrorInfo.of(
+                            ErrorKind.SERVER,
+                            str(err.get("message") or f"{self._name} failed mid-stream"),
+                            provider=self._name,
+                        )
+                    )
+                content, found = split_usage(chunk)
+                if found is not None:
+                    usage = found
+                if content is not None:
+                    yield content
+            if not finished:
+                raise UpstreamError(
+                    ErrorInfo.of(
+                        ErrorKind.SERVER, f"{self._name} stream ended early", provider=self._name
+                    )
+                )
+            yield usage or TokenUsage()
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, self._name) from None
+        finally:
+            await response.aclose()
+
+
+def _json(response: httpx.Response, provider: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise UpstreamError(
+            ErrorInfo.of(ErrorKind.SERVER, f"{provider} sent a malformed body", provider=provider)
+        )
+    return data

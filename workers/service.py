@@ -1,0 +1,235 @@
+"""Running one attempt: resolve the deployment, call the provider, send frames back.
+
+The NATS wiring (which subject, which queue group) lives in ``workers.app``; this module
+only needs something that can publish bytes with headers to a subject.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from schemas.config import GatewayConfig
+from schemas.errors import ErrorInfo, ErrorKind
+from schemas.frames import DoneFrame, ErrorFrame, FrameKind, headers
+from schemas.infer import Endpoint, InferRequest
+from schemas.usage import TokenUsage
+from workers.providers.base import Provider, UpstreamCall, UpstreamError
+
+log = logging.getLogger("aigw.worker")
+
+Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """An attempt in progress, as the heartbeat loop and cancellation see it."""
+
+    request: InferRequest
+    reply: str
+    started: float = field(default_factory=time.monotonic)
+    last_sent: float = field(default_factory=time.monotonic)
+    seq: int = 0
+    chunks: int = 0
+    first_chunk_at: float | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended, for accounting."""
+
+    request: InferRequest
+    usage: TokenUsage | None
+    error: ErrorInfo | None
+    cancelled: bool
+    latency_ms: float
+    ttft_ms: float | None
+    upstream_model: str | None
+
+
+class WorkerService:
+    def __init__(
+        self,
+        provider_name: str,
+        provider: Provider,
+        config: GatewayConfig,
+        publish: Publish,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.provider_name = provider_name
+        self._provider = provider
+        self.config = config
+        self._publish = publish
+        self._on_outcome = on_outcome
+        self._running: dict[str, Attempt] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def _send(self, attempt: Attempt, kind: FrameKind, body: bytes) -> None:
+        attempt.seq += 1
+        attempt.last_sent = time.monotonic()
+        await self._publish(attempt.reply, body, headers(kind, attempt.seq))
+
+    async def handle(self, data: bytes, reply: str) -> None:
+        """Run one attempt published by an ingress. Never raises for the caller."""
+        if not reply:
+            log.warning("dropping an attempt with no reply subject")
+            return
+        try:
+            request = InferRequest.model_validate_json(data)
+        except ValidationError as exc:
+            info = ErrorInfo.of(ErrorKind.SERVER, f"worker could not read the attempt: {exc}")
+            await self._publish(
+                reply, ErrorFrame(error=info).model_dump_json().encode(),
+                headers(FrameKind.ERROR, 1),
+            )
+            return
+        attempt = Attempt(request=request, reply=reply)
+        task = asyncio.create_task(self._run(attempt))
+        attempt.task = task
+        self._running[request.request_id] = attempt
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                task.cancel()
+                raise
+        finally:
+            self._running.pop(request.request_id, None)
+
+    def cancel(self, request_id: str) -> bool:
+        """Abandon a running attempt (its client went away); True if it ran here."""
+        attempt = self._running.get(request_id)
+        if attempt is None or attempt.task is None:
+            return False
+        attempt.task.cancel()
+        return True
+
+    async def heartbeat_once(self) -> None:
+        now = time.monotonic()
+        for attempt in list(self._running.values()):
+            if now - attempt.last_sent >= attempt.request.heartbeat_interval:
+                with contextlib.suppress(Exception):
+                    await self._send(attempt, FrameKind.HEARTBEAT, b"")
+
+    async def heartbeat_forever(self, tick: float = 0.25) -> None:
+        while True:
+            await asyncio.sleep(tick)
+            await self.heartbeat_once()
+
+    async def _run(self, attempt: Attempt) -> None:
+        request = attempt.request
+        deployment = self.config.deployment(request.deployment_id)
+        usage: TokenUsage | None = None
+        error: ErrorInfo | None = None
+        cancelled = False
+        upstream_model: str | None = None
+        try:
+            if deployment is None:
+                raise UpstreamError(
+                    ErrorInfo.of(
+                        ErrorKind.SERVER,
+                        f"this worker does not serve deployment {request.deployment_id}",
+                    )
+                )
+            upstream_model = deployment.upstream_model
+            call = UpstreamCall(
+                deployment=deployment,
+                body={**request.body, "model": deployment.upstream_model},
+                request_id=request.request_id,
+            )
+            if request.endpoint is Endpoint.CHAT and request.stream:
+                usage = await self._stream(attempt, call)
+            else:
+                usage = await self._complete(attempt, call)
+        except UpstreamError as exc:
+            error = exc.info
+            await self._fail(attempt, error, usage)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            log.exception("attempt %s failed inside the worker", request.request_id)
+            error = ErrorInfo.of(ErrorKind.SERVER, "the worker failed while handling the request")
+            await self._fail(attempt, error, usage)
+        finally:
+            if self._on_outcome is not None:
+                self._on_outcome(
+                    Outcome(
+                        request=request,
+                        usage=usage,
+                        error=error,
+                        cancelled=cancelled,
+                        latency_ms=(time.monotonic() - attempt.started) * 1000,
+                        ttft_ms=_ttft(attempt),
+                        upstream_model=upstream_model,
+                    )
+                )
+
+    async def _fail(self, attempt: Attempt, error: ErrorInfo, usage: TokenUsage | None) -> None:
+        frame = ErrorFrame(error=error, chunks_sent=attempt.chunks, usage=usage)
+        with contextlib.suppress(Exception):
+            await self._send(attempt, FrameKind.ERROR, frame.model_dump_json().encode())
+
+    async def _complete(self, attempt: Attempt, call: UpstreamCall) -> TokenUsage:
+        if attempt.request.endpoint is Endpoint.EMBEDDINGS:
+            result = await self._provider.embed(call)
+        else:
+            result = await self._provider.complete(call)
+        attempt.first_chunk_at = time.monotonic()
+        finish = None
+        choices = result.response.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            finish = choices[0].get("finish_reason")
+        done = DoneFrame(
+            usage=result.usage,
+            finish_reason=finish,
+            response=result.response,
+            upstream_model=call.deployment.upstream_model,
+            latency_ms=(time.monotonic() - attempt.started) * 1000,
+            ttft_ms=_ttft(attempt),
+        )
+        await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
+        return result.usage
+
+    async def _stream(self, attempt: Attempt, call: UpstreamCall) -> TokenUsage:
+        usage = TokenUsage()
+        finish: str | None = None
+        async for item in self._provider.stream(call):
+            if isinstance(item, TokenUsage):
+                usage = item
+                continue
+            if attempt.first_chunk_at is None:
+                attempt.first_chunk_at = time.monotonic()
+            for choice in item.get("choices") or ():
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+            attempt.chunks += 1
+            await self._send(
+                attempt, FrameKind.CHUNK, json.dumps(item, separators=(",", ":")).encode()
+            )
+        done = DoneFrame(
+            usage=usage,
+            finish_reason=finish,
+            upstream_model=call.deployment.upstream_model,
+            latency_ms=(time.monotonic() - attempt.started) * 1000,
+            ttft_ms=_ttft(attempt),
+        )
+        await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
+        return usage
+
+
+def _ttft(attempt: Attempt) -> float | None:
+    if attempt.first_chunk_at is None:
+        return None
+    return (attempt.first_chunk_at - attempt.started) * 1000

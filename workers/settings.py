@@ -1,0 +1,19 @@
+"""Settings of a worker process, read once from the environment in ``__main__``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    config_path: Path | None = Field(default=None, validation_alias="AIGW_CONFIG")
+    provider: str = Field(default="mock", validation_alias="AIGW_PROVIDER")
+    concurrency: int = Field(default=512, ge=1, validation_alias="AIGW_WORKER_CONCURRENCY")
+    max_connections: int = Field(default=1000, ge=1, validation_alias="AIGW_MAX_CONNECTIONS")
+    drain_seconds: float = Field(default=30.0, ge=0, validation_alias="AIGW_DRAIN_SECONDS")
