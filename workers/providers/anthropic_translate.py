@@ -69,7 +69,8 @@ def to_anthropic_request(
     system, messages = _split_messages(body.get("messages"))
     request: dict[str, Any] = {
         "model": upstream_model,
-        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens")
+        "max_tokens": body.get("max_completion_tokens")
+        or body.get("max_tokens")
         or default_max_tokens,
         "messages": messages,
     }
@@ -121,7 +122,7 @@ def _split_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
         elif role == "tool":
             turn_role, blocks = "user", [_tool_result(message, i)]
         else:
-            raise _invalid(f"messages[{i}]: role {role!r} is not supported by anthropic", "messages")
+            raise _invalid(f"messages[{i}]: role {role!r} is not supported", "messages")
         # Anthropic rejects empty text blocks and empty turns, and an empty message carries
         # nothing the model could use.
         if not blocks:
@@ -214,9 +215,8 @@ def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
                 f"messages[{i}]: tool call {call.get('id')!r} arguments must be a JSON object",
                 "messages",
             )
-        blocks.append(
-            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": parsed}
-        )
+        name = function.get("name")
+        blocks.append({"type": "tool_use", "id": call.get("id"), "name": name, "input": parsed})
     return blocks
 
 

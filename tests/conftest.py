@@ -1,0 +1,32 @@
+"""Session-wide real services: a nats-server from the wheel and fake provider servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingress.nats_server import NatsServer
+from tests.fakes import openai_server
+from tests.fakes.server import serve
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[tuple[str, openai_server.FakeOpenAIState]]:
+    state = openai_server.FakeOpenAIState()
+    with serve(openai_server.create_app(state)) as url:
+        yield url, state
+
+
+@pytest.fixture
+def tmp_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ingress.nats_server import NatsServer
+from tests.fakes.openai_server import FakeOpenAIState
+from tests.harness import Gateway, write_config
+
+MASTER_KEY = "sk-master-e2e"
+
+
+def e2e_config(openai_url: str) -> dict[str, object]:
+    def openai(alias: str, upstream: str) -> dict[str, object]:
+        return {
+            "model_name": alias,
+            "litellm_params": {
+                "model": f"openai/{upstream}",
+                "api_base": f"{openai_url}/v1",
+                "api_key": "os.environ/FAKE_OPENAI_KEY",
+            },
+        }
+
+    return {
+        "model_list": [
+            openai("gpt-4o-mini", "gpt-4o-mini"),
+            openai("text-embedding-3-small", "text-embedding-3-small"),
+            openai("limited", "fail-429"),
+            openai("broken", "fail-500"),
+            openai("missing-upstream", "missing"),
+            openai("tiny-context", "context-small"),
+            openai("midstream", "fail-midstream"),
+            openai("slow", "slow"),
+            openai("slow-stream", "slow-stream"),
+            # a group: the first deployment always fails, the second answers
+            openai("flaky-group", "fail-500"),
+            openai("flaky-group", "gpt-4o-mini"),
+            {"model_name": "nobody-serves", "litellm_params": {"model": "mock/none"}},
+        ],
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    nats_server: NatsServer,
+    fake_openai: tuple[str, FakeOpenAIState],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    url, _ = fake_openai
+    work = tmp_path_factory.mktemp("gateway")
+    config = write_config(work / "config.yaml", e2e_config(url))
+    gw = Gateway(nats_url=nats_server.url, config_path=config, log_dir=work,
+                 env={"FAKE_OPENAI_KEY": "sk-fake", "AIGW_HEARTBEAT": "0.5",
+                      "AIGW_HEARTBEAT_TIMEOUT": "2"})
+    gw.start_worker("openai")
+    gw.start_worker("openai")
+    gw.start_ingress()
+    # mock has no worker on purpose (the "no worker" test), so readiness stays 503:
+    # wait on the ingress and the openai workers instead.
+    import time
+
+    import httpx
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            r = httpx.get(gw.base_url + "/health/readiness", timeout=2)
+            if r.json().get("workers", {}).get("openai") == "ok":
+                break
+        except (httpx.HTTPError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(gw.logs("ingress"))
+        time.sleep(0.1)
+    yield gw
+    gw.stop()

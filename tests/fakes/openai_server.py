@@ -1,0 +1,216 @@
+"""A fake OpenAI API on a real socket, speaking its wire format.
+
+Behaviour is chosen by the upstream model name, so a gateway config can point different
+aliases at different behaviours of one server:
+
+- ``fail-429``: 429 ``rate_limit_exceeded`` with ``retry-after: 7``
+- ``fail-500``: 500 ``server_error``; ``fail-401``: 401 ``invalid_api_key``
+- ``missing``: 404 ``model_not_found``
+- ``context-small``: 400 ``context_length_exceeded``
+- ``fail-midstream``: a streamed answer that breaks off after three chunks
+- ``slow``: waits ``slow_seconds`` before answering (heartbeat tests)
+- ``slow-stream``: streams one chunk, then waits ``slow_seconds`` (cancellation tests)
+
+Anything else answers normally. With ``tools`` and ``tool_choice`` not ``none`` the answer
+calls the first tool, streaming its arguments in pieces; ``response_format`` json_object
+or json_schema answers a JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+ANSWER = "Hello from the fake OpenAI server."
+TOOL_ARGS = '{"city": "Paris", "unit": "celsius"}'
+
+
+@dataclass
+class FakeOpenAIState:
+    api_key: str = "sk-fake"
+    slow_seconds: float = 30.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    cancelled: int = 0
+    completed: int = 0
+
+
+def _error(status: int, message: str, type_: str, code: str | None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(len(json.dumps(m).split()) for m in body.get("messages", []))
+
+
+def _usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    }
+
+
+def _wants_tool(body: dict[str, Any]) -> bool:
+    return bool(body.get("tools")) and body.get("tool_choice") != "none"
+
+
+def _content(body: dict[str, Any]) -> str:
+    fmt = (body.get("response_format") or {}).get("type")
+    if fmt in ("json_object", "json_schema"):
+        return json.dumps({"answer": ANSWER})
+    return ANSWER
+
+
+def create_app(state: FakeOpenAIState | None = None) -> Starlette:
+    state = state or FakeOpenAIState()
+
+    def check_key(request: Request) -> Response | None:
+        if request.headers.get("authorization") != f"Bearer {state.api_key}":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error",
+                          "invalid_api_key")
+        return None
+
+    def scripted_failure(model: str) -> Response | None:
+        if model == "fail-429":
+            return _error(429, "Rate limit reached for requests", "requests",
+                          "rate_limit_exceeded", {"retry-after": "7"})
+        if model == "fail-500":
+            return _error(500, "The server had an error while processing your request.",
+                          "server_error", None)
+        if model == "fail-401":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error",
+                          "invalid_api_key")
+        if model == "missing":
+            return _error(404, f"The model `{model}` does not exist or you do not have "
+                          "access to it.", "invalid_request_error", "model_not_found")
+        if model == "context-small":
+            return _error(400, "This model's maximum context length is 10 tokens.",
+                          "invalid_request_error", "context_length_exceeded")
+        return None
+
+    async def chat(request: Request) -> Response:
+        if (denied := check_key(request)) is not None:
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "invalid JSON", "invalid_request_error", None)
+        state.requests.append(body)
+        model = body.get("model")
+        if not isinstance(model, str) or not body.get("messages"):
+            return _error(400, "model and messages are required", "invalid_request_error",
+                          None)
+        if (failure := scripted_failure(model)) is not None:
+            return failure
+        if model == "slow":
+            await asyncio.sleep(state.slow_seconds)
+        if body.get("stream"):
+            return StreamingResponse(_stream(body, state), media_type="text/event-stream")
+        state.completed += 1
+        message: dict[str, Any] = {"role": "assistant", "content": _content(body),
+                                   "refusal": None, "annotations": []}
+        finish = "stop"
+        completion = len(message["content"].split())
+        if _wants_tool(body):
+            name = body["tools"][0]["function"]["name"]
+            message["content"] = None
+            message["tool_calls"] = [{"id": "call_fake1", "type": "function",
+                                      "function": {"name": name, "arguments": TOOL_ARGS}}]
+            finish = "tool_calls"
+            completion = 9
+        return JSONResponse({
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": i, "message": message, "logprobs": None,
+                         "finish_reason": finish} for i in range(int(body.get("n") or 1))],
+            "usage": _usage(_prompt_tokens(body), completion),
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake",
+        })
+
+    async def embeddings(request: Request) -> Response:
+        if (denied := check_key(request)) is not None:
+            return denied
+        body = await request.json()
+        state.requests.append(body)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1)] * 4}
+                for i in range(len(inputs))]
+        tokens = sum(len(str(x).split()) for x in inputs)
+        return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+    ])
+    app.state.fake = state
+    return app
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None,
+           usage: dict[str, Any] | None = None, with_usage_field: bool = False) -> bytes:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()),
+        "model": model, "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if with_usage_field:
+        chunk["usage"] = usage
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def _stream(body: dict[str, Any], state: FakeOpenAIState) -> AsyncIterator[bytes]:
+    model = body["model"]
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    yield _chunk(model, {"role": "assistant", "content": ""}, with_usage_field=include_usage)
+    if model == "slow-stream":
+        try:
+            await asyncio.sleep(state.slow_seconds)
+        except asyncio.CancelledError:
+            state.cancelled += 1
+            raise
+    completion = 0
+    if _wants_tool(body):
+        name = body["tools"][0]["function"]["name"]
+        yield _chunk(model, {"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
+                                             "function": {"name": name, "arguments": ""}}]},
+                     with_usage_field=include_usage)
+        for i in range(0, len(TOOL_ARGS), 7):
+            yield _chunk(model, {"tool_calls": [{"index": 0, "function": {
+                "arguments": TOOL_ARGS[i:i + 7]}}]}, with_usage_field=include_usage)
+        finish = "tool_calls"
+        completion = 9
+    else:
+        words = _content(body).split(" ")
+        for i, word in enumerate(words):
+            if model == "fail-midstream" and i == 3:
+                raise RuntimeError("upstream connection dropped")
+            yield _chunk(model, {"content": word if i == 0 else " " + word},
+                         with_usage_field=include_usage)
+            await asyncio.sleep(0)
+        finish = "stop"
+        completion = len(words)
+    yield _chunk(model, {}, finish, with_usage_field=include_usage)
+    if include_usage:
+        usage = _usage(_prompt_tokens(body), completion)
+        chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                 "created": int(time.time()), "model": model, "choices": [], "usage": usage}
+        yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+    state.completed += 1
+    yield b"data: [DONE]\n\n"

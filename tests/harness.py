@@ -1,0 +1,96 @@
+"""Real gateway processes for end-to-end tests: ``aigw ingress`` and ``aigw worker``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.fakes.server import free_port
+
+
+def write_config(path: Path, config: dict[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@dataclass
+class Gateway:
+    """An ingress and its workers, each its own process, over one real NATS server."""
+
+    nats_url: str
+    config_path: Path
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    ingress: subprocess.Popen[bytes] | None = None
+    workers: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "NATS_URL": self.nats_url,
+            "AIGW_CONFIG": str(self.config_path),
+            "AIGW_LOG_LEVEL": "WARNING",
+            **self.env,
+        }
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        return subprocess.Popen(
+            [sys.executable, "-m", "ingress.cli", *args],
+            env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+
+    def start_worker(self, provider: str) -> subprocess.Popen[bytes]:
+        proc = self._spawn(f"worker-{provider}-{len(self.workers)}",
+                           ["worker", "--provider", provider])
+        self.workers.append((provider, proc))
+        return proc
+
+    def start_ingress(self) -> None:
+        self.ingress = self._spawn("ingress", ["ingress", "--host", "127.0.0.1",
+                                               "--port", str(self.port)])
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.ingress is not None and self.ingress.poll() is not None:
+                raise RuntimeError(f"ingress exited: {self.logs('ingress')}")
+            try:
+                r = httpx.get(self.base_url + "/health/readiness", timeout=2)
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway not ready: {last}")
+
+    def logs(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        procs = [p for _, p in self.workers] + ([self.ingress] if self.ingress else [])
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
