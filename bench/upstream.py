@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -106,8 +107,13 @@ class ChatTemplates:
 
     @staticmethod
     def _chunks(model: str, *, include_usage: bool) -> list[bytes]:
-        chunk_head = {"id": _ID, "object": "chat.completion.chunk", "created": _CREATED,
-                      "model": model, "system_fingerprint": "fp_bench"}
+        chunk_head = {
+            "id": _ID,
+            "object": "chat.completion.chunk",
+            "created": _CREATED,
+            "model": model,
+            "system_fingerprint": "fp_bench",
+        }
         # With include_usage, OpenAI puts "usage": null on every chunk but the last.
         tail: dict[str, Any] = {"usage": None} if include_usage else {}
         events: list[dict[str, Any]] = []
@@ -181,8 +187,10 @@ class Responder:
                 return [_error(405, "use POST", keep_alive=keep_alive)]
             return self._embeddings(body, keep_alive)
         if path in (b"/v1/models", b"/models"):
-            models = {"object": "list", "data": [{"id": "bench", "object": "model",
-                                                  "created": 0, "owned_by": "bench"}]}
+            models = {
+                "object": "list",
+                "data": [{"id": "bench", "object": "model", "created": 0, "owned_by": "bench"}],
+            }
             return [_json_response(_compact(models).encode(), keep_alive=keep_alive)]
         if path == b"/health":
             return [_json_response(b'{"status":"ok"}', keep_alive=keep_alive)]
@@ -222,8 +230,9 @@ class Responder:
         encoded: Any = vector
         if request.get("encoding_format") == "base64":
             encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        data = [{"object": "embedding", "index": i, "embedding": encoded}
-                for i in range(len(inputs))]
+        data = [
+            {"object": "embedding", "index": i, "embedding": encoded} for i in range(len(inputs))
+        ]
         tokens = PROMPT_TOKENS * len(inputs)
         reply = {
             "object": "list",
@@ -330,10 +339,8 @@ def _supervise(sock: socket.socket, workers: int) -> None:
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -350,8 +357,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sock = _listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    print(f"fake OpenAI upstream on http://{host}:{port}/v1 ({args.workers} worker(s))",
-          file=sys.stderr, flush=True)
+    sys.stderr.write(f"fake OpenAI upstream on http://{host}:{port}/v1, {args.workers} worker(s)\n")
     if args.workers <= 1:
         _run_worker(sock)
     else:

@@ -123,8 +123,9 @@ def ensure_wrk() -> str:
 def lua_script(body: str, headers: dict[str, str]) -> str:
     if "]==]" in body:
         raise ValueError("request body must not contain ']==]'")
-    lines = [f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}"
-             for name, value in headers.items()]
+    lines = [
+        f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}" for name, value in headers.items()
+    ]
     return _SCRIPT.format(body=body, headers="\n".join(lines), marker=_MARKER)
 
 

@@ -18,6 +18,7 @@ from schemas.frames import DoneFrame, ErrorFrame, FrameKind
 log = logging.getLogger("aigw.ingress")
 
 _DONE = b"data: [DONE]\n\n"
+COST_HEADER = "x-aigw-cost-usd"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -38,9 +39,17 @@ async def json_response(started: Started, heartbeat_timeout: float) -> Response:
         raise ApiError(502, "the worker sent a stream to a non-streamed call",
                        type="server_error", code="bad_frame")
     done = DoneFrame.model_validate_json(frame.body)
+    body = done.response or {}
+    headers: dict[str, str] = {}
+    if done.cost is not None:
+        headers[COST_HEADER] = format(done.cost, "f")
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            usage["cost"] = float(done.cost)
     return Response(
-        json.dumps(done.response, separators=(",", ":")).encode(),
+        json.dumps(body, separators=(",", ":")).encode(),
         media_type="application/json",
+        headers=headers,
     )
 
 
@@ -49,12 +58,10 @@ def _usage_chunk(first_chunk: bytes | None, done: DoneFrame) -> bytes:
     if first_chunk is not None:
         parsed = json.loads(first_chunk)
         meta = {k: parsed.get(k) for k in ("id", "created", "model")}
-    chunk = {
-        **meta,
-        "object": "chat.completion.chunk",
-        "choices": [],
-        "usage": done.usage.to_openai(),
-    }
+    usage = done.usage.to_openai()
+    if done.cost is not None:
+        usage["cost"] = float(done.cost)
+    chunk = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 

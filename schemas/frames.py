@@ -8,6 +8,7 @@ without parsing. ``done`` and ``error`` bodies are the models below.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -39,6 +40,8 @@ class DoneFrame(BaseModel):
     upstream_model: str | None = None
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    # Priced by the worker from this call's tokens; None when the model has no known price.
+    cost: Decimal | None = None
 
 
 class ErrorFrame(BaseModel):

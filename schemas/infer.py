@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class Endpoint(StrEnum):
@@ -30,3 +30,9 @@ class InferRequest(BaseModel):
     body: dict[str, Any]
     stream: bool = False
     heartbeat_interval: float = Field(default=2.0, gt=0)
+    # Who the call is for, carried so the worker's usage event can say so.
+    key_id: str | None = None
+    team_id: str | None = None
+    end_user: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    batch_id: str | None = None

@@ -8,9 +8,12 @@ says how many of those were reasoning.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class TokenUsage(BaseModel):
@@ -53,3 +56,53 @@ class TokenUsage(BaseModel):
             cache_write_tokens=int(prompt_details.get("cache_write_tokens") or 0),
             reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
         )
+
+
+class UsageStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    CACHE_HIT = "cache_hit"
+
+
+def event_id(request_id: str, attempt: int, source: str = "worker") -> str:
+    """Deterministic, so a re-published event is dropped by JetStream and ClickHouse."""
+    return f"{request_id}:{attempt}:{source}"
+
+
+class UsageEvent(BaseModel):
+    """One upstream call (published by the worker that made it) or one request answered
+    at the ingress without an upstream call (rejected, served from cache)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    request_id: str
+    attempt: int = 0
+    ts: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    key_id: str | None = None
+    team_id: str | None = None
+    end_user: str | None = None
+    model_alias: str
+    provider: str
+    deployment_id: str | None = None
+    upstream_model: str | None = None
+    endpoint: str = "chat"
+    streamed: bool = False
+    status: UsageStatus
+    error_type: str | None = None
+    http_status: int = 200
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost: Decimal | None = None
+    saved_cost: Decimal | None = None
+    price_version: str | None = None
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    batch_id: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)

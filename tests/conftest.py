@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
 
 from ingress.nats_server import NatsServer
-from tests.fakes import openai_server
+from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.server import serve
 
 
@@ -30,3 +31,17 @@ def fake_openai() -> Iterator[tuple[str, openai_server.FakeOpenAIState]]:
 @pytest.fixture
 def tmp_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic() -> Iterator[tuple[str, Starlette]]:
+    app = anthropic_server.create_app(api_key="sk-ant-e2e")
+    with serve(app) as url:
+        yield url, app
+
+
+@pytest.fixture(scope="session")
+def fake_gemini() -> Iterator[tuple[str, Starlette]]:
+    app = gemini_server.create_app(api_key="gemini-e2e")
+    with serve(app) as url:
+        yield url, app

@@ -6,16 +6,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+from decimal import Decimal
 
 import httpx
+from accounting.pricing import PriceTable
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
 from schemas import subjects
-from schemas.config import GatewayConfig
+from schemas.config import Deployment, GatewayConfig
+from schemas.usage import TokenUsage
 from workers.providers import create_provider
 from workers.service import Outcome, WorkerService
 from workers.settings import WorkerSettings
+from workers.usage import UsagePublisher, build_event
 
 log = logging.getLogger("aigw.worker")
 
@@ -33,7 +37,7 @@ class Worker:
             settings.nats_url,
             log_level=logging.DEBUG,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=1,
         )
         self.client = httpx.AsyncClient(
             limits=httpx.Limits(
@@ -42,24 +46,48 @@ class Worker:
             ),
             timeout=httpx.Timeout(600.0, connect=10.0),
         )
+        self.prices = PriceTable.default()
         self.service = WorkerService(
             self.provider_name,
             create_provider(self.provider_name, self.client),
             config,
             self._publish,
             on_outcome=self._on_outcome,
+            price=self._price,
         )
+        self.usage: UsagePublisher | None = None
         self._heartbeats: asyncio.Task[None] | None = None
         self._register()
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         await self.broker.connection.publish(subject, body, headers=headers)
 
+    def _price(self, deployment: Deployment, usage: TokenUsage) -> Decimal | None:
+        return self.prices.cost(
+            deployment.provider,
+            deployment.upstream_model,
+            usage,
+            input_override=deployment.input_cost_per_token,
+            output_override=deployment.output_cost_per_token,
+        )
+
     def _on_outcome(self, outcome: Outcome) -> None:
-        if outcome.error is not None and not outcome.error.retryable:
-            log.info(
-                "attempt %s ended with %s", outcome.request.request_id, outcome.error.kind.value
+        if self.usage is None:
+            return
+        self.usage.submit(
+            build_event(
+                outcome.request,
+                self.provider_name,
+                outcome.deployment,
+                outcome.usage,
+                outcome.error,
+                outcome.cancelled,
+                outcome.latency_ms,
+                outcome.ttft_ms,
+                outcome.cost,
+                self.prices.version,
             )
+        )
 
     def _register(self) -> None:
         p = self.provider_name
@@ -84,6 +112,8 @@ class Worker:
 
     async def start(self) -> None:
         await self.broker.start()
+        self.usage = UsagePublisher(self.broker.connection.jetstream())
+        await self.usage.start()
         self._heartbeats = asyncio.create_task(self.service.heartbeat_forever())
         log.info("worker for %s connected to %s", self.provider_name, self.settings.nats_url)
 
@@ -97,6 +127,8 @@ class Worker:
             await asyncio.sleep(0.05)
         if self._heartbeats is not None:
             self._heartbeats.cancel()
+        if self.usage is not None:
+            await self.usage.stop()
         await self.broker.stop()
         await self.client.aclose()
 

@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from pydantic import ValidationError
 
-from schemas.config import GatewayConfig
+from schemas.config import Deployment, GatewayConfig
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind, headers
 from schemas.infer import Endpoint, InferRequest
@@ -40,6 +41,8 @@ class Attempt:
     chunks: int = 0
     first_chunk_at: float | None = None
     task: asyncio.Task[None] | None = None
+    usage: TokenUsage | None = None
+    cost: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +50,20 @@ class Outcome:
     """How an attempt ended, for accounting."""
 
     request: InferRequest
+    deployment: Deployment | None
     usage: TokenUsage | None
     error: ErrorInfo | None
     cancelled: bool
     latency_ms: float
     ttft_ms: float | None
-    upstream_model: str | None
+    cost: Decimal | None
+
+
+Pricer = Callable[[Deployment, TokenUsage], Decimal | None]
+
+
+def _no_price(deployment: Deployment, usage: TokenUsage) -> Decimal | None:
+    return None
 
 
 class WorkerService:
@@ -63,7 +74,9 @@ class WorkerService:
         config: GatewayConfig,
         publish: Publish,
         on_outcome: Callable[[Outcome], None] | None = None,
+        price: Pricer = _no_price,
     ) -> None:
+        self._price = price
         self.provider_name = provider_name
         self._provider = provider
         self.config = config
@@ -131,10 +144,8 @@ class WorkerService:
     async def _run(self, attempt: Attempt) -> None:
         request = attempt.request
         deployment = self.config.deployment(request.deployment_id)
-        usage: TokenUsage | None = None
         error: ErrorInfo | None = None
         cancelled = False
-        upstream_model: str | None = None
         try:
             if deployment is None:
                 raise UpstreamError(
@@ -143,50 +154,55 @@ class WorkerService:
                         f"this worker does not serve deployment {request.deployment_id}",
                     )
                 )
-            upstream_model = deployment.upstream_model
             call = UpstreamCall(
                 deployment=deployment,
                 body={**request.body, "model": deployment.upstream_model},
                 request_id=request.request_id,
             )
             if request.endpoint is Endpoint.CHAT and request.stream:
-                usage = await self._stream(attempt, call)
+                await self._stream(attempt, call)
             else:
-                usage = await self._complete(attempt, call)
+                await self._complete(attempt, call)
         except UpstreamError as exc:
             error = exc.info
-            await self._fail(attempt, error, usage)
+            await self._fail(attempt, error)
         except asyncio.CancelledError:
             cancelled = True
         except Exception:
             log.exception("attempt %s failed inside the worker", request.request_id)
             error = ErrorInfo.of(ErrorKind.SERVER, "the worker failed while handling the request")
-            await self._fail(attempt, error, usage)
+            await self._fail(attempt, error)
         finally:
             if self._on_outcome is not None:
                 self._on_outcome(
                     Outcome(
                         request=request,
-                        usage=usage,
+                        deployment=deployment,
+                        usage=attempt.usage,
                         error=error,
                         cancelled=cancelled,
                         latency_ms=(time.monotonic() - attempt.started) * 1000,
                         ttft_ms=_ttft(attempt),
-                        upstream_model=upstream_model,
+                        cost=attempt.cost,
                     )
                 )
 
-    async def _fail(self, attempt: Attempt, error: ErrorInfo, usage: TokenUsage | None) -> None:
-        frame = ErrorFrame(error=error, chunks_sent=attempt.chunks, usage=usage)
+    def _settle(self, attempt: Attempt, call: UpstreamCall, usage: TokenUsage) -> None:
+        attempt.usage = usage
+        attempt.cost = self._price(call.deployment, usage)
+
+    async def _fail(self, attempt: Attempt, error: ErrorInfo) -> None:
+        frame = ErrorFrame(error=error, chunks_sent=attempt.chunks, usage=attempt.usage)
         with contextlib.suppress(Exception):
             await self._send(attempt, FrameKind.ERROR, frame.model_dump_json().encode())
 
-    async def _complete(self, attempt: Attempt, call: UpstreamCall) -> TokenUsage:
+    async def _complete(self, attempt: Attempt, call: UpstreamCall) -> None:
         if attempt.request.endpoint is Endpoint.EMBEDDINGS:
             result = await self._provider.embed(call)
         else:
             result = await self._provider.complete(call)
         attempt.first_chunk_at = time.monotonic()
+        self._settle(attempt, call, result.usage)
         finish = None
         choices = result.response.get("choices")
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
@@ -198,16 +214,16 @@ class WorkerService:
             upstream_model=call.deployment.upstream_model,
             latency_ms=(time.monotonic() - attempt.started) * 1000,
             ttft_ms=_ttft(attempt),
+            cost=attempt.cost,
         )
         await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
-        return result.usage
 
-    async def _stream(self, attempt: Attempt, call: UpstreamCall) -> TokenUsage:
-        usage = TokenUsage()
+    async def _stream(self, attempt: Attempt, call: UpstreamCall) -> None:
         finish: str | None = None
+        self._settle(attempt, call, TokenUsage())
         async for item in self._provider.stream(call):
             if isinstance(item, TokenUsage):
-                usage = item
+                self._settle(attempt, call, item)
                 continue
             if attempt.first_chunk_at is None:
                 attempt.first_chunk_at = time.monotonic()
@@ -219,14 +235,14 @@ class WorkerService:
                 attempt, FrameKind.CHUNK, json.dumps(item, separators=(",", ":")).encode()
             )
         done = DoneFrame(
-            usage=usage,
+            usage=attempt.usage or TokenUsage(),
             finish_reason=finish,
             upstream_model=call.deployment.upstream_model,
             latency_ms=(time.monotonic() - attempt.started) * 1000,
             ttft_ms=_ttft(attempt),
+            cost=attempt.cost,
         )
         await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
-        return usage
 
 
 def _ttft(attempt: Attempt) -> float | None:

@@ -11,7 +11,9 @@ from tests.harness import Gateway, write_config
 MASTER_KEY = "sk-master-e2e"
 
 
-def e2e_config(openai_url: str) -> dict[str, object]:
+def e2e_config(
+    openai_url: str, anthropic_url: str = "", gemini_url: str = ""
+) -> dict[str, object]:
     def openai(alias: str, upstream: str) -> dict[str, object]:
         return {
             "model_name": alias,
@@ -21,6 +23,12 @@ def e2e_config(openai_url: str) -> dict[str, object]:
                 "api_key": "os.environ/FAKE_OPENAI_KEY",
             },
         }
+
+    def native(provider: str, url: str, key: str, models: list[str]) -> list[dict[str, object]]:
+        if not url:
+            return []
+        return [{"model_name": f"{provider}-{m}", "litellm_params": {
+            "model": f"{provider}/{m}", "api_base": url, "api_key": key}} for m in models]
 
     return {
         "model_list": [
@@ -37,6 +45,13 @@ def e2e_config(openai_url: str) -> dict[str, object]:
             openai("flaky-group", "fail-500"),
             openai("flaky-group", "gpt-4o-mini"),
             {"model_name": "nobody-serves", "litellm_params": {"model": "mock/none"}},
+            *native("anthropic", anthropic_url, "sk-ant-e2e",
+                    ["claude-sonnet-4-20250514", "fail-529", "fail-midstream"]),
+            *native("gemini", gemini_url, "gemini-e2e",
+                    ["gemini-2.0-flash", "fail-429", "missing-model"]),
+            {"model_name": "gemini-bad-key", "litellm_params": {
+                "model": "gemini/gemini-2.0-flash", "api_base": gemini_url,
+                "api_key": "not-the-key"}},
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -46,16 +61,22 @@ def e2e_config(openai_url: str) -> dict[str, object]:
 def gateway(
     nats_server: NatsServer,
     fake_openai: tuple[str, FakeOpenAIState],
+    fake_anthropic: tuple[str, object],
+    fake_gemini: tuple[str, object],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     url, _ = fake_openai
     work = tmp_path_factory.mktemp("gateway")
-    config = write_config(work / "config.yaml", e2e_config(url))
+    config = write_config(
+        work / "config.yaml", e2e_config(url, fake_anthropic[0], fake_gemini[0])
+    )
     gw = Gateway(nats_url=nats_server.url, config_path=config, log_dir=work,
                  env={"FAKE_OPENAI_KEY": "sk-fake", "AIGW_HEARTBEAT": "0.5",
                       "AIGW_HEARTBEAT_TIMEOUT": "2"})
     gw.start_worker("openai")
     gw.start_worker("openai")
+    gw.start_worker("anthropic")
+    gw.start_worker("gemini")
     gw.start_ingress()
     # mock has no worker on purpose (the "no worker" test), so readiness stays 503:
     # wait on the ingress and the openai workers instead.
@@ -66,7 +87,8 @@ def gateway(
     while True:
         try:
             r = httpx.get(gw.base_url + "/health/readiness", timeout=2)
-            if r.json().get("workers", {}).get("openai") == "ok":
+            workers = r.json().get("workers", {})
+            if all(workers.get(p) == "ok" for p in ("openai", "anthropic", "gemini")):
                 break
         except (httpx.HTTPError, ValueError):
             pass

@@ -1,10 +1,10 @@
 """A fake Anthropic Messages API (``POST /v1/messages``) speaking the real wire format.
 
-It checks what the real API checks (``x-api-key``, ``anthropic-version``, required fields,
-alternating roles starting with ``user``, tool_use/tool_result pairing, temperature range)
-and answers with a deterministic ``Message`` or the real stream event sequence. Every
-received request is kept: ``app.state.requests`` (bodies), ``app.state.last_request`` and
-``app.state.last_headers``.
+It checks what the real API checks (``x-api-key`` or a bearer token, ``anthropic-version``,
+required fields, alternating roles starting with ``user``, tool_use/tool_result pairing,
+temperature range) and answers with a deterministic ``Message`` or the real stream event
+sequence. Every received body is kept in ``app.state.requests``; the latest one is also
+``app.state.last_request``, with its headers in ``app.state.last_headers``.
 
 Answers. The reply text is ``"Hello! You said: <last user text>"``, or, when the last user
 turn carries tool results, ``"The tool returned: <their texts joined by '; '>"``. Token counts
@@ -319,7 +319,9 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
     async def messages(request: Request) -> Response:
         state = request.app.state
         state.last_headers = dict(request.headers)
-        given = request.headers.get("x-api-key")
+        # Newer official SDKs send the key as a bearer token, which the real API accepts too.
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        given = request.headers.get("x-api-key") or bearer or None
         if given != api_key:
             return error_response(401, "authentication_error", f"invalid x-api-key: {given}")
         if not request.headers.get("anthropic-version"):

@@ -384,8 +384,8 @@ def create_app(api_key: str = "test-gemini-key") -> Starlette:
         if method == "batchEmbedContents":
             return _embeddings(body, model)
         problem = _validate(body)
-        if problem:
-            return rpc_error(400, "INVALID_ARGUMENT", problem)
+        if problem or not isinstance(body, dict):
+            return rpc_error(400, "INVALID_ARGUMENT", problem or "Invalid JSON payload received.")
 
         app.state.served += 1
         answer = _answer(body, model, f"fake-{app.state.served}")

@@ -48,6 +48,7 @@ _GENERATION_FIELDS = (
 
 
 def invalid_request(message: str, param: str | None = None) -> UpstreamError:
+    """A request Gemini cannot be asked, refused before any I/O."""
     return UpstreamError(
         ErrorInfo.of(ErrorKind.INVALID_REQUEST, message, param=param, provider=PROVIDER)
     )

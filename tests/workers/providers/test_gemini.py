@@ -46,7 +46,7 @@ WEATHER_TOOL = {
 }
 
 
-def user(text: str) -> dict[str, Any]:
+def user(text: str | list[dict[str, Any]]) -> dict[str, Any]:
     return {"role": "user", "content": text}
 
 
@@ -579,6 +579,30 @@ async def test_complete_posts_generate_content_with_the_key_header(
     assert choice["finish_reason"] == "stop"
     assert result.usage == TokenUsage(prompt_tokens=4, completion_tokens=7)
     assert result.response["usage"] == result.usage.to_openai()
+
+
+async def test_an_image_is_sent_as_inline_data_the_fake_accepts(
+    fake: tuple[Starlette, str], provider: GeminiProvider
+) -> None:
+    app, url = fake
+    pixel = base64.b64encode(b"\x89PNG").decode()
+    content: list[dict[str, Any]] = [
+        {"type": "text", "text": "Describe"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{pixel}"}},
+    ]
+    result = await provider.complete(make_call(url, {"messages": [user(content)]}))
+    sent = app.state.last_request["contents"][0]["parts"][1]
+    assert sent == {"inlineData": {"mimeType": "image/png", "data": pixel}}
+    assert result.response["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_a_request_gemini_refuses_is_an_invalid_request(
+    fake: tuple[Starlette, str], provider: GeminiProvider
+) -> None:
+    _, url = fake
+    call = make_call(url, {"messages": [{"role": "system", "content": "Only a system prompt"}]})
+    info = await failure(provider, call)
+    assert (info.kind, info.status, info.upstream_status) == ("invalid_request", 400, 400)
 
 
 async def test_a_tool_call_round_trips_through_the_fake(

@@ -1,0 +1,135 @@
+"""``aigw up``: one command, everything in it, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.server import free_port
+
+pytestmark = pytest.mark.e2e
+HOMESTACK = Path(__file__).resolve().parents[2].parent / "shared/examples/homestack-config.yml"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                         text=True, check=False).stdout
+    return [int(x) for x in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+class Up:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.port = free_port()
+        self.log = cwd / "up.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingress.cli", "up", "--port", str(self.port),
+             "--data-dir", str(cwd / "data"), *args],
+            env={**os.environ, **env}, stdout=open(self.log, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT, cwd=cwd,
+        )
+
+    def wait_ready(self, path: str = "/health/readiness") -> None:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(self.log.read_text())
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+@pytest.fixture
+def up_factory(tmp_path: Path) -> Iterator[object]:
+    started: list[Up] = []
+
+    def make(args: list[str], env: dict[str, str] | None = None) -> Up:
+        up = Up(args, env or {}, tmp_path)
+        started.append(up)
+        return up
+
+    yield make
+    for up in started:
+        if up.proc.poll() is None:
+            up.proc.kill()
+
+
+def test_zero_config_up_serves_mock_models_and_stops_cleanly(up_factory) -> None:  # type: ignore[no-untyped-def]
+    up = up_factory([])
+    up.wait_ready()
+    r = httpx.post(f"http://127.0.0.1:{up.port}/v1/chat/completions",
+                   json={"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"].startswith("This is a mock response")
+    children = _children(up.proc.pid)
+    assert len(children) >= 2, "a nats-server and a worker run as children"
+    assert up.stop() == 0
+    time.sleep(0.5)
+    assert [c for c in children if _alive(c)] == []
+    assert "listening on http://127.0.0.1" in up.log.read_text()
+
+
+def test_children_die_with_a_killed_parent(up_factory) -> None:  # type: ignore[no-untyped-def]
+    up = up_factory([])
+    up.wait_ready()
+    children = _children(up.proc.pid)
+    up.proc.kill()
+    up.proc.wait()
+    deadline = time.monotonic() + 10
+    while [c for c in children if _alive(c)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [c for c in children if _alive(c)] == []
+
+
+def test_homestack_config_runs_under_its_root_path(up_factory) -> None:  # type: ignore[no-untyped-def]
+    if not HOMESTACK.exists():
+        pytest.skip("shared/examples is not beside this checkout")
+    env = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a", "GEMINI_API_KEY": "g",
+           "AI_API_MK": "sk-homestack", "SERVER_ROOT_PATH": "/ai-api"}
+    up = up_factory(["--config", str(HOMESTACK)], env)
+    up.wait_ready("/ai-api/health/readiness")
+    base = f"http://127.0.0.1:{up.port}/ai-api"
+    auth = {"authorization": "Bearer sk-homestack"}
+    for path in ("/v1/models", "/models"):
+        r = httpx.get(base + path, headers=auth)
+        assert r.status_code == 200
+        assert [m["id"] for m in r.json()["data"]][:2] == ["gpt-4o-mini", "gpt-3.5"]
+    assert httpx.get(base + "/v1/models").status_code == 401
+    log = up.log.read_text()
+    assert "disable_spend_logs" in log and "log_raw_request_response" in log
+    assert up.stop() == 0
+
+
+def test_a_wrong_config_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_list:\n  - model_name: x\n    litellm_params:\n"
+                   "      model: openai/gpt-4o\n      api_key: os.environ/NOT_SET_ANYWHERE\n")
+    result = subprocess.run([sys.executable, "-m", "ingress.cli", "up", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "aigw: model_list[0] (x) litellm_params.api_key: environment variable "
+        "NOT_SET_ANYWHERE is not set"]
