@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from targets import GATEWAY, LITELLM, UPSTREAM
 from wrk import WrkResult
-
-UPSTREAM = "upstream direct"
 
 
 class Request(Enum):
@@ -108,12 +107,12 @@ def summary_table(targets: list[TargetResult], connections: int) -> str:
             _added_cell(target, base, stream_1),
         ]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    ours = next((t for t in targets if t.name == "ai-gateway" and not t.skipped), None)
-    theirs = next((t for t in targets if t.name == "litellm" and not t.skipped), None)
+    ours = next((t for t in targets if t.name == GATEWAY and not t.skipped), None)
+    theirs = next((t for t in targets if t.name == LITELLM and not t.skipped), None)
     if ours is not None and theirs is not None:
         lines += [
             "",
-            f"ai-gateway / litellm req/s: non-stream {_ratio(ours, theirs, chat_n)}, "
+            f"{GATEWAY} / {LITELLM} req/s: non-stream {_ratio(ours, theirs, chat_n)}, "
             f"stream {_ratio(ours, theirs, stream_n)}",
         ]
     return "\n".join(lines)

@@ -45,6 +45,7 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ingress.app import create_app
+    from ingress.process import GracefulServer
     from ingress.settings import IngressSettings
 
     settings = IngressSettings()
@@ -55,10 +56,11 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     if args.port:
         settings = settings.model_copy(update={"port": args.port})
     config = _load(settings.config_path)
-    uvicorn.run(
+    server = GracefulServer(uvicorn.Config(
         create_app(settings, config), host=settings.host, port=settings.port,
         log_level="warning", access_log=False,
-    )
+    ))
+    server.run()
     return 0
 
 

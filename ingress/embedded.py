@@ -13,7 +13,7 @@ import uvicorn
 
 from ingress.app import create_app
 from ingress.nats_server import NatsServer
-from ingress.process import child_preexec
+from ingress.process import GracefulServer, child_preexec
 from ingress.settings import IngressSettings
 from schemas.config import GatewayConfig
 
@@ -56,7 +56,7 @@ def run_embedded(
     workers = [start_worker(p, nats_server.url, config_path) for p in config.providers]
     try:
         app = create_app(settings, config)
-        server = uvicorn.Server(
+        server = GracefulServer(
             uvicorn.Config(
                 app, host=settings.host, port=settings.port, log_level="warning",
                 access_log=False, lifespan="on",

@@ -6,6 +6,9 @@ import ctypes
 import ctypes.util
 import signal
 import sys
+from types import FrameType
+
+import uvicorn
 
 _PR_SET_PDEATHSIG = 1
 
@@ -16,3 +19,14 @@ def child_preexec() -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class GracefulServer(uvicorn.Server):
+    """A uvicorn server that shuts down on SIGINT/SIGTERM and then returns, instead of
+    re-raising the signal: ``aigw up`` still has children to stop after it."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True

@@ -1,0 +1,145 @@
+"""Usage events into ClickHouse, each exactly once.
+
+``connect`` turns ``CLICKHOUSE_URL`` into a clickhouse-connect client: ``http(s)://`` for a
+server, ``chdb:///path`` for the in-process chDB store (one process per path: the
+accounting service). ``UsageStore.insert`` writes one batch column-oriented, keeps out
+event ids already stored, and tags the insert with a deduplication token so a retry of the
+same batch is dropped by ClickHouse itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import clickhouse_connect
+
+from schemas.usage import UsageEvent
+
+log = logging.getLogger("aigw.accounting.store")
+
+TABLE = "usage_events"
+
+COLUMNS = (
+    "event_id", "request_id", "attempt", "ts", "key_id", "team_id", "end_user",
+    "model_alias", "provider", "deployment_id", "upstream_model", "endpoint", "streamed",
+    "status", "error_type", "http_status", "prompt_tokens", "completion_tokens",
+    "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "saved_cost",
+    "price_version", "latency_ms", "ttft_ms", "batch_id", "metadata", "schema_version",
+)
+# Column types given up front spare clickhouse-connect a DESCRIBE per insert.
+COLUMN_TYPES = (
+    "String", "String", "UInt16", "DateTime64(3, 'UTC')", "LowCardinality(String)",
+    "LowCardinality(String)", "String", "LowCardinality(String)", "LowCardinality(String)",
+    "LowCardinality(String)", "LowCardinality(String)", "LowCardinality(String)", "Bool",
+    "LowCardinality(String)", "LowCardinality(String)", "UInt16", "UInt32", "UInt32",
+    "UInt32", "UInt32", "UInt32", "Nullable(Decimal(18, 9))", "Nullable(Decimal(18, 9))",
+    "LowCardinality(String)", "Float64", "Nullable(Float64)", "String",
+    "Map(String, String)", "UInt8",
+)
+# Optional names are stored as '' (see the 0001 migration).
+_BLANK_IF_NONE = frozenset({
+    "key_id", "team_id", "end_user", "deployment_id", "upstream_model", "error_type",
+    "price_version", "batch_id",
+})
+
+INSERT_SETTINGS: dict[str, Any] = {
+    # Synchronous: the consumer acks JetStream only once the rows are really stored.
+    "async_insert": 0,
+    "insert_deduplicate": 1,
+    # A retried block is dropped for the rollup MVs too, not only for usage_events.
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+}
+
+
+def connect(url: str) -> Any:
+    """A clickhouse-connect client for ``http(s)://user:pass@host:port/db`` or
+    ``chdb:///abs/path`` (the directory is created)."""
+    scheme = urlparse(url).scheme
+    if scheme == "chdb":
+        path = urlparse(url).path
+        if path and path not in ("/memory", "/:memory:"):
+            Path(path).mkdir(parents=True, exist_ok=True)
+        return clickhouse_connect.get_client(dsn=url)
+    if scheme in ("http", "https", "clickhouse", "clickhouses"):
+        return clickhouse_connect.get_client(dsn=url)
+    raise ValueError(f"CLICKHOUSE_URL must be http(s):// or chdb:///path, got {url!r}")
+
+
+def batch_token(event_ids: Sequence[str]) -> str:
+    """Deterministic token for the rows of one insert: the same rows, the same token."""
+    digest = hashlib.sha256()
+    for eid in event_ids:
+        digest.update(eid.encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def columns(events: Sequence[UsageEvent]) -> list[list[Any]]:
+    """The events as one list per column, in ``COLUMNS`` order."""
+    rows = [e.model_dump() for e in events]
+    out: list[list[Any]] = []
+    for name in COLUMNS:
+        if name in _BLANK_IF_NONE:
+            out.append([r[name] or "" for r in rows])
+        elif name == "status":
+            out.append([str(r[name]) for r in rows])
+        else:
+            out.append([r[name] for r in rows])
+    return out
+
+
+class UsageStore:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def existing_ids(self, events: Sequence[UsageEvent]) -> set[str]:
+        """Which of these events are already stored. The ts range prunes partitions and
+        granules; a re-delivered event carries the same ts as the first delivery."""
+        if not events:
+            return set()
+        result = self.client.query(
+            f"SELECT event_id FROM {TABLE} "
+            "WHERE ts BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
+            "AND event_id IN {ids:Array(String)}",
+            parameters={
+                "lo": min(e.ts for e in events),
+                "hi": max(e.ts for e in events),
+                "ids": [e.event_id for e in events],
+            },
+        )
+        return {row[0] for row in result.result_rows}
+
+    def insert(self, events: Sequence[UsageEvent], token: str | None = None) -> int:
+        """Store the events not stored yet; return how many that was.
+
+        ``token`` (default: derived from the rows) makes a retry of the same batch a no-op
+        even if the first attempt's rows landed but the reply was lost.
+        """
+        seen: set[str] = set()
+        unique: list[UsageEvent] = []
+        for event in events:  # a batch may hold one event twice (re-delivery)
+            if event.event_id not in seen:
+                seen.add(event.event_id)
+                unique.append(event)
+        present = self.existing_ids(unique)
+        fresh = [e for e in unique if e.event_id not in present]
+        if not fresh:
+            return 0
+        if token is None or len(fresh) != len(events):
+            # The token must name exactly these rows: a different row set under a reused
+            # token would be silently dropped as a duplicate.
+            token = batch_token([e.event_id for e in fresh])
+        self.client.insert(
+            TABLE,
+            columns(fresh),
+            column_names=list(COLUMNS),
+            column_type_names=list(COLUMN_TYPES),
+            column_oriented=True,
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+        )
+        return len(fresh)

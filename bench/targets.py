@@ -1,0 +1,124 @@
+"""The servers an overhead run measures: the fake upstream, ``aigw up``, LiteLLM's proxy."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from processes import Service, free_port
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+LITELLM_VENV = BENCH_DIR / ".litellm-venv"
+HOST = "127.0.0.1"
+MASTER_KEY = "sk-master"
+MODEL = "bench"
+UPSTREAM = "upstream direct"
+GATEWAY = "ai-gateway"
+LITELLM = "litellm"
+
+
+@dataclass
+class Target:
+    """An HTTP server to measure, the process that serves it, and how to tell it is up."""
+
+    name: str
+    service: Service
+    port: int
+    ready_path: str
+    ready_timeout_s: float
+    version: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.base_url}/v1/chat/completions"
+
+
+def config_yaml(upstream_port: int) -> str:
+    """LiteLLM's config format, which the gateway reads unchanged; one file serves both."""
+    return (
+        "model_list:\n"
+        f"  - model_name: {MODEL}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{MODEL}\n"
+        f'      api_base: "http://{HOST}:{upstream_port}/v1"\n'
+        "      api_key: sk-bench\n"
+        "general_settings:\n"
+        f"  master_key: {MASTER_KEY}\n"
+    )
+
+
+def upstream(logs: Path, workers: int) -> Target:
+    port = free_port()
+    command = [sys.executable, str(BENCH_DIR / "upstream.py"), "--host", HOST]
+    command += ["--port", str(port), "--workers", str(workers)]
+    return Target(
+        UPSTREAM, Service("upstream", command, logs / "upstream.log"), port, "/health", 15
+    )
+
+
+def gateway(aigw: str, config: Path, work: Path, logs: Path) -> Target:
+    port = free_port()
+    command = [aigw, "up", "--config", str(config), "--host", HOST, "--port", str(port)]
+    command += ["--data-dir", str(work / "aigw-data")]
+    service = Service("ai-gateway", command, logs / "ai-gateway.log", cwd=work)
+    return Target(GATEWAY, service, port, "/health/readiness", 60, git_revision())
+
+
+def litellm(config: Path, workers: int, work: Path, logs: Path) -> Target:
+    port = free_port()
+    command = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--host", HOST]
+    command += ["--port", str(port), "--num_workers", str(workers)]
+    service = Service(
+        "litellm",
+        command,
+        logs / "litellm.log",
+        # Loopback only: without this LiteLLM retries a download of its price map at start.
+        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        cwd=work,
+    )
+    return Target(LITELLM, service, port, "/health/liveliness", 120, litellm_version())
+
+
+def default_aigw() -> str:
+    local = REPO_DIR / ".venv" / "bin" / "aigw"
+    return str(local) if local.exists() else (shutil.which("aigw") or str(local))
+
+
+def litellm_missing(setup: bool) -> str | None:
+    """Why LiteLLM cannot run, or None when it can; installs it first when ``setup``."""
+    if (LITELLM_VENV / "bin" / "litellm").exists():
+        return None
+    if not setup:
+        return f"{LITELLM_VENV} is absent: run bench/litellm_setup.sh or pass --setup-litellm"
+    sys.stderr.write("installing LiteLLM into bench/.litellm-venv (takes a few minutes)\n")
+    done = subprocess.run(["bash", str(BENCH_DIR / "litellm_setup.sh")], check=False)
+    if done.returncode != 0 or not (LITELLM_VENV / "bin" / "litellm").exists():
+        return "bench/litellm_setup.sh failed"
+    return None
+
+
+def _output(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
+
+
+def litellm_version() -> str:
+    script = "import importlib.metadata as m; print(m.version('litellm'))"
+    return _output([str(LITELLM_VENV / "bin" / "python"), "-c", script])
+
+
+def git_revision() -> str:
+    return _output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
+
+
+def wrk_version(wrk: str) -> str:
+    return _output([wrk, "-v"])
