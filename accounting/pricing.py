@@ -146,11 +146,10 @@ class PriceTable:
         if provider in FREE_PROVIDERS:
             return ZERO
         known = self.lookup(provider, model)
-        if known is None and (input_override is None or output_override is None):
-            self._warn_unknown(provider, model)
-            return None
         if known is None:
-            assert input_override is not None and output_override is not None
+            if input_override is None or output_override is None:
+                self._warn_unknown(provider, model)
+                return None
             price = ModelPrice(input=input_override, output=output_override)
         else:
             price = ModelPrice(

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import sys
 import tempfile
@@ -25,12 +26,22 @@ from pathlib import Path
 
 import httpx
 import targets
-from processes import ServiceError
-from report import Measurement, Request, Scenario, TargetResult, notes, raw_table, summary_table
+from processes import ServiceError, machine_busy_seconds
+from report import (
+    BUSY_CORES,
+    Measurement,
+    Request,
+    Scenario,
+    TargetResult,
+    cpu_table,
+    notes,
+    raw_table,
+    summary_table,
+)
 from targets import MASTER_KEY, MODEL, Target
+from upstream import CONTENT_CHUNKS
 from wrk import WrkError, ensure_wrk, run_wrk
 
-CONTENT_CHUNKS = 20
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 _MESSAGES = [{"role": "user", "content": "Say hello in twenty words."}]
 BODIES: dict[Request, dict[str, object]] = {
@@ -45,6 +56,12 @@ BODIES: dict[Request, dict[str, object]] = {
 }
 
 
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's reaped children: the wrk runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _log(message: str) -> None:
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
@@ -52,6 +69,13 @@ def _log(message: str) -> None:
 
 def check_responses(chat_url: str) -> tuple[list[str], list[str]]:
     """One request of each kind before any load. Returns (errors that void it, warnings)."""
+    try:
+        return _check_responses(chat_url)
+    except (httpx.HTTPError, ValueError, AttributeError, IndexError) as exc:
+        return [f"{type(exc).__name__}: {exc}"], []
+
+
+def _check_responses(chat_url: str) -> tuple[list[str], list[str]]:
     errors: list[str] = []
     warnings: list[str] = []
     with httpx.Client(timeout=30.0) as client:
@@ -101,11 +125,14 @@ def measure(target: Target, upstream: Target, args: argparse.Namespace, wrk: str
     result.notes += warnings
     if errors:
         result.skipped = "wrong answers: " + "; ".join(errors)
+        result.broken = True
         return result
 
     def one_run(request: Request, connections: int, duration_s: float) -> Measurement:
         target_cpu = target.service.cpu_seconds()
         upstream_cpu = upstream.service.cpu_seconds()
+        machine_cpu = machine_busy_seconds()
+        wrk_cpu = _children_cpu_seconds()
         run = run_wrk(
             target.chat_url,
             json.dumps(BODIES[request], separators=(",", ":")),
@@ -116,15 +143,28 @@ def measure(target: Target, upstream: Target, args: argparse.Namespace, wrk: str
             timeout_s=args.timeout,
             wrk=wrk,
         )
+        target_after = target.service.cpu_seconds()
         return Measurement(
             wrk=run,
-            target_cpu_s=target.service.cpu_seconds() - target_cpu,
-            upstream_cpu_s=upstream.service.cpu_seconds() - upstream_cpu,
+            target_cpu_by_program={
+                program: max(0.0, seconds - target_cpu.get(program, 0.0))
+                for program, seconds in target_after.items()
+            },
+            target_is_upstream=target is upstream,
+            upstream_cpu_s=sum(upstream.service.cpu_seconds().values())
+            - sum(upstream_cpu.values()),
+            wrk_cpu_s=_children_cpu_seconds() - wrk_cpu,
+            machine_cpu_s=machine_busy_seconds() - machine_cpu,
         )
 
     if args.warmup > 0:
         for request in Request:
-            one_run(request, args.connections, args.warmup)
+            try:
+                one_run(request, args.connections, args.warmup)
+            except WrkError as exc:
+                result.skipped = f"wrk failed during the warm-up: {exc}"
+                result.broken = True
+                return result
     for connections in (args.connections, 1):
         for request in Request:
             scenario = Scenario(request, connections)
@@ -153,6 +193,7 @@ def run_target(
 ) -> TargetResult:
     """Start the target (unless it is the upstream), measure it, stop it."""
     started_here = target is not upstream
+    result = TargetResult(name=target.name, version=target.version)
     try:
         if started_here:
             _log(f"[{target.name}] starting: {' '.join(target.service.command)}")
@@ -163,13 +204,18 @@ def run_target(
         _log(f"[{target.name}] ready after {ready_s:.1f} s")
         result = measure(target, upstream, args, wrk)
         result.startup_s = ready_s
-        return result
     except ServiceError as exc:
         _log(f"[{target.name}] {exc}")
-        return TargetResult(name=target.name, version=target.version, skipped=exc.reason)
+        result.skipped = exc.reason
+        result.broken = True
     finally:
         if started_here:
-            target.service.stop()
+            leftovers = target.service.stop()
+            if leftovers:
+                note = "still running after SIGTERM, killed: " + ", ".join(leftovers)
+                _log(f"[{target.name}] {note}")
+                result.notes.append(note)
+    return result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -195,6 +241,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = ensure_wrk()
+    load_at_start = os.getloadavg()
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     logs = args.results_dir / f"logs-{stamp}"
     litellm_skip = (
@@ -226,10 +273,20 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summary_table(results, args.connections)
     sys.stdout.write(summary + "\n")
-    failed = [t.name for t in results if any(m.wrk.failed for m in t.runs.values())]
+    failed = [t.name for t in results if t.failed]
     if failed:
-        sys.stdout.write(f"\nFAILED runs (non-2xx or timeouts): {', '.join(failed)}; see notes\n")
-    report = write_report(args, stamp, results, summary, wrk, targets.config_yaml(upstream.port))
+        sys.stdout.write(f"\nFAILED: {', '.join(failed)} (see the table and the notes)\n")
+    disturbed = sum(
+        1 for t in results for m in t.runs.values() if m.cores(m.other_cpu_s) > BUSY_CORES
+    )
+    if disturbed:
+        sys.stdout.write(
+            f"\nwarning: other programs competed for the CPU during {disturbed} run(s); "
+            "see the notes, and rerun on a quiet machine for numbers to quote\n"
+        )
+    report = write_report(
+        args, stamp, results, summary, wrk, targets.config_yaml(upstream.port), load_at_start
+    )
     sys.stdout.write(f"\nwritten to {report}, service logs in {logs}\n")
     return 1 if failed else 0
 
@@ -241,10 +298,12 @@ def write_report(
     summary: str,
     wrk: str,
     config: str,
+    load_at_start: tuple[float, float, float],
 ) -> Path:
     results_dir: Path = args.results_dir
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"overhead-{stamp}.md"
+    load = " ".join(f"{value:.2f}" for value in load_at_start)
     machine = (
         f"{os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}, "
         f"{targets.wrk_version(wrk)}"
@@ -252,7 +311,8 @@ def write_report(
     text = "\n\n".join(
         [
             f"# Overhead benchmark {stamp}",
-            f"Machine: {machine}. Gateway revision {targets.git_revision()}.",
+            f"Machine: {machine}; load average {load} at start. "
+            f"Gateway revision {targets.git_revision()}.",
             f"Command: `{' '.join(sys.argv)}`: {args.duration:g} s per run after "
             f"{args.warmup:g} s warm-up, {args.connections} connections / {args.threads} wrk "
             f"threads for req/s, 1 connection / 1 thread for latency; upstream with "
@@ -262,6 +322,8 @@ def write_report(
             "Added latency = the target's p50 (p99) at 1 connection minus the upstream's own.",
             "## Raw numbers (latencies in ms)",
             raw_table(results),
+            "## Target CPU by process",
+            cpu_table(results),
             "## Notes",
             notes(results) or "none",
             "## Config",

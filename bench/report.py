@@ -8,6 +8,9 @@ from enum import Enum
 from targets import GATEWAY, LITELLM, UPSTREAM
 from wrk import WrkResult
 
+# More foreign CPU than this during a run (in cores) and its numbers get a warning.
+BUSY_CORES = 0.25
+
 
 class Request(Enum):
     CHAT = "non-stream"
@@ -28,17 +31,31 @@ class Measurement:
     """One wrk run, with the CPU the target and the fake upstream spent during it."""
 
     wrk: WrkResult
-    target_cpu_s: float
+    target_cpu_by_program: dict[str, float]
     upstream_cpu_s: float
+    wrk_cpu_s: float
+    machine_cpu_s: float
+    target_is_upstream: bool = False
+
+    @property
+    def target_cpu_s(self) -> float:
+        return sum(self.target_cpu_by_program.values())
 
     @property
     def target_cpu_ms_per_request(self) -> float:
         return 1e3 * self.target_cpu_s / self.wrk.requests if self.wrk.requests else 0.0
 
+    def cores(self, cpu_s: float) -> float:
+        """CPU seconds as cores kept busy over the run: 0.25 is a quarter of one core."""
+        return cpu_s / self.wrk.duration_s if self.wrk.duration_s else 0.0
+
     @property
-    def upstream_cpu_share(self) -> float:
-        """Cores the upstream kept busy: 0.25 means a quarter of one core."""
-        return self.upstream_cpu_s / self.wrk.duration_s if self.wrk.duration_s else 0.0
+    def other_cpu_s(self) -> float:
+        """CPU spent by anything but the target, the upstream and wrk: noise on the numbers."""
+        ours = self.target_cpu_s + self.wrk_cpu_s
+        if not self.target_is_upstream:
+            ours += self.upstream_cpu_s
+        return max(0.0, self.machine_cpu_s - ours)
 
 
 @dataclass
@@ -47,8 +64,18 @@ class TargetResult:
     version: str = ""
     startup_s: float | None = None
     skipped: str | None = None
+    broken: bool = False  # skipped because it failed to start or answered wrongly
     notes: list[str] = field(default_factory=list)
     runs: dict[Scenario, Measurement] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """Did not start, answered wrongly, or any run failed or did not happen."""
+        if self.skipped:
+            return self.broken
+        runs = list(self.runs.values())
+        # Every request kind at N connections and at 1.
+        return len(runs) < 2 * len(Request) or any(m.wrk.failed for m in runs)
 
     def ok(self, scenario: Scenario) -> WrkResult | None:
         measurement = self.runs.get(scenario)
@@ -57,10 +84,13 @@ class TargetResult:
         return measurement.wrk
 
 
+_NO_RUN = "FAILED (wrk did not run, see notes)"
+
+
 def _rps_cell(target: TargetResult, scenario: Scenario) -> str:
     measurement = target.runs.get(scenario)
     if measurement is None:
-        return "—"
+        return _NO_RUN
     if measurement.wrk.failed:
         return f"FAILED ({measurement.wrk.problems()})"
     return f"{measurement.wrk.requests_per_s:,.0f}"
@@ -69,7 +99,7 @@ def _rps_cell(target: TargetResult, scenario: Scenario) -> str:
 def _added_cell(target: TargetResult, base: TargetResult | None, scenario: Scenario) -> str:
     measurement = target.runs.get(scenario)
     if measurement is None:
-        return "—"
+        return _NO_RUN
     run = measurement.wrk
     if run.failed:
         return f"FAILED ({run.problems()})"
@@ -98,7 +128,9 @@ def summary_table(targets: list[TargetResult], connections: int) -> str:
     for target in targets:
         label = f"{target.name} {target.version}".strip()
         if target.skipped:
-            lines.append(f"| {label} | skipped: {target.skipped} | | | |")
+            verdict = "FAILED" if target.broken else "skipped"
+            reason = " ".join(target.skipped.split()).replace("|", "/")[:300]
+            lines.append(f"| {label} | {verdict}: {reason} | | | |")
             continue
         cells = [
             _rps_cell(target, chat_n),
@@ -121,8 +153,8 @@ def summary_table(targets: list[TargetResult], connections: int) -> str:
 def raw_table(targets: list[TargetResult]) -> str:
     lines = [
         "| path | request | conns | requests | req/s | mean | p50 | p90 | p99 | p99.9 | max "
-        "| errors | target CPU ms/req | upstream CPU (cores) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+        "| errors | target CPU ms/req | cores: target | upstream | wrk | other |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for target in targets:
         for scenario, m in target.runs.items():
@@ -132,15 +164,44 @@ def raw_table(targets: list[TargetResult]) -> str:
                 f"| {run.requests} | {run.requests_per_s:,.1f} | {run.mean_ms:.3f} "
                 f"| {run.p50_ms:.3f} | {run.p90_ms:.3f} | {run.p99_ms:.3f} | {run.p999_ms:.3f} "
                 f"| {run.max_ms:.3f} | {run.problems() or 'none'} "
-                f"| {m.target_cpu_ms_per_request:.3f} | {m.upstream_cpu_share:.2f} |"
+                f"| {m.target_cpu_ms_per_request:.3f} | {m.cores(m.target_cpu_s):.2f} "
+                f"| {m.cores(m.upstream_cpu_s):.2f} | {m.cores(m.wrk_cpu_s):.2f} "
+                f"| {m.cores(m.other_cpu_s):.2f} |"
             )
     return "\n".join(lines)
 
 
-def notes(targets: list[TargetResult]) -> str:
+def cpu_table(targets: list[TargetResult]) -> str:
+    """Where each target's CPU went, per process, in CPU milliseconds per request."""
+    lines = ["| path | request | conns | CPU ms per request, by process |", "|---|---|---:|---|"]
+    for target in targets:
+        for scenario, m in target.runs.items():
+            if not m.wrk.requests:
+                continue
+            parts = [
+                f"{program} {1e3 * seconds / m.wrk.requests:.2f}"
+                for program, seconds in sorted(
+                    m.target_cpu_by_program.items(), key=lambda item: -item[1]
+                )
+            ]
+            lines.append(
+                f"| {target.name} | {scenario.request.value} | {scenario.connections} "
+                f"| {', '.join(parts)} |"
+            )
+    return "\n".join(lines)
+
+
+def notes(targets: list[TargetResult], busy_cores: float = BUSY_CORES) -> str:
     lines: list[str] = []
     for target in targets:
         if target.startup_s is not None:
             lines.append(f"- {target.name}: ready after {target.startup_s:.1f} s")
-        lines += [f"- {target.name}: {note}" for note in target.notes]
+        lines += [f"- {target.name}: {' '.join(note.split())}" for note in target.notes]
+        for scenario, m in target.runs.items():
+            other = m.cores(m.other_cpu_s)
+            if other > busy_cores:
+                lines.append(
+                    f"- {target.name}: {scenario}: other programs kept {other:.2f} cores "
+                    "busy during the run; its numbers are disturbed"
+                )
     return "\n".join(lines)

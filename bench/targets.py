@@ -106,19 +106,23 @@ def litellm_missing(setup: bool) -> str | None:
 
 
 def _output(command: list[str]) -> str:
+    """The first line the command printed, or ""."""
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = (done.stdout or done.stderr).strip().splitlines()
-    return lines[0] if lines else "?"
+    return lines[0] if lines else ""
 
 
 def litellm_version() -> str:
     script = "import importlib.metadata as m; print(m.version('litellm'))"
-    return _output([str(LITELLM_VENV / "bin" / "python"), "-c", script])
+    return _output([str(LITELLM_VENV / "bin" / "python"), "-c", script]) or "?"
 
 
 def git_revision() -> str:
-    return _output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"])
+    """The commit benchmarked, marked ``+changes`` when tracked files differ from it."""
+    revision = _output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"]) or "?"
+    changed = _output(["git", "-C", str(REPO_DIR), "status", "--porcelain", "-uno"])
+    return revision + ("+changes" if changed else "")
 
 
 def wrk_version(wrk: str) -> str:
-    return _output([wrk, "-v"])
+    return _output([wrk, "-v"]).split(" Copyright")[0] or "?"

@@ -14,9 +14,10 @@ Serves, in OpenAI's wire format:
 - ``GET /v1/models`` and ``GET /health``.
 
 It is a raw ``asyncio.Protocol`` over httptools' C parser on uvloop, with every
-response built synchronously from pre-encoded templates: no tasks, no framework. That
-measured several times faster than the same app as a raw ASGI callable under uvicorn
-(numbers in bench/README.md), and a fake upstream must not be the bottleneck.
+response built synchronously from pre-encoded templates: no tasks, no framework. On 2
+cores that served about 3 times the non-streamed and 1.6 times the streamed requests per
+second of the same answers from a raw ASGI callable under uvicorn (numbers in
+bench/README.md): a fake upstream must not be the bottleneck.
 Each response carries a fresh ``id`` so nothing downstream can mistake two calls for one.
 """
 

@@ -1,0 +1,87 @@
+"""The accounting process: a FastStream app that owns ClickHouse.
+
+It runs the migrations, the usage consumer (JetStream → ClickHouse) and the analytics
+responders, and stops gracefully: the batch in hand is written and acked before exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from faststream.nats import NatsBroker
+from faststream.nats.annotations import NatsMessage
+
+from accounting import migrations, service
+from accounting.consumer import UsageConsumer
+from accounting.settings import AccountingSettings
+from accounting.store import UsageStore, connect
+
+log = logging.getLogger("aigw.accounting")
+
+
+class Accounting:
+    """Everything one accounting process owns, started and stopped together."""
+
+    def __init__(self, settings: AccountingSettings, store: Any = None) -> None:
+        self.settings = settings
+        # Per-message logging at INFO costs throughput: keep it at DEBUG.
+        self.broker = NatsBroker(
+            settings.nats_url,
+            log_level=logging.DEBUG,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        # Two handles on one store: an analytics query never waits behind an insert.
+        self.ingest_client = connect(settings.clickhouse)
+        self.query_client = connect(settings.clickhouse)
+        migrations.apply(self.ingest_client, settings.ttl_days)
+        # ``store`` lets a test stand a failing store in front of the real one.
+        self.store = store if store is not None else UsageStore(self.ingest_client)
+        self.consumer: UsageConsumer | None = None
+        self._register()
+
+    def _register(self) -> None:
+        client = self.query_client
+
+        @self.broker.subscriber(service.ANALYTICS_ALL, queue=service.ANALYTICS_QUEUE)
+        async def on_analytics(msg: NatsMessage) -> bytes:
+            query = service.query_name(msg.raw_message.subject)
+            return await asyncio.to_thread(service.answer, client, query, msg.body)
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self.consumer = UsageConsumer(
+            self.broker.connection,
+            self.store,
+            batch_size=self.settings.batch_size,
+            batch_age=self.settings.batch_age,
+            retry_delay=self.settings.retry_delay,
+            stream_max_age=self.settings.stream_max_age_days * 86400,
+        )
+        await self.consumer.start()
+        log.info("accounting connected to %s, ClickHouse at %s",
+                 self.settings.nats_url, self.settings.clickhouse)
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.broker.stop()
+        self.ingest_client.close()
+        self.query_client.close()
+
+
+async def run_accounting(settings: AccountingSettings) -> None:
+    """Run until SIGINT or SIGTERM, then finish the batch in hand and exit."""
+    accounting = Accounting(settings)
+    await accounting.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await accounting.stop()

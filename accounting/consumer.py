@@ -1,0 +1,281 @@
+"""Usage events from JetStream into ClickHouse, in batches, at least once, counted once.
+
+A durable pull consumer (shared by every accounting replica) is read in batches of up to
+``batch_size`` events or ``batch_age`` seconds after the first one, whichever comes first.
+A batch is acked only after its insert returned; if the insert fails, every message is
+nak'ed with a delay and comes back later, so events wait in the stream while ClickHouse is
+down. Duplicates (a re-published or re-delivered event) are dropped by the store.
+
+Pull requests are sent by hand to ``$JS.API.CONSUMER.MSG.NEXT`` with a callback
+subscription on our own inbox, not with nats-py's ``fetch`` or FastStream's batch
+``PullSub`` (which wraps it): ``fetch`` waits for each message with its own
+``wait_for``, which measured 90 us per event here, four times our whole per-event budget,
+and under a trickle it returns one-event batches, the many tiny inserts ClickHouse handles
+worst. While one batch is written (in a thread), the next one is already arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pydantic
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy, Header
+
+from accounting.store import EventKey, batch_token
+from accounting.stream import DEFAULT_MAX_AGE_S, ensure_usage_stream
+from schemas import subjects
+from schemas.usage import UsageEvent
+
+log = logging.getLogger("aigw.accounting.consumer")
+
+DURABLE = "aigw-accounting"
+# How long one pull request waits for a first event, so stop() is noticed this soon.
+IDLE_POLL_S = 0.5
+# Longer than the slowest insert we expect: past it, JetStream redelivers the batch to
+# another replica while this one may still be writing it (harmless, but wasted work).
+ACK_WAIT_S = 120.0
+
+
+class Store(Protocol):
+    def insert(
+        self,
+        events: Sequence[UsageEvent | EventKey],
+        token: str | None = None,
+        bodies: Sequence[bytes] | None = None,
+    ) -> int: ...
+
+
+@dataclass
+class ConsumerStats:
+    batches: int = 0
+    received: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    failed_batches: int = 0
+    invalid: int = 0
+
+
+def identify(msgs: Sequence[Msg]) -> tuple[list[Msg], list[EventKey], list[Msg]]:
+    """(messages, their event keys, messages that are not usage events at all)."""
+    good: list[Msg] = []
+    keys: list[EventKey] = []
+    bad: list[Msg] = []
+    for msg in msgs:
+        try:
+            keys.append(EventKey.model_validate_json(msg.data))
+        except pydantic.ValidationError as exc:
+            log.error("dropping a message on %s that is not a usage event: %s",
+                      msg.subject, exc.errors()[:1])
+            bad.append(msg)
+            continue
+        good.append(msg)
+    return good, keys, bad
+
+
+# ClickHouse errors that mean "these rows cannot be stored", not "ClickHouse is away".
+_DATA_ERRORS = re.compile(
+    r"\((CANNOT_PARSE_\w+|INCORRECT_DATA|TYPE_MISMATCH|ARGUMENT_OUT_OF_BOUND|DECIMAL_OVERFLOW"
+    r"|VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE|ILLEGAL_COLUMN|INCORRECT_NUMBER_OF_COLUMNS)\)"
+)
+
+
+def refused_data(exc: Exception) -> bool:
+    return _DATA_ERRORS.search(str(exc)) is not None
+
+
+class UsageConsumer:
+    def __init__(
+        self,
+        nc: Client,
+        store: Store,
+        *,
+        batch_size: int = 5000,
+        batch_age: float = 1.0,
+        retry_delay: float = 5.0,
+        stream_max_age: float = DEFAULT_MAX_AGE_S,
+        durable: str = DURABLE,
+    ) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.store = store
+        self.batch_size = batch_size
+        self.batch_age = batch_age
+        self.retry_delay = retry_delay
+        self.stream_max_age = stream_max_age
+        self.durable = durable
+        self.stats = ConsumerStats()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
+        self._inbox = ""
+        self._next = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{subjects.USAGE_STREAM}.{durable}"
+        # Delivered, not yet taken into a batch.
+        self._buffer: list[Msg] = []
+        self._wake = asyncio.Event()
+        # Messages the open pull request may still deliver; 0 means none is open.
+        self._outstanding = 0
+        self._request_ends = 0.0
+
+    async def start(self) -> None:
+        await ensure_usage_stream(self.js, self.stream_max_age)
+        await self.js.add_consumer(
+            subjects.USAGE_STREAM,
+            ConsumerConfig(
+                durable_name=self.durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                filter_subject=subjects.USAGE_SUBJECTS,
+                ack_wait=ACK_WAIT_S,
+                # One batch being written plus the next arriving, with room to spare; the
+                # server default (1000) would cap every batch at 1000.
+                max_ack_pending=max(4 * self.batch_size, 1000),
+                # Never give up on an event: ClickHouse may be down for a long time.
+                max_deliver=-1,
+            ),
+        )
+        self._inbox = self.nc.new_inbox()
+        self._sub = await self.nc.subscribe(
+            self._inbox, cb=self._on_msg, pending_msgs_limit=max(8 * self.batch_size, 65536),
+        )
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name="usage-consumer")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Stop pulling, write and ack what was delivered, unsubscribe. The durable
+        consumer stays on the server, so a restart resumes where this one stopped."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout)
+            except TimeoutError:
+                log.error("usage consumer did not finish its batch within %.0fs", timeout)
+            self._task = None
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+        if self._buffer:
+            # Delivered after the last write: JetStream redelivers them after ack_wait.
+            log.warning("%d usage events left unacked at stop", len(self._buffer))
+            self._buffer = []
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get(Header.STATUS) if msg.headers else None
+        if status is None:
+            self._buffer.append(msg)
+            self._outstanding -= 1
+            if (self._outstanding <= 0 or len(self._buffer) == 1
+                    or len(self._buffer) >= self.batch_size):
+                self._wake.set()
+        elif status != "100":  # 100 is a heartbeat; 404/408/409 end the pull request
+            self._outstanding = 0
+            self._wake.set()
+
+    async def _pull(self, wait: float) -> None:
+        want = self.batch_size - len(self._buffer)
+        expires = max(wait, 0.01)
+        await self.nc.publish(
+            self._next,
+            json.dumps({"batch": want, "expires": int(expires * 1e9)}).encode(),
+            reply=self._inbox,
+        )
+        self._outstanding = want
+        self._request_ends = asyncio.get_running_loop().time() + expires
+
+    async def _run(self) -> None:
+        writing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch = await self._collect()
+                if writing is not None:
+                    await writing
+                    writing = None
+                if batch:
+                    writing = asyncio.create_task(self.write(batch))
+                elif self._stopping.is_set():
+                    return
+        finally:
+            if writing is not None:
+                await writing
+
+    async def _collect(self) -> list[Msg]:
+        """Up to batch_size messages, returning batch_age after the first one arrived.
+        When stopping: whatever the open pull request still delivers, without a new one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.batch_age if self._buffer else None
+        while len(self._buffer) < self.batch_size:
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                break
+            if self._outstanding > 0 and now > self._request_ends + 1.0:
+                self._outstanding = 0  # its end-of-request status got lost (reconnect)
+            if self._outstanding <= 0:
+                if self._stopping.is_set():
+                    break
+                await self._pull(IDLE_POLL_S if deadline is None else deadline - now)
+            self._wake.clear()
+            timeout = (deadline - now) if deadline is not None else IDLE_POLL_S + 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            if self._buffer and deadline is None:
+                deadline = loop.time() + self.batch_age
+        batch = self._buffer[: self.batch_size]
+        del self._buffer[: self.batch_size]
+        return batch
+
+    async def write(self, msgs: Sequence[Msg]) -> None:
+        """Insert one batch, then ack it; if ClickHouse is away, nak it for a later retry.
+
+        Only each event's key is parsed here; ClickHouse parses the rest. If it refuses
+        the rows, the batch is halved until the rows it refuses are found and dropped, so
+        one bad event never holds up the others.
+        """
+        good, keys, bad = identify(msgs)
+        await self._drop(bad)
+        if good:
+            await self._insert(good, keys, batch_token([k.event_id for k in keys]))
+
+    async def _insert(self, msgs: list[Msg], keys: list[EventKey], token: str | None) -> None:
+        try:
+            inserted = await asyncio.to_thread(
+                self.store.insert, keys, token, [m.data for m in msgs]
+            )
+        except Exception as exc:
+            if refused_data(exc) and len(msgs) == 1:
+                log.error("dropping usage event %s: ClickHouse refuses it: %s",
+                          keys[0].event_id, exc)
+                await self._drop(msgs)
+            elif refused_data(exc):
+                half = len(msgs) // 2
+                await self._insert(msgs[:half], keys[:half], None)
+                await self._insert(msgs[half:], keys[half:], None)
+            else:
+                self.stats.failed_batches += 1
+                log.warning("usage insert of %d events failed, retrying in %.0fs: %s",
+                            len(msgs), self.retry_delay, exc)
+                for msg in msgs:
+                    await msg.nak(delay=self.retry_delay)
+            return
+        for msg in msgs:
+            await msg.ack()
+        self.stats.batches += 1
+        self.stats.received += len(msgs)
+        self.stats.inserted += inserted
+        self.stats.duplicates += len(msgs) - inserted
+
+    async def _drop(self, msgs: Sequence[Msg]) -> None:
+        # Redelivering a message that can never be stored would only loop; it stays in
+        # the stream (until max age) for whoever needs to look at it.
+        for msg in msgs:
+            await msg.term()
+        self.stats.invalid += len(msgs)

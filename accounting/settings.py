@@ -1,0 +1,34 @@
+"""Settings of the accounting process, read once from the environment in ``__main__``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from accounting.migrations import DEFAULT_TTL_DAYS
+
+
+class AccountingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+
+    nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    data_dir: Path = Field(default=Path("data"), validation_alias="AIGW_DATA_DIR")
+    # http(s)://user:pass@host:8123/db for a server; empty means chDB under data_dir.
+    clickhouse_url: str | None = Field(default=None, validation_alias="CLICKHOUSE_URL")
+    batch_size: int = Field(default=5000, ge=1, le=100_000,
+                            validation_alias="AIGW_ACCOUNTING_BATCH_SIZE")
+    # The longest an event waits in the consumer before its batch is written.
+    batch_age: float = Field(default=1.0, gt=0, validation_alias="AIGW_ACCOUNTING_BATCH_AGE")
+    # How long a failed batch waits in JetStream before it is redelivered.
+    retry_delay: float = Field(default=5.0, gt=0, validation_alias="AIGW_ACCOUNTING_RETRY_DELAY")
+    ttl_days: int = Field(default=DEFAULT_TTL_DAYS, ge=1, validation_alias="AIGW_USAGE_TTL_DAYS")
+    stream_max_age_days: float = Field(default=7.0, gt=0,
+                                       validation_alias="AIGW_USAGE_STREAM_MAX_AGE_DAYS")
+
+    @property
+    def clickhouse(self) -> str:
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"

@@ -1,0 +1,114 @@
+"""``GET /usage/{summary,breakdown,daily,logs}``: spend and traffic, from the accounting
+service over NATS request/reply (it owns ClickHouse; see ``accounting.service``).
+
+Time range: ``days`` (the last N UTC days, today included) or ``start``/``end`` (ISO date or
+datetime, end exclusive); filters ``key_id``, ``team_id``, ``model``. Parameters are checked
+here with the accounting service's own model, so a bad one is a 400 without a NATS trip.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from accounting.query import AnalyticsQuery, BreakdownBy
+from accounting.service import analytics_subject
+from ingress.deps import AuthedGateway
+from ingress.errors import ApiError, invalid
+from ingress.state import Gateway
+
+router = APIRouter()
+
+ANALYTICS_TIMEOUT_S = 10.0
+
+
+def scope_for(request: Request) -> dict[str, str]:
+    """Filters the caller cannot lift: today none, as only the master key gets here.
+
+    Hook for virtual keys: a key's own caller gets ``{"key_id": ...}``, a team admin
+    ``{"team_id": ...}``; these override whatever the caller asked for.
+    """
+    return {}
+
+
+def build_query(params: dict[str, Any], scope: dict[str, str]) -> AnalyticsQuery:
+    given = {name: value for name, value in params.items() if value is not None}
+    try:
+        return AnalyticsQuery.model_validate({**given, **scope})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first.get("loc", ())
+        param = str(loc[0]) if loc else None  # not "start.datetime": the union's branch
+        message = str(first.get("msg", "invalid query")).removeprefix("Value error, ")
+        raise invalid(f"{param}: {message}" if param else message, param=param) from None
+
+
+async def ask(gateway: Gateway, query: str, q: AnalyticsQuery) -> Response:
+    body = q.model_dump_json(exclude_defaults=True).encode()
+    try:
+        reply = await gateway.nc.request(analytics_subject(query), body,
+                                         timeout=ANALYTICS_TIMEOUT_S)
+    except NoRespondersError:
+        raise ApiError(503, "accounting service is not running", type="server_error",
+                       code="accounting_unavailable") from None
+    except NatsTimeoutError:
+        raise ApiError(504, "accounting service did not answer in time", type="server_error",
+                       code="accounting_timeout") from None
+    if reply.data.startswith(b'{"error"'):
+        error = json.loads(reply.data)["error"]
+        status = int(error.get("status", 502))
+        raise ApiError(status, str(error.get("message")),
+                       type="invalid_request_error" if status < 500 else "server_error")
+    # Already JSON, money already strings: pass it through untouched.
+    return Response(reply.data, media_type="application/json")
+
+
+@router.get("/usage/summary")
+async def usage_summary(
+    request: Request, gateway: AuthedGateway, days: int | None = None,
+    start: str | None = None, end: str | None = None, key_id: str | None = None,
+    team_id: str | None = None, model: str | None = None,
+) -> Response:
+    q = build_query({"days": days, "start": start, "end": end, "key_id": key_id,
+                     "team_id": team_id, "model": model}, scope_for(request))
+    return await ask(gateway, "summary", q)
+
+
+@router.get("/usage/breakdown")
+async def usage_breakdown(
+    request: Request, gateway: AuthedGateway, by: BreakdownBy = "model",
+    days: int | None = None, start: str | None = None, end: str | None = None,
+    key_id: str | None = None, team_id: str | None = None, model: str | None = None,
+) -> Response:
+    q = build_query({"by": by, "days": days, "start": start, "end": end, "key_id": key_id,
+                     "team_id": team_id, "model": model}, scope_for(request))
+    return await ask(gateway, "breakdown", q)
+
+
+@router.get("/usage/daily")
+async def usage_daily(
+    request: Request, gateway: AuthedGateway, days: int | None = None,
+    start: str | None = None, end: str | None = None, key_id: str | None = None,
+    team_id: str | None = None, model: str | None = None,
+) -> Response:
+    q = build_query({"days": days, "start": start, "end": end, "key_id": key_id,
+                     "team_id": team_id, "model": model}, scope_for(request))
+    return await ask(gateway, "daily", q)
+
+
+@router.get("/usage/logs")
+async def usage_logs(
+    request: Request, gateway: AuthedGateway, days: int | None = None,
+    start: str | None = None, end: str | None = None, key_id: str | None = None,
+    team_id: str | None = None, model: str | None = None, limit: int = 100, offset: int = 0,
+) -> Response:
+    q = build_query({"days": days, "start": start, "end": end, "key_id": key_id,
+                     "team_id": team_id, "model": model, "limit": limit, "offset": offset},
+                    scope_for(request))
+    return await ask(gateway, "logs", q)

@@ -1,0 +1,87 @@
+"""chDB stores in temporary directories and a clean usage stream on the session nats-server.
+
+chDB hosts one engine path per process at a time: a client on another path fails while
+any handle is open. Each fixture closes its handles, so every test gets a fresh store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from accounting import migrations
+from accounting.store import UsageStore, connect
+from accounting.stream import ensure_usage_stream
+from ingress.nats_server import NatsServer
+from schemas import subjects
+from schemas.usage import UsageEvent, UsageStatus, event_id
+
+
+@pytest.fixture
+def clickhouse_url(tmp_path: Path) -> str:
+    return f"chdb://{tmp_path / 'clickhouse'}"
+
+
+@pytest.fixture
+def clickhouse(clickhouse_url: str) -> Iterator[Any]:
+    client = connect(clickhouse_url)
+    migrations.apply(client)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(clickhouse: Any) -> UsageStore:
+    return UsageStore(clickhouse)
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
+    """A connection to the session nats-server with an empty usage stream and no
+    accounting consumer left over from another test."""
+    client = await nats.connect(nats_server.url)
+    js = client.jetstream()
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(subjects.USAGE_STREAM)
+    await ensure_usage_stream(js)
+    yield client
+    await client.close()
+
+
+def make_event(
+    n: int,
+    *,
+    attempt: int = 0,
+    status: UsageStatus = UsageStatus.OK,
+    ts: datetime | None = None,
+    cost: str | None = "0.000001234",
+    **fields: Any,
+) -> UsageEvent:
+    request_id = fields.pop("request_id", f"req-{n}")
+    return UsageEvent(
+        event_id=event_id(request_id, attempt),
+        request_id=request_id,
+        attempt=attempt,
+        ts=ts or datetime.now(UTC),
+        model_alias=fields.pop("model_alias", "gpt-4o-mini"),
+        provider=fields.pop("provider", "openai"),
+        status=status,
+        prompt_tokens=fields.pop("prompt_tokens", 10),
+        completion_tokens=fields.pop("completion_tokens", 5),
+        cost=Decimal(cost) if cost is not None else None,
+        **fields,
+    )
+
+
+@pytest.fixture
+def event_factory() -> Callable[..., UsageEvent]:
+    return make_event
