@@ -32,7 +32,7 @@ class Accounting:
             settings.nats_url,
             log_level=logging.DEBUG,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=1,
         )
         # Two handles on one store: an analytics query never waits behind an insert.
         self.ingest_client = connect(settings.clickhouse)

@@ -18,18 +18,18 @@ import pydantic
 
 from accounting import analytics
 from accounting.query import QUERIES, AnalyticsQuery
+from schemas import subjects
 
 log = logging.getLogger("aigw.accounting.service")
 
-# To move into schemas/subjects.py as ``analytics(query)`` and ``ANALYTICS_ALL``.
-ANALYTICS_PREFIX = "aigw.v1.analytics"
-ANALYTICS_ALL = f"{ANALYTICS_PREFIX}.*"
+ANALYTICS_PREFIX = subjects.ANALYTICS_PREFIX
+ANALYTICS_ALL = subjects.ANALYTICS_ALL
 ANALYTICS_QUEUE = "accounting"
 
 
 def analytics_subject(query: str) -> str:
     """Subject the accounting service answers ``query`` on."""
-    return f"{ANALYTICS_PREFIX}.{query}"
+    return subjects.analytics(query)
 
 
 def query_name(subject: str) -> str:

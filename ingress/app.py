@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import nats
 import nats.errors
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from ingress import errors
+from accounting.pricing import PriceTable
+from accounting.publisher import UsagePublisher
+from ingress import errors, relay
+from ingress.admission import Admission, LocalAdmission, RedisAdmission, ResilientAdmission
+from ingress.admission.redis_impl import connect as connect_redis
+from ingress.alerts import BudgetAlerts
 from ingress.auth import Authenticator
 from ingress.dispatch import Dispatcher
+from ingress.gatekeeper import Gatekeeper
+from ingress.keys import KeyStore
 from ingress.middleware import RequestIdMiddleware, RootPathMiddleware
-from ingress.routes import health, inference, models
+from ingress.routes import admin, health, inference, models, usage
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from ingress.state import Gateway
@@ -24,39 +31,75 @@ from schemas.config import GatewayConfig
 log = logging.getLogger("aigw.ingress")
 
 
+async def _admission(settings: IngressSettings, stack: AsyncExitStack) -> Admission:
+    if settings.redis_url is None:
+        return LocalAdmission()
+    client = connect_redis(settings.redis_url)
+    stack.push_async_callback(client.aclose)
+    store = RedisAdmission(client)
+    try:
+        await store.load()
+    except Exception as exc:
+        log.warning("redis at start-up: %s (limits follow AIGW_ON_REDIS_ERROR=%s)",
+                    exc, settings.on_redis_error)
+    return ResilientAdmission(store, LocalAdmission(), settings.on_redis_error)
+
+
 def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nc = await nats.connect(
-            settings.nats_url,
-            name="aigw-ingress",
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-        )
-        dispatcher = Dispatcher(nc)
-        await dispatcher.start()
-        master = config.master_key.get_secret_value() if config.master_key else None
-        app.state.gateway = Gateway(
-            settings=settings,
-            config=config,
-            nc=nc,
-            dispatcher=dispatcher,
-            router=Router(config),
-            auth=Authenticator(master),
-        )
-        try:
+        async with AsyncExitStack() as stack:
+            nc = await nats.connect(
+                settings.nats_url,
+                name="aigw-ingress",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+            )
+
+            async def close_nats() -> None:
+                try:
+                    await nc.drain()
+                except (nats.errors.Error, OSError):
+                    await nc.close()
+
+            stack.push_async_callback(close_nats)
+            dispatcher = Dispatcher(nc)
+            await dispatcher.start()
+            keys = KeyStore(nc)
+            await keys.start()
+            stack.push_async_callback(keys.stop)
+            publisher = UsagePublisher(nc.jetstream())
+            await publisher.start()
+            stack.push_async_callback(publisher.stop)
+            alerts = BudgetAlerts(settings.budget_webhook_url)
+            stack.push_async_callback(alerts.aclose)
+            gatekeeper = Gatekeeper(
+                await _admission(settings, stack), PriceTable.default(), alerts,
+                settings.default_max_output_tokens,
+            )
+            stack.push_async_callback(gatekeeper.drain)
+            stack.push_async_callback(relay.drain)
+            master = config.master_key.get_secret_value() if config.master_key else None
+            app.state.gateway = Gateway(
+                settings=settings,
+                config=config,
+                nc=nc,
+                dispatcher=dispatcher,
+                router=Router(config),
+                auth=Authenticator(master, keys),
+                keys=keys,
+                gatekeeper=gatekeeper,
+                usage=publisher,
+            )
             yield
-        finally:
-            try:
-                await nc.drain()
-            except (nats.errors.Error, OSError):
-                await nc.close()
 
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     errors.install(app)
     for prefix in ("/v1", ""):
         app.include_router(inference.router, prefix=prefix)
         app.include_router(models.router, prefix=prefix)
+        app.include_router(usage.router, prefix=prefix)
+    app.include_router(admin.router, prefix="/admin")
     app.include_router(health.router)
     wrapped: ASGIApp = RequestIdMiddleware(app)
     if settings.server_root_path:

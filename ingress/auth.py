@@ -1,4 +1,4 @@
-"""Who is calling. For now the master key; virtual keys build on the same entry point."""
+"""Who is calling: the master key, a virtual key, or (with no master key) anybody."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import hmac
 from fastapi import Request
 
 from ingress.errors import ApiError
+from ingress.keys import KeyStore, Rejection
+from ingress.principal import ANONYMOUS, MASTER, Principal
 
 
 def presented_key(request: Request) -> str | None:
@@ -21,31 +23,34 @@ def presented_key(request: Request) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, master_key: str | None) -> None:
+    def __init__(self, master_key: str | None, keys: KeyStore | None = None) -> None:
         self._master = master_key.encode() if master_key else None
+        self._keys = keys
 
     @property
     def open(self) -> bool:
         return self._master is None
 
-    def check(self, request: Request) -> None:
+    def check(self, request: Request) -> Principal:
+        """The caller, or an ApiError(401). Reads memory only: no I/O on this path."""
         if self._master is None:
-            return
+            return ANONYMOUS
         key = presented_key(request)
         if key is None:
             raise ApiError(
                 401,
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
-                type="invalid_request_error",
                 code="missing_api_key",
             )
-        if not hmac.compare_digest(key.encode(), self._master):
-            raise ApiError(
-                401,
-                f"Incorrect API key provided: {_redact(key)}.",
-                type="invalid_request_error",
-                code="invalid_api_key",
-            )
+        if hmac.compare_digest(key.encode(), self._master):
+            return MASTER
+        found = self._keys.check(key) if self._keys is not None else Rejection.UNKNOWN
+        if found is Rejection.UNKNOWN:
+            raise ApiError(401, f"Incorrect API key provided: {_redact(key)}.",
+                           code="invalid_api_key")
+        if isinstance(found, Rejection):
+            raise ApiError(401, found.message, code=found.value)
+        return found
 
 
 def _redact(key: str) -> str:

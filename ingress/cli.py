@@ -86,6 +86,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_accounting(args: argparse.Namespace) -> int:
+    from accounting.app import run_accounting
+    from accounting.settings import AccountingSettings
+
+    settings = AccountingSettings()
+    if args.data_dir:
+        settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
+    asyncio.run(run_accounting(settings))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="aigw", description="ai-gateway")
     sub = top.add_subparsers(dest="command", required=True)
@@ -108,6 +119,14 @@ def parser() -> argparse.ArgumentParser:
     wrk.add_argument("--concurrency", type=int, default=None)
     wrk.add_argument("--config", type=Path, default=None)
     wrk.set_defaults(func=cmd_worker)
+
+    acc = sub.add_parser("accounting", help="run the usage consumer and analytics service")
+    acc.add_argument("--data-dir", default=None, help="where the embedded ClickHouse lives")
+    acc.set_defaults(func=cmd_accounting)
+
+    from ingress.admin_cli import register as register_admin
+
+    register_admin(sub)
     return top
 
 

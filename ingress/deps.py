@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ingress.principal import Principal
 from ingress.state import Gateway
 
 
@@ -18,12 +19,18 @@ async def get_gateway(request: Request) -> Gateway:
 
 async def authenticated(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
-    gateway.auth.check(request)
+    request.state.principal = gateway.auth.check(request)
     return gateway
+
+
+async def current_principal(request: Request, gateway: AuthedGateway) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
 
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 AuthedGateway = Annotated[Gateway, Depends(authenticated)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def request_id(request: Request) -> str:

@@ -85,6 +85,10 @@ class Reply:
         self.close()
         await self._dispatcher.cancel(self.request.request_id)
 
+    async def signal_cancel(self) -> None:
+        """Tell the worker to abandon the attempt, but keep listening for its last frame."""
+        await self._dispatcher.cancel(self.request.request_id)
+
 
 class Dispatcher:
     def __init__(self, nc: nats.aio.client.Client) -> None:

@@ -34,6 +34,17 @@ def start_worker(provider: str, nats_url: str, config_path: Path | None) -> subp
     )
 
 
+def start_accounting(nats_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+    # Its own process: it owns the chDB store, which one process at a time may open.
+    env = {**os.environ, "NATS_URL": nats_url, "AIGW_DATA_DIR": str(data_dir)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingress.cli", "accounting"],
+        env=env,
+        preexec_fn=child_preexec,
+        start_new_session=True,
+    )
+
+
 def stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
     for child in children:
         if child.poll() is None:
@@ -54,6 +65,7 @@ def run_embedded(
     settings = settings.model_copy(update={"nats_url": nats_server.url})
     config_path = settings.config_path.resolve() if settings.config_path else None
     workers = [start_worker(p, nats_server.url, config_path) for p in config.providers]
+    workers.append(start_accounting(nats_server.url, data_dir))
     try:
         app = create_app(settings, config)
         server = GracefulServer(
@@ -67,6 +79,8 @@ def run_embedded(
         print(f"  OpenAI base URL: {where}/v1", flush=True)
         print(f"  models: {', '.join(config.model_names)}", flush=True)
         print(f"  NATS: {nats_server.url} (data in {data_dir})", flush=True)
+        store = os.environ.get("CLICKHOUSE_URL") or f"chdb://{data_dir / 'clickhouse'}"
+        print(f"  usage analytics: {where}/v1/usage/summary (ClickHouse: {store})", flush=True)
         if config.master_key is None:
             print("  no master key set: every caller is allowed (local use only)", flush=True)
         server.run()

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
+import pydantic
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ValidationError
@@ -465,7 +466,12 @@ class KeyStore:
                 raise NotFound(kind, id) from None
             if entry.value is None or entry.revision is None:
                 raise NotFound(kind, id)
-            current = model.model_validate_json(entry.value)
+            try:
+                current = model.model_validate_json(entry.value)
+            except pydantic.ValidationError:
+                # An entry we cannot read is refused by the mirror; it cannot be changed
+                # here either, only replaced through the admin API.
+                raise NotFound(kind, id) from None
             changed = change(current)
             if changed is current:
                 return entry.revision, current

@@ -8,7 +8,6 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
 # A random per-process prefix and a counter: unique across processes and restarts without
 # a system call per request (os.urandom costs ~50 us on some virtual machines).
 _PREFIX = os.urandom(8).hex()

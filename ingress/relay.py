@@ -1,8 +1,13 @@
-"""Turning an attempt's frames into the client's HTTP response: JSON or SSE."""
+"""Turning an attempt's frames into the client's HTTP response: JSON or SSE.
+
+Whatever way an attempt ends (done, error, silent worker, client gone), its admission
+ticket is settled exactly once, with the real cost when the worker reported one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -12,35 +17,74 @@ from fastapi.responses import Response, StreamingResponse
 
 from ingress.dispatch import WorkerSilent
 from ingress.errors import ApiError
-from ingress.execution import Started
+from ingress.execution import Settle, Started
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind
 
 log = logging.getLogger("aigw.ingress")
 
 _DONE = b"data: [DONE]\n\n"
-COST_HEADER = "x-aigw-cost-usd"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+COST_HEADER = "x-aigw-cost-usd"
+# How long a cancelled attempt's worker gets to report what the call used.
+_CANCEL_REPORT_SECONDS = 5.0
+_background: set[asyncio.Task[None]] = set()
 
 
-async def json_response(started: Started, heartbeat_timeout: float) -> Response:
+def _settle_frame(started: Started, settle: Settle, kind: FrameKind, body: bytes) -> None:
+    if kind is FrameKind.DONE:
+        done = DoneFrame.model_validate_json(body)
+        settle(started.ticket, done.usage.total_tokens, done.cost)
+    elif kind is FrameKind.ERROR:
+        failure = ErrorFrame.model_validate_json(body)
+        settle(started.ticket, failure.usage.total_tokens if failure.usage else 0, failure.cost)
+
+
+async def _await_cancel_report(started: Started, settle: Settle) -> None:
+    """After a client left: tell the worker, then settle with what it reports it used, or
+    with the whole reservation if it never says."""
+    reply = started.reply
+    try:
+        await reply.signal_cancel()
+        frame = await reply.next_content(_CANCEL_REPORT_SECONDS)
+        _settle_frame(started, settle, frame.kind, frame.body)
+    except Exception:
+        pass
+    finally:
+        reply.close()
+        settle(started.ticket, 0, started.ticket.reserve_cost)
+
+
+def _cancel_in_background(started: Started, settle: Settle) -> None:
+    task = asyncio.create_task(_await_cancel_report(started, settle))
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def json_response(started: Started, heartbeat_timeout: float, settle: Settle) -> Response:
     """The whole answer of a non-streamed call, once the worker says it is done."""
     frame = started.first
     try:
         while frame.kind is FrameKind.HEARTBEAT:
             frame = await started.reply.next(heartbeat_timeout)
     except WorkerSilent:
-        await started.reply.cancel()
+        _cancel_in_background(started, settle)
         raise ApiError(504, "the worker stopped responding", type="timeout_error",
                        code="worker_timeout") from None
+    except BaseException:
+        _cancel_in_background(started, settle)
+        raise
     started.reply.close()
+    _settle_frame(started, settle, frame.kind, frame.body)
     if frame.kind is FrameKind.ERROR:
-        raise ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
+        err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
+        err.headers.update(started.ticket.headers)
+        raise err
     if frame.kind is not FrameKind.DONE:
         raise ApiError(502, "the worker sent a stream to a non-streamed call",
                        type="server_error", code="bad_frame")
     done = DoneFrame.model_validate_json(frame.body)
     body = done.response or {}
-    headers: dict[str, str] = {}
+    headers = dict(started.ticket.headers)
     if done.cost is not None:
         headers[COST_HEADER] = format(done.cost, "f")
         usage = body.get("usage")
@@ -66,7 +110,7 @@ def _usage_chunk(first_chunk: bytes | None, done: DoneFrame) -> bytes:
 
 
 async def _events(
-    started: Started, include_usage: bool, heartbeat_timeout: float
+    started: Started, include_usage: bool, heartbeat_timeout: float, settle: Settle
 ) -> AsyncIterator[bytes]:
     reply = started.reply
     frame = started.first
@@ -80,12 +124,14 @@ async def _events(
                 yield b"data: " + frame.body + b"\n\n"
             elif frame.kind is FrameKind.DONE:
                 finished = True
+                _settle_frame(started, settle, frame.kind, frame.body)
                 if include_usage:
                     yield _usage_chunk(first_chunk, DoneFrame.model_validate_json(frame.body))
                 yield _DONE
                 return
             elif frame.kind is FrameKind.ERROR:
                 finished = True
+                _settle_frame(started, settle, frame.kind, frame.body)
                 failure = ErrorFrame.model_validate_json(frame.body)
                 yield ApiError.from_info(failure.error).sse_event()
                 yield _DONE
@@ -93,8 +139,6 @@ async def _events(
             try:
                 frame = await reply.next(heartbeat_timeout)
             except WorkerSilent:
-                finished = True
-                await reply.cancel()
                 log.warning("worker went silent mid-stream on %s", reply.request.request_id)
                 yield ApiError(504, "the worker stopped responding mid-stream",
                                type="timeout_error", code="worker_timeout").sse_event()
@@ -104,15 +148,22 @@ async def _events(
         if finished:
             reply.close()
         else:
-            # The client went away: stop the upstream call instead of paying for it.
-            await asyncio.shield(reply.cancel())
+            # Client gone or worker silent: stop the upstream call instead of paying for it.
+            _cancel_in_background(started, settle)
 
 
 def stream_response(
-    started: Started, include_usage: bool, heartbeat_timeout: float
+    started: Started, include_usage: bool, heartbeat_timeout: float, settle: Settle
 ) -> StreamingResponse:
     return StreamingResponse(
-        _events(started, include_usage, heartbeat_timeout),
+        _events(started, include_usage, heartbeat_timeout, settle),
         media_type="text/event-stream",
-        headers=_SSE_HEADERS,
+        headers={**_SSE_HEADERS, **started.ticket.headers},
     )
+
+
+async def drain() -> None:
+    """Wait for cancel reports still outstanding (at shutdown)."""
+    if _background:
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*_background, return_exceptions=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,15 @@ class IngressSettings(BaseSettings):
     # that stays silent for heartbeat_timeout.
     heartbeat_interval: float = Field(default=2.0, gt=0, validation_alias="AIGW_HEARTBEAT")
     heartbeat_timeout: float = Field(default=6.0, gt=0, validation_alias="AIGW_HEARTBEAT_TIMEOUT")
+    # Shared rate limits, spend and reservations. Without it: in-process (one replica).
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    # Redis down: "closed" refuses with 503, "open" falls back to in-process limits.
+    on_redis_error: Literal["closed", "open"] = Field(
+        default="closed", validation_alias="AIGW_ON_REDIS_ERROR")
+    # What a request without max_tokens may produce, for its budget reservation.
+    default_max_output_tokens: int = Field(
+        default=4096, ge=1, validation_alias="AIGW_DEFAULT_MAX_OUTPUT_TOKENS")
+    budget_webhook_url: str | None = Field(default=None, validation_alias="AIGW_BUDGET_WEBHOOK_URL")
     host: str = Field(default="0.0.0.0", validation_alias="AIGW_HOST")
     port: int = Field(default=4000, validation_alias="AIGW_PORT")
 

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 
 import nats.aio.client
 
+from accounting.publisher import UsagePublisher
 from ingress.auth import Authenticator
 from ingress.dispatch import Dispatcher
+from ingress.gatekeeper import Gatekeeper
+from ingress.keys import KeyStore
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from schemas.config import GatewayConfig
@@ -22,4 +25,7 @@ class Gateway:
     dispatcher: Dispatcher
     router: Router
     auth: Authenticator
+    keys: KeyStore
+    gatekeeper: Gatekeeper
+    usage: UsagePublisher
     started_at: int = field(default_factory=lambda: int(time.time()))

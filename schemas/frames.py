@@ -1,6 +1,8 @@
 """Frames a worker sends to the per-request reply inbox.
 
-A reply is ``chunk* heartbeat*`` then exactly one ``done`` or ``error``. The frame kind and a
+A reply is ``chunk* heartbeat*`` then exactly one ``done`` or ``error``. An attempt the
+ingress cancelled still ends with an ``error`` of kind ``cancelled`` carrying what the
+call used, so the ingress can settle its budget reservation with the real cost. The frame kind and a
 sequence number ride in NATS headers; the body of a chunk frame is the OpenAI
 ``chat.completion.chunk`` JSON exactly as the client will see it, so the ingress relays it
 without parsing. ``done`` and ``error`` bodies are the models below.
@@ -53,6 +55,7 @@ class ErrorFrame(BaseModel):
     error: ErrorInfo
     chunks_sent: int = 0
     usage: TokenUsage | None = None
+    cost: Decimal | None = None
 
 
 def headers(kind: FrameKind, seq: int) -> dict[str, str]:

@@ -39,3 +39,12 @@ def ping(provider: str) -> str:
 def cancel_request_id(subject: str) -> str:
     """The request id a cancel subject names."""
     return subject.rsplit(".", 1)[-1]
+
+
+ANALYTICS_PREFIX = f"{PREFIX}.analytics"
+ANALYTICS_ALL = f"{ANALYTICS_PREFIX}.*"
+
+
+def analytics(query: str) -> str:
+    """Subject the accounting service answers analytics ``query`` on (request/reply)."""
+    return f"{ANALYTICS_PREFIX}.{query}"

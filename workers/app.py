@@ -9,17 +9,18 @@ import signal
 from decimal import Decimal
 
 import httpx
-from accounting.pricing import PriceTable
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
+from accounting.pricing import PriceTable
+from accounting.publisher import UsagePublisher
 from schemas import subjects
 from schemas.config import Deployment, GatewayConfig
 from schemas.usage import TokenUsage
 from workers.providers import create_provider
 from workers.service import Outcome, WorkerService
 from workers.settings import WorkerSettings
-from workers.usage import UsagePublisher, build_event
+from workers.usage import build_event
 
 log = logging.getLogger("aigw.worker")
 

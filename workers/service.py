@@ -168,6 +168,7 @@ class WorkerService:
             await self._fail(attempt, error)
         except asyncio.CancelledError:
             cancelled = True
+            await self._fail(attempt, ErrorInfo.of(ErrorKind.CANCELLED, "cancelled by the client"))
         except Exception:
             log.exception("attempt %s failed inside the worker", request.request_id)
             error = ErrorInfo.of(ErrorKind.SERVER, "the worker failed while handling the request")
@@ -192,7 +193,9 @@ class WorkerService:
         attempt.cost = self._price(call.deployment, usage)
 
     async def _fail(self, attempt: Attempt, error: ErrorInfo) -> None:
-        frame = ErrorFrame(error=error, chunks_sent=attempt.chunks, usage=attempt.usage)
+        frame = ErrorFrame(
+            error=error, chunks_sent=attempt.chunks, usage=attempt.usage, cost=attempt.cost
+        )
         with contextlib.suppress(Exception):
             await self._send(attempt, FrameKind.ERROR, frame.model_dump_json().encode())
 

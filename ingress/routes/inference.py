@@ -12,9 +12,14 @@ from pydantic import BaseModel, ValidationError
 from ingress import execution, relay
 from ingress.deps import AuthedGateway, request_id
 from ingress.errors import ApiError, invalid
+from ingress.execution import Caller, Started
+from ingress.gatekeeper import Ticket
+from ingress.principal import Principal, allowed
 from ingress.state import Gateway
+from schemas.config import Deployment
 from schemas.infer import Endpoint
 from schemas.openai import ChatCompletionRequest, EmbeddingRequest
+from schemas.usage import UsageEvent, UsageStatus, event_id
 
 router = APIRouter()
 
@@ -41,7 +46,7 @@ async def read_body(request: Request, model: type[T]) -> tuple[T, dict[str, Any]
         raise invalid(message, param=param) from None
 
 
-def _plan(gateway: Gateway, model: str) -> list[Any]:
+def _plan(gateway: Gateway, principal: Principal, model: str) -> list[Deployment]:
     plan = gateway.router.plan(model)
     if not plan:
         raise ApiError(
@@ -50,46 +55,107 @@ def _plan(gateway: Gateway, model: str) -> list[Any]:
             code="model_not_found",
             param="model",
         )
+    if not allowed(principal, model):
+        raise ApiError(
+            403,
+            f"This key may not use the model `{model}`.",
+            type="permission_error",
+            code="model_not_allowed",
+            param="model",
+        )
     return plan
+
+
+def _caller(principal: Principal, body: dict[str, Any]) -> Caller:
+    end_user = body.get("safety_identifier") or body.get("user")
+    metadata = body.get("metadata")
+    return Caller(
+        key_id=principal.key_id,
+        team_id=principal.team_id,
+        end_user=end_user if isinstance(end_user, str) else None,
+        metadata=metadata if isinstance(metadata, dict) else None,
+    )
+
+
+async def _start(
+    request: Request,
+    gateway: Gateway,
+    model: str,
+    body: dict[str, Any],
+    endpoint: Endpoint,
+    stream: bool,
+) -> Started:
+    principal: Principal = request.state.principal
+    plan = _plan(gateway, principal, model)
+    rid = request_id(request)
+    gatekeeper = gateway.gatekeeper
+    generates = endpoint is not Endpoint.EMBEDDINGS
+
+    async def admit(deployment: Deployment, attempt: int) -> Ticket:
+        try:
+            return await gatekeeper.admit(
+                principal, deployment, f"{rid}:{attempt}", body, generates)
+        except ApiError as exc:
+            if exc.status == 429:
+                _publish_rejection(gateway, principal, rid, attempt, model, deployment,
+                                   endpoint, stream, exc)
+            raise
+
+    return await execution.start(
+        gateway.dispatcher,
+        plan,
+        request_id=rid,
+        endpoint=endpoint,
+        model_alias=model,
+        body=body,
+        stream=stream,
+        heartbeat_interval=gateway.settings.heartbeat_interval,
+        heartbeat_timeout=gateway.settings.heartbeat_timeout,
+        admit=admit,
+        settle=gatekeeper.settle,
+        caller=_caller(principal, body),
+    )
+
+
+def _publish_rejection(
+    gateway: Gateway, principal: Principal, rid: str, attempt: int, model: str,
+    deployment: Deployment, endpoint: Endpoint, stream: bool, error: ApiError,
+) -> None:
+    """A request the gateway refused is accounted too, with no cost."""
+    gateway.usage.submit(UsageEvent(
+        event_id=event_id(rid, attempt, "ingress"),
+        request_id=rid,
+        attempt=attempt,
+        key_id=principal.key_id,
+        team_id=principal.team_id,
+        model_alias=model,
+        provider=deployment.provider,
+        deployment_id=deployment.id,
+        upstream_model=deployment.upstream_model,
+        endpoint=endpoint.value,
+        streamed=stream,
+        status=UsageStatus.REJECTED,
+        error_type=error.code or error.type,
+        http_status=error.status,
+    ))
 
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request, gateway: AuthedGateway) -> Response:
     parsed, body = await read_body(request, ChatCompletionRequest)
-    plan = _plan(gateway, parsed.model)
     stream = bool(parsed.stream)
     include_usage = bool(stream and parsed.stream_options and parsed.stream_options.include_usage)
-    settings = gateway.settings
-    started = await execution.start(
-        gateway.dispatcher,
-        plan,
-        request_id=request_id(request),
-        endpoint=Endpoint.CHAT,
-        model_alias=parsed.model,
-        body=body,
-        stream=stream,
-        heartbeat_interval=settings.heartbeat_interval,
-        heartbeat_timeout=settings.heartbeat_timeout,
-    )
+    started = await _start(request, gateway, parsed.model, body, Endpoint.CHAT, stream)
+    timeout = gateway.settings.heartbeat_timeout
+    settle = gateway.gatekeeper.settle
     if stream:
-        return relay.stream_response(started, include_usage, settings.heartbeat_timeout)
-    return await relay.json_response(started, settings.heartbeat_timeout)
+        return relay.stream_response(started, include_usage, timeout, settle)
+    return await relay.json_response(started, timeout, settle)
 
 
 @router.post("/embeddings")
 async def embeddings(request: Request, gateway: AuthedGateway) -> Response:
     parsed, body = await read_body(request, EmbeddingRequest)
-    plan = _plan(gateway, parsed.model)
-    settings = gateway.settings
-    started = await execution.start(
-        gateway.dispatcher,
-        plan,
-        request_id=request_id(request),
-        endpoint=Endpoint.EMBEDDINGS,
-        model_alias=parsed.model,
-        body=body,
-        stream=False,
-        heartbeat_interval=settings.heartbeat_interval,
-        heartbeat_timeout=settings.heartbeat_timeout,
-    )
-    return await relay.json_response(started, settings.heartbeat_timeout)
+    started = await _start(request, gateway, parsed.model, body, Endpoint.EMBEDDINGS, False)
+    return await relay.json_response(
+        started, gateway.settings.heartbeat_timeout, gateway.gatekeeper.settle)

@@ -1,4 +1,4 @@
-"""``GET /v1/models`` and ``GET /v1/models/{model}``: the aliases, in OpenAI's list shape."""
+"""``GET /v1/models`` and ``GET /v1/models/{model}``: the aliases the caller may use."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from ingress.deps import AuthedGateway
+from ingress.deps import AuthedGateway, CurrentPrincipal
 from ingress.errors import ApiError
+from ingress.principal import allowed, visible_models
 from ingress.state import Gateway
 
 router = APIRouter()
@@ -18,13 +19,17 @@ def _model(gateway: Gateway, name: str) -> dict[str, Any]:
 
 
 @router.get("/models")
-async def list_models(gateway: AuthedGateway) -> dict[str, Any]:
-    return {"object": "list", "data": [_model(gateway, m) for m in gateway.router.models]}
+async def list_models(gateway: AuthedGateway, principal: CurrentPrincipal) -> dict[str, Any]:
+    names = visible_models(principal, gateway.router.models)
+    return {"object": "list", "data": [_model(gateway, m) for m in names]}
 
 
 @router.get("/models/{model:path}")
-async def get_model(model: str, gateway: AuthedGateway) -> dict[str, Any]:
-    if model not in gateway.router:
+async def get_model(
+    model: str, gateway: AuthedGateway, principal: CurrentPrincipal
+) -> dict[str, Any]:
+    # A model the key may not use is "not found", as OpenAI says: its name is not revealed.
+    if model not in gateway.router or not allowed(principal, model):
         raise ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
                        code="model_not_found", param="model")
     return _model(gateway, model)

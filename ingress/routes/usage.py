@@ -19,8 +19,11 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from accounting.query import AnalyticsQuery, BreakdownBy
 from accounting.service import analytics_subject
+from ingress.admission import AdmissionUnavailable, unavailable_error
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
+from ingress.gatekeeper import scopes_for
+from ingress.principal import Principal
 from ingress.state import Gateway
 
 router = APIRouter()
@@ -29,12 +32,24 @@ ANALYTICS_TIMEOUT_S = 10.0
 
 
 def scope_for(request: Request) -> dict[str, str]:
-    """Filters the caller cannot lift: today none, as only the master key gets here.
-
-    Hook for virtual keys: a key's own caller gets ``{"key_id": ...}``, a team admin
-    ``{"team_id": ...}``; these override whatever the caller asked for.
-    """
+    """Filters the caller cannot lift: a virtual key sees its own usage only, whatever it
+    asks for; the master key (or an open gateway) sees all and may filter."""
+    principal: Principal = request.state.principal
+    if principal.key is not None:
+        return {"key_id": principal.key.id}
     return {}
+
+
+@router.get("/usage/budget")
+async def usage_budget(request: Request, gateway: AuthedGateway) -> dict[str, Any]:
+    """The caller's limits, spend, reservations and reset times, per scope (key, team)."""
+    principal: Principal = request.state.principal
+    scopes = scopes_for(principal, None)
+    try:
+        status = await gateway.gatekeeper.admission.status(scopes)
+    except AdmissionUnavailable:
+        raise unavailable_error() from None
+    return {"key_id": principal.key_id, "team_id": principal.team_id, **status}
 
 
 def build_query(params: dict[str, Any], scope: dict[str, str]) -> AnalyticsQuery:
