@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from ingress.nats_server import NatsServer
 from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.server import serve
+from tests.redis_server import RedisServer, redis_binary
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +46,20 @@ def fake_gemini() -> Iterator[tuple[str, Starlette]]:
     app = gemini_server.create_app(api_key="gemini-e2e")
     with serve(app) as url:
         yield url, app
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of the test's own, for tests that kill it."""
+    server = RedisServer(redis_binary(), tmp_path)
+    server.start()
+    yield server
+    server.stop()

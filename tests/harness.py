@@ -32,6 +32,8 @@ class Gateway:
     port: int = field(default_factory=free_port)
     ingress: subprocess.Popen[bytes] | None = None
     workers: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    accounting: subprocess.Popen[bytes] | None = None
+    extra_ingresses: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def base_url(self) -> str:
@@ -63,6 +65,17 @@ class Gateway:
         self.ingress = self._spawn("ingress", ["ingress", "--host", "127.0.0.1",
                                                "--port", str(self.port)])
 
+    def start_replica(self, port: int) -> subprocess.Popen[bytes]:
+        """Another ingress replica on the same NATS (and Redis, if the env names one)."""
+        proc = self._spawn(f"ingress-{port}", ["ingress", "--host", "127.0.0.1",
+                                               "--port", str(port)])
+        self.extra_ingresses.append(proc)
+        return proc
+
+    def start_accounting(self, data_dir: Path) -> None:
+        self.accounting = self._spawn(
+            "accounting", ["accounting", "--data-dir", str(data_dir)])
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         last = ""
@@ -85,6 +98,7 @@ class Gateway:
 
     def stop(self) -> None:
         procs = [p for _, p in self.workers] + ([self.ingress] if self.ingress else [])
+        procs += self.extra_ingresses + ([self.accounting] if self.accounting else [])
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ import pytest
 from ingress.nats_server import NatsServer
 from tests.fakes.openai_server import FakeOpenAIState
 from tests.harness import Gateway, write_config
+from tests.redis_server import RedisServer
 
 MASTER_KEY = "sk-master-e2e"
 
@@ -41,6 +42,10 @@ def e2e_config(
             openai("midstream", "fail-midstream"),
             openai("slow", "slow"),
             openai("slow-stream", "slow-stream"),
+            {"model_name": "pricey", "litellm_params": {
+                "model": "openai/pricey", "api_base": f"{openai_url}/v1",
+                "api_key": "os.environ/FAKE_OPENAI_KEY",
+                "input_cost_per_token": "0.001", "output_cost_per_token": "0.002"}},
             # a group: the first deployment always fails, the second answers
             openai("flaky-group", "fail-500"),
             openai("flaky-group", "gpt-4o-mini"),
@@ -63,6 +68,7 @@ def gateway(
     fake_openai: tuple[str, FakeOpenAIState],
     fake_anthropic: tuple[str, object],
     fake_gemini: tuple[str, object],
+    redis_server: RedisServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     url, _ = fake_openai
@@ -72,7 +78,9 @@ def gateway(
     )
     gw = Gateway(nats_url=nats_server.url, config_path=config, log_dir=work,
                  env={"FAKE_OPENAI_KEY": "sk-fake", "AIGW_HEARTBEAT": "0.5",
-                      "AIGW_HEARTBEAT_TIMEOUT": "2"})
+                      "AIGW_HEARTBEAT_TIMEOUT": "2", "REDIS_URL": redis_server.url,
+                      "AIGW_ACCOUNTING_BATCH_AGE": "0.2"})
+    gw.start_accounting(work / "data")
     gw.start_worker("openai")
     gw.start_worker("openai")
     gw.start_worker("anthropic")
@@ -97,3 +105,14 @@ def gateway(
         time.sleep(0.1)
     yield gw
     gw.stop()
+
+
+def make_key(gateway: Gateway, **fields: object) -> tuple[str, str]:
+    """A fresh virtual key (id, secret), through the admin API."""
+    import httpx
+
+    r = httpx.post(gateway.base_url + "/admin/keys", json=fields,
+                   headers={"authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+    assert r.status_code in (200, 201), r.text
+    body = r.json()
+    return body["id"], body["secret"]

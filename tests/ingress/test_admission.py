@@ -38,7 +38,7 @@ from ingress.admission import (
 )
 from ingress.admission.redis_impl import connect
 from ingress.alerts import BudgetAlerts
-from tests.ingress.conftest import RedisServer
+from tests.redis_server import RedisServer
 
 # A minute boundary, near the real clock so Redis key TTLs (real time) outlive the test.
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)

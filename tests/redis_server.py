@@ -1,4 +1,4 @@
-"""A real redis-server on a free port.
+"""A real redis-server on a free port, started by the tests themselves.
 
 A missing binary skips the Redis tests on a laptop and fails them in CI (``CI`` set).
 """
@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 REDIS_BINARY = "/usr/bin/redis-server"
 
 
-def _binary() -> str:
+def redis_binary() -> str:
     path = REDIS_BINARY if Path(REDIS_BINARY).exists() else shutil.which("redis-server")
     if path is None:
         reason = f"redis-server not found at {REDIS_BINARY} or on PATH"
@@ -84,20 +83,3 @@ class RedisServer:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(_binary(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def private_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A server of the test's own, for tests that kill it."""
-    server = RedisServer(_binary(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
