@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 MASTER = {"authorization": f"Bearer {MASTER_KEY}"}
 
 
-def _logs(gateway: Gateway, key_id: str, expected: int, within: float = 20.0) -> list[dict[str, Any]]:
+def _logs(
+    gateway: Gateway, key_id: str, expected: int, within: float = 20.0
+) -> list[dict[str, Any]]:
     deadline = time.monotonic() + within
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
