@@ -45,7 +45,8 @@ def test_a_revoked_key_is_refused_within_a_second(gateway: Gateway) -> None:
     key_id, secret = make_key(gateway)
     client = _client(gateway, secret)
     client.models.list()
-    assert httpx.delete(f"{gateway.base_url}/admin/keys/{key_id}", headers=MASTER).status_code == 200
+    revoked = httpx.delete(f"{gateway.base_url}/admin/keys/{key_id}", headers=MASTER)
+    assert revoked.status_code == 200
     deadline = time.monotonic() + 1.0
     while True:
         try:
@@ -117,9 +118,10 @@ async def test_concurrent_requests_never_overspend_a_budget(gateway: Gateway) ->
     # prompt estimate (a few tokens) x $0.001 + 20 output tokens x $0.002
     largest_reservation = Decimal("0.1")
     deadline = time.monotonic() + 20
+    http = httpx.AsyncClient(base_url=gateway.base_url, timeout=10)
     while True:
-        status = httpx.get(gateway.base_url + "/v1/usage/budget",
-                           headers={"authorization": f"Bearer {secret}"}).json()
+        status = (await http.get("/v1/usage/budget",
+                                 headers={"authorization": f"Bearer {secret}"})).json()
         scope = status["scopes"][0]
         if Decimal(scope["daily"]["reserved"]) == 0 or time.monotonic() > deadline:
             break
@@ -129,11 +131,12 @@ async def test_concurrent_requests_never_overspend_a_budget(gateway: Gateway) ->
     assert Decimal(scope["daily"]["reserved"]) == 0
     summary = None
     while time.monotonic() < deadline:
-        summary = httpx.get(gateway.base_url + "/v1/usage/summary", headers=MASTER,
-                            params={"key_id": key_id, "days": 1}).json()
+        summary = (await http.get("/v1/usage/summary", headers=MASTER,
+                                  params={"key_id": key_id, "days": 1})).json()
         if summary["attempts"]["ok"] == results.count("ok"):
             break
         await asyncio.sleep(0.2)
+    await http.aclose()
     assert summary is not None
     # the live counter and the ledger agree to the nano-dollar
     assert Decimal(summary["cost"]) == spent
