@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from schemas.config import ConfigError, GatewayConfig, load_config
 
@@ -28,6 +29,16 @@ def _logging() -> None:
         level=os.environ.get("AIGW_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    # httpx logs every upstream call at INFO: per-request logging stays off the hot path.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a process's main coroutine on uvloop, as uvicorn runs the ingress."""
+    import uvloop
+
+    uvloop.run(main)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -82,7 +93,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"aigw: no deployment in the config uses provider {settings.provider!r}",
               file=sys.stderr)
         return 2
-    asyncio.run(run_worker(settings, config))
+    _run(run_worker(settings, config))
     return 0
 
 
@@ -93,7 +104,7 @@ def cmd_accounting(args: argparse.Namespace) -> int:
     settings = AccountingSettings()
     if args.data_dir:
         settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
-    asyncio.run(run_accounting(settings))
+    _run(run_accounting(settings))
     return 0
 
 

@@ -58,7 +58,7 @@ def test_upstream_is_always_asked_for_stream_usage(
     list(client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "count me"}], stream=True,
     ))
-    sent = [r for r in state.requests if r["messages"][0]["content"] == "count me"]  # type: ignore[attr-defined]
+    sent = [r for r in state.requests if r.get("messages", [{}])[0].get("content") == "count me"]  # type: ignore[attr-defined]
     assert sent[-1]["stream_options"] == {"include_usage": True}
 
 
@@ -109,7 +109,8 @@ def test_unknown_fields_pass_through_to_openai_compatible_upstreams(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "passthrough"}],
         extra_body={"top_k": 3, "repetition_penalty": 1.1}, user="u-1", metadata={"team": "a"},
     )
-    sent = [r for r in state.requests if r["messages"][0]["content"] == "passthrough"]  # type: ignore[attr-defined]
+    sent = [r for r in state.requests
+            if r.get("messages", [{}])[0].get("content") == "passthrough"]  # type: ignore[attr-defined]
     assert sent[-1]["top_k"] == 3 and sent[-1]["repetition_penalty"] == 1.1
     assert sent[-1]["model"] == "gpt-4o-mini" and sent[-1]["user"] == "u-1"
 
