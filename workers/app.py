@@ -8,7 +8,6 @@ import logging
 import signal
 from decimal import Decimal
 
-import httpx
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
@@ -20,6 +19,7 @@ from schemas.usage import TokenUsage
 from workers.providers import create_provider
 from workers.service import Outcome, WorkerService
 from workers.settings import WorkerSettings
+from workers.transport import upstream_client
 from workers.usage import build_event
 
 log = logging.getLogger("aigw.worker")
@@ -48,13 +48,7 @@ class Worker:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
         )
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_connections,
-            ),
-            timeout=httpx.Timeout(600.0, connect=10.0),
-        )
+        self.client = upstream_client(settings.max_connections)
         self.prices = PriceTable.default()
         self.service = WorkerService(
             self.provider_name,
