@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -9,11 +10,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import nats
 import nats.errors
 from fastapi import FastAPI
+from nats.aio.client import Client as NatsClient
 from starlette.types import ASGIApp
 
 from accounting.pricing import PriceTable
 from accounting.publisher import UsagePublisher
-from ingress import errors, relay
+from ingress import errors, relay, spend_seed
 from ingress.admission import Admission, LocalAdmission, RedisAdmission, ResilientAdmission
 from ingress.admission.redis_impl import connect as connect_redis
 from ingress.alerts import BudgetAlerts
@@ -43,6 +45,17 @@ async def _admission(settings: IngressSettings, stack: AsyncExitStack) -> Admiss
         log.warning("redis at start-up: %s (limits follow AIGW_ON_REDIS_ERROR=%s)",
                     exc, settings.on_redis_error)
     return ResilientAdmission(store, LocalAdmission(), settings.on_redis_error)
+
+
+async def _seed_spend(nc: NatsClient, admission: Admission, stack: AsyncExitStack) -> None:
+    """Spend counters from ClickHouse before serving (when accounting answers), then kept
+    seeded in the background."""
+    try:
+        await spend_seed.seed_once(nc, admission, timeout=2.0)
+    except Exception as exc:
+        log.info("spend counters not seeded yet (%s); retrying in the background", exc)
+    task = asyncio.create_task(spend_seed.keep_seeded(nc, admission))
+    stack.callback(task.cancel)
 
 
 def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
@@ -79,6 +92,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             )
             stack.push_async_callback(gatekeeper.drain)
             stack.push_async_callback(relay.drain)
+            await _seed_spend(nc, gatekeeper.admission, stack)
             master = config.master_key.get_secret_value() if config.master_key else None
             app.state.gateway = Gateway(
                 settings=settings,

@@ -48,11 +48,13 @@ class Gateway:
             **self.env,
         }
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         return subprocess.Popen(
             [sys.executable, "-m", "ingress.cli", *args],
-            env=self._env(), stdout=log, stderr=subprocess.STDOUT,
+            env={**self._env(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
         )
 
     def start_worker(self, provider: str) -> subprocess.Popen[bytes]:
@@ -65,10 +67,12 @@ class Gateway:
         self.ingress = self._spawn("ingress", ["ingress", "--host", "127.0.0.1",
                                                "--port", str(self.port)])
 
-    def start_replica(self, port: int) -> subprocess.Popen[bytes]:
-        """Another ingress replica on the same NATS (and Redis, if the env names one)."""
+    def start_replica(
+        self, port: int, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Another ingress replica on the same NATS (and Redis, unless ``env`` says)."""
         proc = self._spawn(f"ingress-{port}", ["ingress", "--host", "127.0.0.1",
-                                               "--port", str(port)])
+                                               "--port", str(port)], env)
         self.extra_ingresses.append(proc)
         return proc
 

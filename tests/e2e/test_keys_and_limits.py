@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import MASTER_KEY, make_key
 from tests.fakes.server import free_port
 from tests.harness import Gateway
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
 MASTER = {"authorization": f"Bearer {MASTER_KEY}"}
@@ -141,3 +142,37 @@ async def test_concurrent_requests_never_overspend_a_budget(gateway: Gateway) ->
     # the live counter and the ledger agree to the nano-dollar
     assert Decimal(summary["cost"]) == spent
     assert summary["attempts"]["rejected"] == results.count("refused")
+
+
+def test_spend_counters_are_rebuilt_from_clickhouse_when_redis_is_cold(
+    gateway: Gateway, private_redis_server: RedisServer
+) -> None:
+    key_id, secret = make_key(gateway, limits={"daily_budget_usd": "100"})
+    client = _client(gateway, secret)
+    for _ in range(3):
+        client.chat.completions.create(model="pricey", messages=MSG)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 20
+    booked = Decimal(0)
+    while time.monotonic() < deadline:
+        summary = httpx.get(gateway.base_url + "/v1/usage/summary", headers=MASTER,
+                            params={"key_id": key_id, "days": 1}).json()
+        if summary["attempts"]["ok"] == 3:
+            booked = Decimal(summary["cost"])
+            break
+        time.sleep(0.2)
+    assert booked > 0
+    port = free_port()
+    gateway.start_replica(port, env={"REDIS_URL": private_redis_server.url})
+    other = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            r = httpx.get(other + "/v1/usage/budget", timeout=2,
+                          headers={"authorization": f"Bearer {secret}"})
+            if r.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline + 20
+        time.sleep(0.1)
+    daily = r.json()["scopes"][0]["daily"]
+    assert Decimal(daily["spent"]) == booked
