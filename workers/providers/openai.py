@@ -91,19 +91,32 @@ class OpenAIProvider:
     def __init__(self, client: httpx.AsyncClient, name: str = "openai") -> None:
         self._client = client
         self._name = name
+        self._header_cache: dict[str, dict[str, str]] = {}
+        self._url_cache: dict[tuple[str, str], httpx.URL] = {}
 
     def _headers(self, call: UpstreamCall) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
-        key = call.deployment.api_key
-        if key is not None:
-            headers["authorization"] = f"Bearer {key.get_secret_value()}"
+        # Built once per deployment: this runs on every call.
+        headers = self._header_cache.get(call.deployment.id)
+        if headers is None:
+            headers = {"content-type": "application/json"}
+            key = call.deployment.api_key
+            if key is not None:
+                headers["authorization"] = f"Bearer {key.get_secret_value()}"
+            self._header_cache[call.deployment.id] = headers
         return headers
+
+    def _url(self, call: UpstreamCall, path: str) -> httpx.URL:
+        cache_key = (call.deployment.id, path)
+        url = self._url_cache.get(cache_key)
+        if url is None:
+            url = self._url_cache[cache_key] = httpx.URL(call.deployment.base_url + path)
+        return url
 
     async def _post(self, call: UpstreamCall, path: str, body: dict[str, Any]) -> httpx.Response:
         try:
             response = await self._client.post(
-                call.deployment.base_url + path,
-                json=body,
+                self._url(call, path),
+                content=_encode(body),
                 headers=self._headers(call),
                 timeout=call.deployment.timeout,
             )
@@ -132,8 +145,8 @@ class OpenAIProvider:
     async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
         request = self._client.build_request(
             "POST",
-            call.deployment.base_url + "/chat/completions",
-            json=stream_body(call.body),
+            self._url(call, "/chat/completions"),
+            content=_encode(stream_body(call.body)),
             headers=self._headers(call),
             timeout=call.deployment.timeout,
         )
@@ -187,6 +200,10 @@ class OpenAIProvider:
             raise transport_error(exc, self._name) from None
         finally:
             await response.aclose()
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _json(response: httpx.Response, provider: str) -> dict[str, Any]:
