@@ -58,10 +58,15 @@ class Reply:
         self._queue.put_nowait(msg)
 
     async def next(self, timeout: float) -> Frame:
+        # A frame already waiting needs no timer: wait_for costs a task per call, and a
+        # stream reads twenty frames per answer.
         try:
-            msg = await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            raise WorkerSilent() from None
+            msg = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            try:
+                msg = await asyncio.wait_for(self._queue.get(), timeout)
+            except TimeoutError:
+                raise WorkerSilent() from None
         headers = msg.headers or {}
         kind = headers.get(KIND_HEADER)
         if kind is None:
