@@ -193,6 +193,10 @@ class AnthropicProvider:
                     )
                 for chunk in translator.feed(event.event, data):
                     yield chunk
+                if data.get("type") == "message_start":
+                    # The input is billed from here on: a stream cut off later is
+                    # accounted with it.
+                    yield translator.usage
                 if translator.done:
                     yield translator.usage
                     return

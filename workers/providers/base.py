@@ -44,7 +44,9 @@ class Completion:
 
 
 # A streamed answer is a sequence of OpenAI ``chat.completion.chunk`` dicts (never with a
-# ``usage`` field) and, once, usually last, the call's TokenUsage.
+# ``usage`` field) and the call's TokenUsage: at least once, last; a provider that knows
+# running totals earlier (Anthropic's input tokens at message_start) yields them too, so a
+# stream cut off midway is accounted with what it used. The last TokenUsage counts.
 StreamItem = dict[str, Any] | TokenUsage
 
 
