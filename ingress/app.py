@@ -20,9 +20,13 @@ from ingress.admission import Admission, LocalAdmission, RedisAdmission, Resilie
 from ingress.admission.redis_impl import connect as connect_redis
 from ingress.alerts import BudgetAlerts
 from ingress.auth import Authenticator
+from ingress.cache import MemoryCache, RedisCache, ResponseCache
+from ingress.dedup import InFlight
 from ingress.dispatch import Dispatcher
 from ingress.gatekeeper import Gatekeeper
+from ingress.health_state import HealthBoard
 from ingress.keys import KeyStore
+from ingress.load import LoadTracker
 from ingress.middleware import RequestIdMiddleware, RootPathMiddleware
 from ingress.routes import admin, health, inference, models, usage
 from ingress.routing import Router
@@ -58,6 +62,36 @@ async def _seed_spend(nc: NatsClient, admission: Admission, stack: AsyncExitStac
     stack.callback(task.cancel)
 
 
+async def _router(
+    nc: NatsClient, settings: IngressSettings, config: GatewayConfig, prices: PriceTable,
+    stack: AsyncExitStack,
+) -> Router:
+    """Deployment health from NATS KV and load shared through Redis (when set)."""
+    health = HealthBoard(nc, config.router)
+    await health.start()
+    stack.push_async_callback(health.stop)
+    redis = None
+    if settings.redis_url is not None:
+        redis = connect_redis(settings.redis_url)
+        stack.push_async_callback(redis.aclose)
+    load = LoadTracker(redis)
+    load.start(d.id for d in config.deployments)
+    stack.push_async_callback(load.stop)
+    return Router(config, health=health, load=load, prices=prices)
+
+
+def _cache(settings: IngressSettings, stack: AsyncExitStack) -> ResponseCache:
+    """The response cache: in Redis when there is one, shared by every replica."""
+    if settings.redis_url is None:
+        cache = ResponseCache(MemoryCache(settings.cache_max_entries))
+    else:
+        client = connect_redis(settings.redis_url)
+        stack.push_async_callback(client.aclose)
+        cache = ResponseCache(RedisCache(client))
+    stack.push_async_callback(cache.drain)  # before the client closes (callbacks run LIFO)
+    return cache
+
+
 def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,8 +120,9 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             stack.push_async_callback(publisher.stop)
             alerts = BudgetAlerts(settings.budget_webhook_url)
             stack.push_async_callback(alerts.aclose)
+            prices = PriceTable.default()
             gatekeeper = Gatekeeper(
-                await _admission(settings, stack), PriceTable.default(), alerts,
+                await _admission(settings, stack), prices, alerts,
                 settings.default_max_output_tokens,
             )
             stack.push_async_callback(gatekeeper.drain)
@@ -99,11 +134,13 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
                 config=config,
                 nc=nc,
                 dispatcher=dispatcher,
-                router=Router(config),
+                router=await _router(nc, settings, config, prices, stack),
                 auth=Authenticator(master, keys),
                 keys=keys,
                 gatekeeper=gatekeeper,
                 usage=publisher,
+                cache=_cache(settings, stack),
+                inflight=InFlight(settings.cache_dedup_wait),
             )
             yield
 

@@ -1,12 +1,22 @@
-"""Trying the deployments of a plan until one starts answering.
+"""Running a request's attempts until one starts answering: failover, retries, fallbacks.
 
-Each attempt is admitted first (rate limits and budget reservation), then published. An
-attempt may fail over to the next deployment only before the client has seen any content:
-once a chunk is relayed, the answer belongs to that deployment.
+For the requested model, the plan's deployments are tried in order; a deployment-level
+failure moves on to the next at once. When the whole group has failed, a *retry round*
+re-plans the group after a backoff, as many times as the error class allows
+(:mod:`ingress.retry`). When the model's retries are spent, the configured fallback models
+are tried the same way, in order. Everything stops at the request's deadline.
+
+All of this happens only before the client has seen any content: once a chunk is relayed,
+the answer belongs to that deployment, and a later error ends the stream (in the relay).
+
+Every attempt is admitted first (rate limits and budget reservation) under its own
+number, so admission ids (``<request>:<attempt>``) and usage events are per attempt and a
+failed-over request shows its whole path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,9 +26,10 @@ from typing import Any
 from ingress.dispatch import Dispatcher, Frame, NoWorker, Reply, WorkerSilent
 from ingress.errors import ApiError
 from ingress.gatekeeper import DeploymentBusy, Ticket
+from ingress.routing import Plan, Router
 from schemas.config import Deployment
-from schemas.errors import ErrorInfo, ErrorKind
-from schemas.frames import ErrorFrame, FrameKind
+from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
+from schemas.frames import DoneFrame, ErrorFrame, FrameKind
 from schemas.infer import Endpoint, InferRequest
 
 log = logging.getLogger("aigw.ingress")
@@ -26,12 +37,79 @@ log = logging.getLogger("aigw.ingress")
 Admit = Callable[[Deployment, int], Awaitable[Ticket]]
 Settle = Callable[[Ticket, int, Decimal | None], None]
 
+# Errors after which the next deployment of the group may well succeed: transient ones,
+# and a deployment's own misconfiguration (a wrong key or model name). A bad request, a
+# context that is too long or a refused prompt would fail the same way on its siblings.
+FAILOVER: frozenset[ErrorKind] = RETRYABLE | {
+    ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION, ErrorKind.NOT_FOUND}
+
+
+class ObservedReply:
+    """An attempt's reply as the relay reads it, telling the router how the attempt ended:
+    the latency and tokens of a done frame, the failure in an error frame, and when it
+    stops being in flight. Chunks pass straight through."""
+
+    __slots__ = ("_deployment_id", "_ended", "_reply", "_router", "provider", "request")
+
+    def __init__(self, reply: Reply, router: Router | None, deployment_id: str) -> None:
+        self._reply = reply
+        self._router = router
+        self._deployment_id = deployment_id
+        self._ended = router is None
+        self.request = reply.request
+        self.provider = reply.provider
+        if router is not None:
+            router.load.started(deployment_id)
+
+    async def next(self, timeout: float) -> Frame:
+        frame = await self._reply.next(timeout)
+        if frame.kind is FrameKind.DONE or frame.kind is FrameKind.ERROR:
+            self._observe(frame)
+        return frame
+
+    async def next_content(self, timeout: float) -> Frame:
+        while True:
+            frame = await self.next(timeout)
+            if frame.kind is not FrameKind.HEARTBEAT:
+                return frame
+
+    def _observe(self, frame: Frame) -> None:
+        if self._ended or self._router is None:
+            return
+        self._ended = True
+        load = self._router.load
+        if frame.kind is FrameKind.DONE:
+            done = DoneFrame.model_validate_json(frame.body)
+            load.finished(self._deployment_id, latency_ms=done.latency_ms or None,
+                          ttft_ms=done.ttft_ms, tokens=done.usage.total_tokens)
+            return
+        failure = ErrorFrame.model_validate_json(frame.body)
+        load.finished(self._deployment_id,
+                      tokens=failure.usage.total_tokens if failure.usage else 0)
+        self._router.health.failed(self._deployment_id, failure.error)
+
+    def _end(self) -> None:
+        if not self._ended and self._router is not None:
+            self._ended = True
+            self._router.load.finished(self._deployment_id)
+
+    def close(self) -> None:
+        self._reply.close()
+        self._end()
+
+    async def cancel(self) -> None:
+        self._end()
+        await self._reply.cancel()
+
+    async def signal_cancel(self) -> None:
+        await self._reply.signal_cancel()
+
 
 @dataclass(frozen=True, slots=True)
 class Started:
     """An attempt whose first meaningful frame has arrived."""
 
-    reply: Reply
+    reply: ObservedReply
     first: Frame
     deployment: Deployment
     ticket: Ticket
@@ -43,6 +121,191 @@ class Caller:
     team_id: str | None = None
     end_user: str | None = None
     metadata: dict[str, str] | None = None
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+def _deadline_error(timeout: float) -> ApiError:
+    return ApiError(504, f"the request did not complete within its {timeout:g} s deadline",
+                    type="timeout_error", code="deadline_exceeded")
+
+
+class _Run:
+    """One request's attempts, numbered across retries and fallbacks."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        router: Router | None,
+        *,
+        request_id: str,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        stream: bool,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+        admit: Admit,
+        settle: Settle,
+        caller: Caller,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.router = router
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.body = body
+        self.stream = stream
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.admit = admit
+        self.settle = settle
+        self.caller = caller
+        self.attempts = 0
+        self.last: ErrorInfo | None = None
+        self.busy: str | None = None
+        self.loop = asyncio.get_running_loop()
+        timeout = router.settings.timeout if router is not None else None
+        self.timeout = timeout
+        self.deadline = self.loop.time() + timeout if timeout is not None else None
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - self.loop.time()
+
+    def give_up(self, model: str) -> ApiError:
+        if self.last is not None:
+            return ApiError.from_info(self.last)
+        return ApiError(429, f"every deployment of {model} is at its rate limit ({self.busy})",
+                        type="requests", code="rate_limit_exceeded",
+                        headers={"retry-after": "1"})
+
+    async def first_frame(self, reply: ObservedReply) -> Frame:
+        remaining = self.remaining()
+        if remaining is None:
+            return await reply.next_content(self.heartbeat_timeout)
+        try:
+            async with asyncio.timeout(remaining):
+                return await reply.next_content(self.heartbeat_timeout)
+        except TimeoutError:
+            raise _DeadlinePassed() from None
+
+    async def attempt(self, deployment: Deployment, model: str) -> Started | bool:
+        """One attempt: Started, True to go on to the next deployment, False to stop
+        trying this model (the request itself is at fault)."""
+        attempt = self.attempts
+        self.attempts += 1
+        try:
+            ticket = await self.admit(deployment, attempt)
+        except DeploymentBusy as exc:
+            self.busy = str(exc)
+            return True
+        request = InferRequest(
+            request_id=self.request_id,
+            attempt=attempt,
+            endpoint=self.endpoint,
+            deployment_id=deployment.id,
+            model_alias=model,
+            body=self.body,
+            stream=self.stream,
+            heartbeat_interval=self.heartbeat_interval,
+            key_id=self.caller.key_id,
+            team_id=self.caller.team_id,
+            end_user=self.caller.end_user,
+            metadata=self.caller.metadata or {},
+        )
+        reply: ObservedReply | None = None
+        try:
+            reply = ObservedReply(await self.dispatcher.send(request, deployment.provider),
+                                  self.router, deployment.id)
+            frame = await self.first_frame(reply)
+        except NoWorker as exc:
+            assert reply is not None
+            reply.close()
+            self.settle(ticket, 0, Decimal(0))
+            self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="no_worker")
+            return True
+        except (WorkerSilent, _DeadlinePassed) as exc:
+            assert reply is not None
+            await reply.cancel()
+            # The worker may have called the upstream: hold the reservation as spent.
+            self.settle(ticket, 0, ticket.reserve_cost)
+            if isinstance(exc, _DeadlinePassed):
+                assert self.timeout is not None
+                raise _deadline_error(self.timeout) from None
+            self.last = ErrorInfo.of(
+                ErrorKind.TIMEOUT, f"the worker for {deployment.provider} stopped responding",
+                code="worker_timeout")
+            log.info("attempt %d of %s: worker silent on %s, trying the next deployment",
+                     attempt, self.request_id, deployment.id)
+            return True
+        except BaseException:
+            if reply is not None:
+                reply.close()
+            self.settle(ticket, 0, ticket.reserve_cost)
+            raise
+        if frame.kind is FrameKind.ERROR:
+            reply.close()
+            failure = ErrorFrame.model_validate_json(frame.body)
+            self.settle(ticket, failure.usage.total_tokens if failure.usage else 0,
+                        failure.cost)
+            self.last = failure.error
+            if failure.chunks_sent:
+                raise ApiError.from_info(failure.error)
+            log.info("attempt %d of %s on %s failed (%s)", attempt, self.request_id,
+                     deployment.id, failure.error.kind.value)
+            return failure.error.kind in FAILOVER
+        if self.router is not None:
+            self.router.health.succeeded(deployment.id)
+        return Started(reply=reply, first=frame, deployment=deployment, ticket=ticket)
+
+    def check_deadline(self) -> None:
+        remaining = self.remaining()
+        if remaining is not None and remaining <= 0:
+            if self.last is not None:
+                raise ApiError.from_info(self.last)
+            assert self.timeout is not None
+            raise _deadline_error(self.timeout)
+
+    async def round(self, plan: list[Deployment], model: str, forced: bool) -> Started | None:
+        """Each deployment of the plan once, until one starts answering."""
+        skipped: list[Deployment] = []
+        attempted = False
+        for deployment in plan:
+            if (self.router is not None and not self.router.health.acquire(deployment.id)
+                    and not forced):
+                skipped.append(deployment)  # another request holds its probe
+                continue
+            self.check_deadline()
+            attempted = True
+            outcome = await self.attempt(deployment, model)
+            if isinstance(outcome, Started):
+                return outcome
+            if not outcome:
+                return None
+        if skipped and not attempted:
+            # Every probe was taken between planning and now: try rather than fail untried.
+            return await self.round(skipped, model, True)
+        return None
+
+    async def model(self, plan: list[Deployment], model: str) -> Started | None:
+        """A model's rounds: the plan, then retries while the error class allows them."""
+        forced = plan.forced if isinstance(plan, Plan) else True
+        retries = 0
+        while True:
+            started = await self.round(plan, model, forced)
+            if started is not None:
+                return started
+            if self.router is None or self.last is None:
+                return None
+            wait = self.router.retry.next_wait(retries, self.last, self.remaining())
+            if wait is None:
+                return None
+            retries += 1
+            log.info("%s: retry %d on %s in %.2f s after %s", self.request_id, retries,
+                     model, wait, self.last.kind.value)
+            await asyncio.sleep(wait)
+            fresh = self.router.plan(model)
+            plan, forced = fresh, fresh.forced
 
 
 async def start(
@@ -60,66 +323,29 @@ async def start(
     settle: Settle,
     caller: Caller = Caller(),
 ) -> Started:
-    """Run attempts along ``plan``; return the first that answers or succeeds, or raise the
-    last failure as an :class:`ApiError`."""
-    last: ErrorInfo | None = None
-    busy: str | None = None
-    for attempt, deployment in enumerate(plan):
-        try:
-            ticket = await admit(deployment, attempt)
-        except DeploymentBusy as exc:
-            busy = str(exc)
-            continue
-        request = InferRequest(
-            request_id=request_id,
-            attempt=attempt,
-            endpoint=endpoint,
-            deployment_id=deployment.id,
-            model_alias=model_alias,
-            body=body,
-            stream=stream,
-            heartbeat_interval=heartbeat_interval,
-            key_id=caller.key_id,
-            team_id=caller.team_id,
-            end_user=caller.end_user,
-            metadata=caller.metadata or {},
-        )
-        try:
-            reply = await dispatcher.send(request, deployment.provider)
-            frame = await reply.next_content(heartbeat_timeout)
-        except NoWorker as exc:
-            reply.close()
-            settle(ticket, 0, Decimal(0))
-            last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="no_worker")
-            continue
-        except WorkerSilent:
-            await reply.cancel()
-            # The worker may have called the upstream: hold the reservation as spent.
-            settle(ticket, 0, ticket.reserve_cost)
-            last = ErrorInfo.of(
-                ErrorKind.TIMEOUT,
-                f"the worker for {deployment.provider} stopped responding",
-                code="worker_timeout",
-            )
-            continue
-        except BaseException:
-            settle(ticket, 0, ticket.reserve_cost)
-            raise
-        if frame.kind is FrameKind.ERROR:
-            reply.close()
-            failure = ErrorFrame.model_validate_json(frame.body)
-            settle(ticket, failure.usage.total_tokens if failure.usage else 0, failure.cost)
-            last = failure.error
-            if failure.error.retryable and failure.chunks_sent == 0:
-                log.info(
-                    "attempt %d of %s on %s failed (%s), trying the next deployment",
-                    attempt, request_id, deployment.id, failure.error.kind.value,
-                )
-                continue
-            raise ApiError.from_info(failure.error)
-        return Started(reply=reply, first=frame, deployment=deployment, ticket=ticket)
-    if last is None:
-        raise ApiError(429, f"every deployment of {model_alias} is at its rate limit ({busy})",
-                       type="requests", code="rate_limit_exceeded",
-                       headers={"retry-after": "1"})
-    raise ApiError.from_info(last)
+    """Run attempts for ``plan`` (and, when it is a :class:`Plan`, its retries and
+    fallbacks); return the first that answers, or raise the last failure as an
+    :class:`ApiError`."""
+    router = plan.router if isinstance(plan, Plan) else None
+    run = _Run(dispatcher, router, request_id=request_id, endpoint=endpoint, body=body,
+               stream=stream, heartbeat_interval=heartbeat_interval,
+               heartbeat_timeout=heartbeat_timeout, admit=admit, settle=settle,
+               caller=caller)
+    started = await run.model(plan, model_alias)
+    if started is not None:
+        return started
+    tried = {model_alias}
+    model = model_alias
+    while router is not None and run.last is not None:
+        # The requested model's chain, in order, chosen by the latest failure's class.
+        chain = router.fallbacks(model_alias, run.last.kind)
+        model = next((m for m in chain if m not in tried), "")
+        if not model:
+            break
+        tried.add(model)
+        log.info("%s: falling back from %s to %s after %s", request_id, model_alias, model,
+                 run.last.kind.value)
+        started = await run.model(router.plan(model), model)
+        if started is not None:
+            return started
+    raise run.give_up(model_alias)

@@ -2,6 +2,9 @@
 
 Whatever way an attempt ends (done, error, silent worker, client gone), its admission
 ticket is settled exactly once, with the real cost when the worker reported one.
+
+When the request may be cached, a :class:`~ingress.cache.Capture` sees the answer go by
+(each chunk, then the done frame) and is told when it ends any other way.
 """
 
 from __future__ import annotations
@@ -11,19 +14,23 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from ingress.cache import Capture
 from ingress.dispatch import WorkerSilent
 from ingress.errors import ApiError
 from ingress.execution import Settle, Started
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind
+from schemas.usage import TokenUsage
 
 log = logging.getLogger("aigw.ingress")
 
-_DONE = b"data: [DONE]\n\n"
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 COST_HEADER = "x-aigw-cost-usd"
 # How long a cancelled attempt's worker gets to report what the call used.
 _CANCEL_REPORT_SECONDS = 5.0
@@ -60,7 +67,9 @@ def _cancel_in_background(started: Started, settle: Settle) -> None:
     task.add_done_callback(_background.discard)
 
 
-async def json_response(started: Started, heartbeat_timeout: float, settle: Settle) -> Response:
+async def json_response(
+    started: Started, heartbeat_timeout: float, settle: Settle, capture: Capture | None = None
+) -> Response:
     """The whole answer of a non-streamed call, once the worker says it is done."""
     frame = started.first
     try:
@@ -68,13 +77,19 @@ async def json_response(started: Started, heartbeat_timeout: float, settle: Sett
             frame = await started.reply.next(heartbeat_timeout)
     except WorkerSilent:
         _cancel_in_background(started, settle)
+        if capture is not None:
+            capture.abandon()
         raise ApiError(504, "the worker stopped responding", type="timeout_error",
                        code="worker_timeout") from None
     except BaseException:
         _cancel_in_background(started, settle)
+        if capture is not None:
+            capture.abandon()
         raise
     started.reply.close()
     _settle_frame(started, settle, frame.kind, frame.body)
+    if frame.kind is not FrameKind.DONE and capture is not None:
+        capture.abandon()
     if frame.kind is FrameKind.ERROR:
         err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
         err.headers.update(started.ticket.headers)
@@ -83,13 +98,16 @@ async def json_response(started: Started, heartbeat_timeout: float, settle: Sett
         raise ApiError(502, "the worker sent a stream to a non-streamed call",
                        type="server_error", code="bad_frame")
     done = DoneFrame.model_validate_json(frame.body)
-    body = done.response or {}
+    if capture is not None:
+        capture.done(done, started.deployment, streamed=False)
+    # A copy: the cache keeps the response as the upstream gave it, without our cost.
+    body = dict(done.response or {})
     headers = dict(started.ticket.headers)
     if done.cost is not None:
         headers[COST_HEADER] = format(done.cost, "f")
         usage = body.get("usage")
         if isinstance(usage, dict):
-            usage["cost"] = float(done.cost)
+            body["usage"] = {**usage, "cost": float(done.cost)}
     return Response(
         json.dumps(body, separators=(",", ":")).encode(),
         media_type="application/json",
@@ -97,20 +115,22 @@ async def json_response(started: Started, heartbeat_timeout: float, settle: Sett
     )
 
 
-def _usage_chunk(first_chunk: bytes | None, done: DoneFrame) -> bytes:
+def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | None) -> bytes:
+    """The last chunk of a stream that asked for usage, in the first chunk's name."""
     meta: dict[str, Any] = {}
     if first_chunk is not None:
         parsed = json.loads(first_chunk)
         meta = {k: parsed.get(k) for k in ("id", "created", "model")}
-    usage = done.usage.to_openai()
-    if done.cost is not None:
-        usage["cost"] = float(done.cost)
+    usage = tokens.to_openai()
+    if cost is not None:
+        usage["cost"] = float(cost)
     chunk = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def _events(
-    started: Started, include_usage: bool, heartbeat_timeout: float, settle: Settle
+    started: Started, include_usage: bool, heartbeat_timeout: float, settle: Settle,
+    capture: Capture | None,
 ) -> AsyncIterator[bytes]:
     reply = started.reply
     frame = started.first
@@ -121,20 +141,26 @@ async def _events(
             if frame.kind is FrameKind.CHUNK:
                 if first_chunk is None:
                     first_chunk = frame.body
+                if capture is not None:
+                    capture.chunk(frame.body)
                 yield b"data: " + frame.body + b"\n\n"
             elif frame.kind is FrameKind.DONE:
                 finished = True
                 _settle_frame(started, settle, frame.kind, frame.body)
+                done = DoneFrame.model_validate_json(frame.body)
                 if include_usage:
-                    yield _usage_chunk(first_chunk, DoneFrame.model_validate_json(frame.body))
-                yield _DONE
+                    yield usage_chunk(first_chunk, done.usage, done.cost)
+                yield DONE
+                # Only once the client has had it all: a stream it left is not an answer.
+                if capture is not None:
+                    capture.done(done, started.deployment, streamed=True)
                 return
             elif frame.kind is FrameKind.ERROR:
                 finished = True
                 _settle_frame(started, settle, frame.kind, frame.body)
                 failure = ErrorFrame.model_validate_json(frame.body)
                 yield ApiError.from_info(failure.error).sse_event()
-                yield _DONE
+                yield DONE
                 return
             try:
                 frame = await reply.next(heartbeat_timeout)
@@ -142,9 +168,11 @@ async def _events(
                 log.warning("worker went silent mid-stream on %s", reply.request.request_id)
                 yield ApiError(504, "the worker stopped responding mid-stream",
                                type="timeout_error", code="worker_timeout").sse_event()
-                yield _DONE
+                yield DONE
                 return
     finally:
+        if capture is not None:
+            capture.abandon()  # a no-op after done
         if finished:
             reply.close()
         else:
@@ -152,14 +180,32 @@ async def _events(
             _cancel_in_background(started, settle)
 
 
+class _CapturedStream(StreamingResponse):
+    """Ends its capture however the response ends, even when a client that left early
+    means the body never started (and so never reached its own ``finally``): requests
+    waiting on the answer must not wait for nothing."""
+
+    def __init__(self, content: AsyncIterator[bytes], capture: Capture,
+                 headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.capture = capture
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.capture.abandon()  # a no-op after done
+
+
 def stream_response(
-    started: Started, include_usage: bool, heartbeat_timeout: float, settle: Settle
+    started: Started, include_usage: bool, heartbeat_timeout: float, settle: Settle,
+    capture: Capture | None = None,
 ) -> StreamingResponse:
-    return StreamingResponse(
-        _events(started, include_usage, heartbeat_timeout, settle),
-        media_type="text/event-stream",
-        headers={**_SSE_HEADERS, **started.ticket.headers},
-    )
+    events = _events(started, include_usage, heartbeat_timeout, settle, capture)
+    headers = {**SSE_HEADERS, **started.ticket.headers}
+    if capture is not None:
+        return _CapturedStream(events, capture, headers)
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 async def drain() -> None:

@@ -1,25 +1,60 @@
-"""Which deployments serve a model alias, and in which order to try them."""
+"""Which deployments serve a model alias, in which order, and where to go when they fail.
+
+A :class:`Plan` is the order for one request: the group's deployments as the strategy
+ranks them, minus those cooling down (unless all are; then all of them, soonest to
+recover first, because trying beats failing). Building one reads memory only: the health
+mirror and the load counters are kept up to date in the background.
+"""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+from accounting.pricing import PriceTable
+from ingress.cooldown import Availability
+from ingress.health_state import HealthBoard
+from ingress.load import LoadTracker
+from ingress.retry import RetryPolicy
+from ingress.strategies import SmoothWeighted, strategy_for
+from schemas.config import Deployment, GatewayConfig, RouterSettings
+from schemas.errors import ErrorKind
 
-from schemas.config import Deployment, GatewayConfig
+_USABLE = (Availability.HEALTHY, Availability.PROBE_READY)
+
+
+class Plan(list[Deployment]):
+    """The deployments to try for ``model``, in order, and the router that made them (for
+    retries, fallbacks and health reports). A list, so callers that only iterate work."""
+
+    def __init__(
+        self, model: str, deployments: list[Deployment], router: Router, *,
+        forced: bool = False,
+    ) -> None:
+        super().__init__(deployments)
+        self.model = model
+        self.router = router
+        # Every deployment is cooling down or probed by another request (or there is only
+        # one): try them anyway rather than fail without trying.
+        self.forced = forced
 
 
 class Router:
-    """Round-robin over the deployments of a group. The plan for one request is the whole
-    group, starting at the next deployment in turn, so a retryable failure moves on to
-    the others."""
-
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        health: HealthBoard | None = None,
+        load: LoadTracker | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
+        self.settings: RouterSettings = config.router
         self._groups: dict[str, tuple[Deployment, ...]] = {
             name: tuple(config.group(name)) for name in config.model_names
         }
-        self._turns: dict[str, Iterator[int]] = {
-            name: itertools.count() for name in self._groups
-        }
+        self._rotations = {name: SmoothWeighted(g) for name, g in self._groups.items()}
+        self.health = health or HealthBoard(None, config.router)
+        self.load = load or LoadTracker()
+        self.strategy = strategy_for(self.settings.routing_strategy,
+                                     prices or PriceTable.default())
+        self.retry = RetryPolicy.from_settings(self.settings)
 
     def __contains__(self, model: str) -> bool:
         return model in self._groups
@@ -28,11 +63,36 @@ class Router:
     def models(self) -> list[str]:
         return list(self._groups)
 
-    def plan(self, model: str) -> list[Deployment]:
+    @property
+    def deployments(self) -> list[Deployment]:
+        return [d for group in self._groups.values() for d in group]
+
+    def plan(self, model: str) -> Plan:
         group = self._groups.get(model)
         if not group:
-            return []
-        if len(group) == 1:
-            return [group[0]]
-        start = next(self._turns[model]) % len(group)
-        return [*group[start:], *group[:start]]
+            return Plan(model, [], self)
+        ordered = self.strategy.order(self._rotations[model].order(), self.load.load)
+        if len(ordered) == 1:
+            return Plan(model, ordered, self, forced=True)
+        usable = [d for d in ordered if self.health.availability(d.id) in _USABLE]
+        if usable:
+            return Plan(model, usable, self)
+
+        def recovers(d: Deployment) -> float:
+            entry = self.health.entry(d.id)
+            return (entry.until or 0.0) if entry is not None else 0.0
+
+        return Plan(model, sorted(ordered, key=recovers), self, forced=True)
+
+    def fallbacks(self, model: str, kind: ErrorKind) -> tuple[str, ...]:
+        """The models to fall back to after ``model`` failed with ``kind``: the context
+        window or content policy chains for those errors (the general chain when they have
+        none), nothing for a request the client got wrong, the general chain otherwise."""
+        s = self.settings
+        if kind is ErrorKind.CONTEXT_LENGTH:
+            return s.context_window_fallbacks.get(model) or s.fallbacks.get(model, ())
+        if kind is ErrorKind.CONTENT_POLICY:
+            return s.content_policy_fallbacks.get(model) or s.fallbacks.get(model, ())
+        if kind in (ErrorKind.INVALID_REQUEST, ErrorKind.CANCELLED):
+            return ()
+        return s.fallbacks.get(model, ())

@@ -27,6 +27,20 @@ class IngressSettings(BaseSettings):
     # What a request without max_tokens may produce, for its budget reservation.
     default_max_output_tokens: int = Field(
         default=4096, ge=1, validation_alias="AIGW_DEFAULT_MAX_OUTPUT_TOKENS")
+    # Response cache (ingress/cache_key.py): off unless a request asks, while the TTL is
+    # 0; a TTL > 0 caches every request that does not opt out. Per-request TTLs are capped.
+    cache_ttl: float = Field(default=0.0, ge=0, validation_alias="AIGW_CACHE_TTL")
+    cache_max_ttl: float = Field(default=7 * 86400.0, gt=0, validation_alias="AIGW_CACHE_MAX_TTL")
+    # "team": a team's (or a teamless key's) entries are its own; "global": shared by all.
+    cache_scope: Literal["team", "global"] = Field(
+        default="team", validation_alias="AIGW_CACHE_SCOPE")
+    # The in-process store without Redis: least recently used entries go first.
+    cache_max_entries: int = Field(default=10_000, ge=1, validation_alias="AIGW_CACHE_MAX_ENTRIES")
+    # Identical cacheable requests in flight share one upstream call; a follower waits at
+    # most this long for the leader before making its own.
+    cache_dedup: bool = Field(default=True, validation_alias="AIGW_CACHE_DEDUP")
+    cache_dedup_wait: float = Field(
+        default=300.0, gt=0, validation_alias="AIGW_CACHE_DEDUP_WAIT")
     budget_webhook_url: str | None = Field(default=None, validation_alias="AIGW_BUDGET_WEBHOOK_URL")
     host: str = Field(default="0.0.0.0", validation_alias="AIGW_HOST")
     port: int = Field(default=4000, validation_alias="AIGW_PORT")

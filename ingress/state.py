@@ -9,6 +9,8 @@ import nats.aio.client
 
 from accounting.publisher import UsagePublisher
 from ingress.auth import Authenticator
+from ingress.cache import MemoryCache, ResponseCache
+from ingress.dedup import InFlight
 from ingress.dispatch import Dispatcher
 from ingress.gatekeeper import Gatekeeper
 from ingress.keys import KeyStore
@@ -28,4 +30,6 @@ class Gateway:
     keys: KeyStore
     gatekeeper: Gatekeeper
     usage: UsagePublisher
+    cache: ResponseCache = field(default_factory=lambda: ResponseCache(MemoryCache()))
+    inflight: InFlight = field(default_factory=InFlight)
     started_at: int = field(default_factory=lambda: int(time.time()))

@@ -1,8 +1,10 @@
-"""Liveness (the process answers) and readiness (NATS is up and every provider has a worker)."""
+"""Liveness (the process answers), readiness (NATS is up and every provider has a worker),
+and ``GET /health``: every deployment's circuit breaker and load, as this replica sees it."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,7 +12,8 @@ from fastapi.responses import JSONResponse
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from ingress.deps import GatewayDep
+from ingress.cooldown import Availability
+from ingress.deps import AuthedGateway, GatewayDep
 from schemas import subjects
 
 router = APIRouter()
@@ -50,3 +53,46 @@ async def readiness(gateway: GatewayDep) -> JSONResponse:
     if missing:
         body["missing"] = missing
     return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _iso(seconds: float | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+@router.get("/health")
+async def deployments(gateway: AuthedGateway) -> dict[str, Any]:
+    """Read from memory: the KV mirror of the breakers and the shared load counters."""
+    routing = gateway.router
+    rows: list[dict[str, Any]] = []
+    for d in routing.deployments:
+        entry = routing.health.entry(d.id)
+        state = routing.health.availability(d.id)
+        load = routing.load.load(d.id)
+        rows.append({
+            "id": d.id,
+            "model_name": d.model_name,
+            "provider": d.provider,
+            "model": d.upstream_model,
+            "state": {
+                Availability.HEALTHY: "healthy",
+                Availability.COOLING: "cooling_down",
+                Availability.PROBE_READY: "probe_ready",
+                Availability.PROBING: "probing",
+            }[state],
+            "cooldown_until": _iso(entry.until) if state is Availability.COOLING and entry
+            else None,
+            "recent_failures": len(entry.fails) if entry else 0,
+            "last_error": entry.reason if entry else None,
+            "in_flight": load.in_flight,
+            "latency_ms": load.latency_ms,
+            "ttft_ms": load.ttft_ms,
+            "requests_this_minute": load.requests_this_minute,
+            "tokens_this_minute": load.tokens_this_minute,
+        })
+    healthy = sum(r["state"] in ("healthy", "probe_ready") for r in rows)
+    return {
+        "routing_strategy": routing.settings.routing_strategy,
+        "healthy_count": healthy,
+        "unhealthy_count": len(rows) - healthy,
+        "deployments": rows,
+    }

@@ -1,15 +1,27 @@
-"""``POST /v1/chat/completions`` and ``POST /v1/embeddings``."""
+"""``POST /v1/chat/completions`` and ``POST /v1/embeddings``.
+
+A request the cache may serve (:mod:`ingress.cache_key`) is looked up after the model is
+known to exist and be allowed, and before admission: a hit makes no upstream call, so it
+neither reserves budget nor counts towards rate limits (it costs the provider nothing,
+which is what limits protect). A hit is accounted as a ``cache_hit`` event with the
+original call's cost as ``saved_cost``. A miss runs as usual, its answer captured by the
+relay for the cache and for identical requests waiting on it (:mod:`ingress.dedup`).
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from ingress import execution, relay
+from ingress import execution, relay, replay
+from ingress.cache import CachedAnswer, Capture
+from ingress.cache_key import CachePolicy, cache_key, policy, scope_of
 from ingress.deps import AuthedGateway, request_id
 from ingress.errors import ApiError, invalid
 from ingress.execution import Caller, Started
@@ -80,13 +92,13 @@ def _caller(principal: Principal, body: dict[str, Any]) -> Caller:
 async def _start(
     request: Request,
     gateway: Gateway,
+    plan: list[Deployment],
     model: str,
     body: dict[str, Any],
     endpoint: Endpoint,
     stream: bool,
 ) -> Started:
     principal: Principal = request.state.principal
-    plan = _plan(gateway, principal, model)
     rid = request_id(request)
     gatekeeper = gateway.gatekeeper
     generates = endpoint is not Endpoint.EMBEDDINGS
@@ -140,22 +152,103 @@ def _publish_rejection(
     ))
 
 
+def _publish_hit(
+    gateway: Gateway, principal: Principal, rid: str, model: str, endpoint: Endpoint,
+    stream: bool, caller: Caller, answer: CachedAnswer, latency_ms: float,
+) -> None:
+    """A request served from the cache: no tokens used, nothing spent, the original
+    call's cost saved."""
+    gateway.usage.submit(UsageEvent(
+        event_id=event_id(rid, 0, "ingress"),
+        request_id=rid,
+        key_id=principal.key_id,
+        team_id=principal.team_id,
+        end_user=caller.end_user,
+        model_alias=model,
+        provider=answer.provider,
+        deployment_id=answer.deployment_id,
+        upstream_model=answer.upstream_model,
+        endpoint=endpoint.value,
+        streamed=stream,
+        status=UsageStatus.CACHE_HIT,
+        cost=Decimal(0),
+        saved_cost=answer.cost,
+        latency_ms=latency_ms,
+        metadata={k: v for k, v in (caller.metadata or {}).items() if isinstance(v, str)},
+    ))
+
+
+async def _cached(gateway: Gateway, key: str, wanted: CachePolicy) -> CachedAnswer | None:
+    """An answer without an upstream call of our own: an identical request's in flight
+    (no round trip), else the store's (one round trip), else one that started while we
+    looked. None: make the call."""
+    inflight = gateway.inflight if gateway.settings.cache_dedup else None
+    if inflight is not None and (leader := inflight.leader(key)) is not None:
+        return await inflight.follow(leader)
+    answer = await gateway.cache.lookup(key, wanted.max_age)
+    if answer is None and inflight is not None and (leader := inflight.leader(key)) is not None:
+        return await inflight.follow(leader)
+    return answer
+
+
+async def _answer(
+    request: Request,
+    gateway: Gateway,
+    model: str,
+    body: dict[str, Any],
+    endpoint: Endpoint,
+    stream: bool,
+    include_usage: bool = False,
+) -> Response:
+    principal: Principal = request.state.principal
+    plan = _plan(gateway, principal, model)
+    settings = gateway.settings
+    timeout = settings.heartbeat_timeout
+    settle = gateway.gatekeeper.settle
+    wanted = policy(body, request.headers.get("cache-control"), settings.cache_ttl,
+                    settings.cache_max_ttl)
+    capture: Capture | None = None
+    if wanted.active:
+        began = time.perf_counter()
+        key = cache_key(endpoint.value, model, scope_of(principal, settings.cache_scope), body)
+        answer = await _cached(gateway, key, wanted) if wanted.lookup else None
+        if answer is not None:
+            _publish_hit(gateway, principal, request_id(request), model, endpoint, stream,
+                         _caller(principal, body), answer,
+                         (time.perf_counter() - began) * 1000)
+            return (replay.stream_hit(answer, include_usage) if stream
+                    else replay.json_hit(answer))
+        if wanted.store:
+            lead = None
+            if settings.cache_dedup and gateway.inflight.leader(key) is None:
+                lead = gateway.inflight.lead(key)
+            capture = Capture(gateway.cache, key, wanted.ttl, lead)
+    try:
+        started = await _start(request, gateway, plan, model, body, endpoint, stream)
+    except BaseException:
+        if capture is not None:
+            capture.abandon()
+        raise
+    response: Response
+    if stream:
+        response = relay.stream_response(started, include_usage, timeout, settle, capture)
+    else:
+        response = await relay.json_response(started, timeout, settle, capture)
+    if wanted.active:
+        response.headers[replay.CACHE_HEADER] = "miss"
+    return response
+
+
 @router.post("/chat/completions")
 async def chat_completions(request: Request, gateway: AuthedGateway) -> Response:
     parsed, body = await read_body(request, ChatCompletionRequest)
     stream = bool(parsed.stream)
     include_usage = bool(stream and parsed.stream_options and parsed.stream_options.include_usage)
-    started = await _start(request, gateway, parsed.model, body, Endpoint.CHAT, stream)
-    timeout = gateway.settings.heartbeat_timeout
-    settle = gateway.gatekeeper.settle
-    if stream:
-        return relay.stream_response(started, include_usage, timeout, settle)
-    return await relay.json_response(started, timeout, settle)
+    return await _answer(request, gateway, parsed.model, body, Endpoint.CHAT, stream,
+                         include_usage)
 
 
 @router.post("/embeddings")
 async def embeddings(request: Request, gateway: AuthedGateway) -> Response:
     parsed, body = await read_body(request, EmbeddingRequest)
-    started = await _start(request, gateway, parsed.model, body, Endpoint.EMBEDDINGS, False)
-    return await relay.json_response(
-        started, gateway.settings.heartbeat_timeout, gateway.gatekeeper.settle)
+    return await _answer(request, gateway, parsed.model, body, Endpoint.EMBEDDINGS, False)

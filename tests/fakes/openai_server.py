@@ -10,6 +10,12 @@ aliases at different behaviours of one server:
 - ``fail-midstream``: a streamed answer that breaks off after three chunks
 - ``slow``: waits ``slow_seconds`` before answering (heartbeat tests)
 - ``slow-stream``: streams one chunk, then waits ``slow_seconds`` (cancellation tests)
+- ``fail-529``: 529 ``overloaded``
+- ``reset``: closes the connection without answering
+- ``fail-once``: 500 the first time a conversation is seen, an answer after that
+- ``hang-once``: waits ``slow_seconds`` the first time a conversation is seen, answers at
+  once after that (a worker killed mid-call, retried elsewhere)
+- ``switch``: answers ``switch_status`` as an error while it is set, normally otherwise
 
 Anything else answers normally. With ``tools`` and ``tool_choice`` not ``none`` the answer
 calls the first tool, streaming its arguments in pieces; ``response_format`` json_object
@@ -41,6 +47,11 @@ class FakeOpenAIState:
     requests: list[dict[str, Any]] = field(default_factory=list)
     cancelled: int = 0
     completed: int = 0
+    # For ``switch``: an HTTP status to fail with, or None to answer.
+    switch_status: int | None = None
+    seen: set[str] = field(default_factory=set)
+    # The client port of each chat request, so a test can tell which worker sent it.
+    client_ports: dict[str, int] = field(default_factory=dict)
 
 
 def _error(status: int, message: str, type_: str, code: str | None,
@@ -83,7 +94,18 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
                           "invalid_api_key")
         return None
 
+    def first_time(body: dict[str, Any]) -> bool:
+        conversation = json.dumps(body.get("messages"), sort_keys=True)
+        if conversation in state.seen:
+            return False
+        state.seen.add(conversation)
+        return True
+
     def scripted_failure(model: str) -> Response | None:
+        if model == "switch" and state.switch_status is not None:
+            return _error(state.switch_status, "switched off", "server_error", None)
+        if model == "fail-529":
+            return _error(529, "Overloaded", "overloaded_error", "overloaded")
         if model == "fail-429":
             return _error(429, "Rate limit reached for requests", "requests",
                           "rate_limit_exceeded", {"retry-after": "7"})
@@ -115,7 +137,17 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
                           None)
         if (failure := scripted_failure(model)) is not None:
             return failure
-        if model == "slow":
+        if request.client is not None:
+            state.client_ports[json.dumps(body.get("messages"))] = request.client.port
+        if model == "reset":
+            transport = getattr(getattr(request.receive, "__self__", None), "transport", None)
+            if transport is not None:
+                transport.abort()
+                return Response(status_code=500)
+            return StreamingResponse(_broken(), media_type="application/json")
+        if model == "fail-once" and first_time(body):
+            return _error(500, "transient failure", "server_error", None)
+        if model == "slow" or (model == "hang-once" and first_time(body)):
             await asyncio.sleep(state.slow_seconds)
         if body.get("stream"):
             return StreamingResponse(_stream(body, state), media_type="text/event-stream")
@@ -161,6 +193,11 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
     ])
     app.state.fake = state
     return app
+
+
+async def _broken() -> AsyncIterator[bytes]:
+    yield b'{"id": '
+    raise RuntimeError("connection reset")
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None,

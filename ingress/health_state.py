@@ -1,0 +1,213 @@
+"""Every deployment's circuit breaker, shared by all ingress replicas through NATS KV.
+
+Each replica watches the ``aigw_health`` bucket into an in-memory mirror, so building a
+plan reads memory only. A replica that sees an attempt fail or succeed applies the
+transition to its mirror at once (its next plan already knows) and writes it to KV in the
+background with compare-and-set; when another replica wrote first, the transition is
+re-applied to the newer entry. Writes for one deployment are queued and coalesced, so a
+burst of failures costs one write in flight per deployment, not one per failure.
+
+When NATS is unreachable the mirror keeps working for this replica alone: breakers still
+open and close locally, and the writes resume with the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from pydantic import ValidationError
+
+from ingress.cooldown import Availability, Breaker, availability
+from schemas.config import RouterSettings
+from schemas.errors import ErrorInfo
+from schemas.health import HEALTH_BUCKET, HealthEntry, health_key
+
+log = logging.getLogger("aigw.health")
+
+Clock = Callable[[], float]
+Transition = Callable[[HealthEntry | None, float], HealthEntry | None]
+
+_CAS_ATTEMPTS = 8
+_NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+
+
+class HealthBoard:
+    def __init__(
+        self,
+        nc: Client | None,
+        settings: RouterSettings,
+        *,
+        bucket: str = HEALTH_BUCKET,
+        clock: Clock = time.time,
+    ) -> None:
+        self._js = nc.jetstream() if nc is not None else None
+        self._bucket = bucket
+        self.breaker = Breaker(settings)
+        self._clock = clock
+        self._kv: KeyValue | None = None
+        # deployment id -> (KV revision, entry); revision 0 marks a local-only change.
+        self._entries: dict[str, tuple[int, HealthEntry]] = {}
+        self._pending: dict[str, list[Transition]] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._follower: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Open (or create) the bucket; return once the mirror holds every entry."""
+        if self._js is None:
+            return
+        try:
+            self._kv = await self._js.key_value(self._bucket)
+        except nats.js.errors.BucketNotFoundError:
+            self._kv = await self._js.create_key_value(
+                bucket=self._bucket, history=1,
+                description="ai-gateway deployment health (circuit breakers)",
+            )
+        self._watcher = await self._kv.watchall()
+        synced = asyncio.Event()
+        self._follower = asyncio.create_task(self._follow(self._watcher, synced))
+        await asyncio.wait_for(synced.wait(), timeout)
+
+    async def stop(self) -> None:
+        for task in list(self._writers.values()):
+            task.cancel()
+        await asyncio.gather(*self._writers.values(), return_exceptions=True)
+        if self._watcher is not None:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await self._watcher.stop()  # type: ignore[no-untyped-call]
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher, synced: asyncio.Event) -> None:
+        async for entry in watcher:
+            if entry is None:  # everything that existed at start has been delivered
+                synced.set()
+                continue
+            self._apply(entry.value, entry.revision or 0, entry.operation)
+            if entry.delta == 0:
+                synced.set()
+
+    def _apply(self, value: bytes | None, revision: int, op: str | None) -> None:
+        if op in (KV_DEL, KV_PURGE) or not value:
+            return  # entries are never deleted by us; a purge by hand changes nothing
+        try:
+            entry = HealthEntry.model_validate_json(value)
+        except ValidationError:
+            log.warning("unreadable health entry at revision %d ignored", revision)
+            return
+        held = self._entries.get(entry.deployment_id)
+        if held is not None and 0 < revision <= held[0]:
+            return
+        self._entries[entry.deployment_id] = (revision, entry)
+
+    # ---- the hot path: memory only -----------------------------------------------------
+
+    def entry(self, deployment_id: str) -> HealthEntry | None:
+        held = self._entries.get(deployment_id)
+        return held[1] if held is not None else None
+
+    def availability(self, deployment_id: str) -> Availability:
+        return availability(self.entry(deployment_id), self._clock())
+
+    def acquire(self, deployment_id: str) -> bool:
+        """Whether an attempt may go to the deployment now. Taking the probe of a
+        deployment whose cooldown is over counts as going: the next caller is refused
+        until the probe reports."""
+        state = self.availability(deployment_id)
+        if state is Availability.HEALTHY:
+            return True
+        if state is Availability.PROBE_READY:
+            self._change(deployment_id, lambda e, now: self.breaker.probe(e, now))
+            return True
+        return False
+
+    def failed(self, deployment_id: str, error: ErrorInfo) -> None:
+        if self.breaker.counts(error):
+            self._change(deployment_id,
+                         lambda e, now: self.breaker.fail(e, deployment_id, error, now))
+
+    def succeeded(self, deployment_id: str) -> None:
+        entry = self.entry(deployment_id)
+        if entry is not None and self.breaker.succeed(entry, self._clock()) is not None:
+            self._change(deployment_id, self.breaker.succeed)
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def _change(self, deployment_id: str, transition: Transition) -> None:
+        held = self._entries.get(deployment_id)
+        new = transition(held[1] if held else None, self._clock())
+        if new is None:
+            return
+        self._entries[deployment_id] = (held[0] if held else 0, new)
+        if self._js is None:
+            return
+        self._pending.setdefault(deployment_id, []).append(transition)
+        if deployment_id not in self._writers:
+            task = asyncio.create_task(self._write(deployment_id))
+            self._writers[deployment_id] = task
+            task.add_done_callback(lambda _: self._writers.pop(deployment_id, None))
+
+    async def _write(self, deployment_id: str) -> None:
+        key = health_key(deployment_id)
+        while self._pending.get(deployment_id):
+            transitions = self._pending.pop(deployment_id)
+            try:
+                await self._write_once(key, deployment_id, transitions)
+            except _NATS_ERRORS as exc:
+                log.warning("health of %s not shared (kept locally): %s", deployment_id, exc)
+                return
+
+    async def _write_once(
+        self, key: str, deployment_id: str, transitions: list[Transition]
+    ) -> None:
+        assert self._kv is not None
+        for _ in range(_CAS_ATTEMPTS):
+            try:
+                current = await self._kv.get(key)
+                revision = current.revision or 0
+                base = HealthEntry.model_validate_json(current.value) if current.value else None
+            except nats.js.errors.KeyNotFoundError:
+                revision, base = 0, None
+            entry, now = base, self._clock()
+            for transition in transitions:
+                entry = transition(entry, now) or entry
+            if entry is None or entry == base:
+                return
+            data = entry.model_dump_json().encode()
+            try:
+                if revision == 0:
+                    new_revision = await self._kv.create(key, data)
+                else:
+                    new_revision = await self._kv.update(key, data, last=revision)
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError) as exc:
+                # Another replica wrote first: apply ours to its entry.
+                log.debug("health write for %s raced (%s); retrying", deployment_id, exc)
+                continue
+            self._apply(data, new_revision, None)
+            return
+        log.warning("health of %s not written after %d races", deployment_id, _CAS_ATTEMPTS)
+
+    # ---- reporting ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, HealthEntry]:
+        return {d: e for d, (_, e) in self._entries.items()}
+
+    @property
+    def following(self) -> bool:
+        return self._follower is not None and not self._follower.done()
+
+    async def settle(self) -> None:
+        """Wait for queued writes (tests, shutdown)."""
+        while self._writers:
+            await asyncio.gather(*list(self._writers.values()), return_exceptions=True)
