@@ -73,6 +73,9 @@ class Accounting:
         self.query_client.close()
 
 
+STOP_SECONDS = 5.0
+
+
 async def run_accounting(settings: AccountingSettings) -> None:
     """Run until SIGINT or SIGTERM, then finish the batch in hand and exit."""
     accounting = Accounting(settings)
@@ -84,4 +87,9 @@ async def run_accounting(settings: AccountingSettings) -> None:
     try:
         await stop.wait()
     finally:
-        await accounting.stop()
+        try:
+            await asyncio.wait_for(accounting.stop(), STOP_SECONDS)
+        except TimeoutError:
+            # NATS or ClickHouse gone (say, the parent ``aigw up`` died with them): leave
+            # rather than hang; events not acked yet are redelivered and deduplicated.
+            log.warning("accounting did not stop cleanly within %ss; exiting", STOP_SECONDS)

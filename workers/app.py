@@ -145,4 +145,7 @@ async def run_worker(settings: WorkerSettings, config: GatewayConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await worker.stop()
+    try:
+        await asyncio.wait_for(worker.stop(), settings.drain_seconds + 5)
+    except TimeoutError:
+        log.warning("worker did not stop cleanly; exiting")
