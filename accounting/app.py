@@ -59,6 +59,7 @@ class Accounting:
             batch_size=self.settings.batch_size,
             batch_age=self.settings.batch_age,
             retry_delay=self.settings.retry_delay,
+            ack_wait=self.settings.ack_wait,
             stream_max_age=self.settings.stream_max_age_days * 86400,
         )
         await self.consumer.start()

@@ -42,8 +42,9 @@ DURABLE = "aigw-accounting"
 # How long one pull request waits for a first event, so stop() is noticed this soon.
 IDLE_POLL_S = 0.5
 # Longer than the slowest insert we expect: past it, JetStream redelivers the batch to
-# another replica while this one may still be writing it (harmless, but wasted work).
-ACK_WAIT_S = 120.0
+# another replica while this one may still be writing it (harmless, but wasted work). It is
+# also how long the events of a consumer that crashed wait before they are delivered again.
+ACK_WAIT_S = 30.0
 
 
 class Store(Protocol):
@@ -104,7 +105,9 @@ class UsageConsumer:
         retry_delay: float = 5.0,
         stream_max_age: float = DEFAULT_MAX_AGE_S,
         durable: str = DURABLE,
+        ack_wait: float = ACK_WAIT_S,
     ) -> None:
+        self.ack_wait = ack_wait
         self.nc = nc
         self.js = nc.jetstream()
         self.store = store
@@ -135,7 +138,7 @@ class UsageConsumer:
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 filter_subject=subjects.USAGE_SUBJECTS,
-                ack_wait=ACK_WAIT_S,
+                ack_wait=self.ack_wait,
                 # One batch being written plus the next arriving, with room to spare; the
                 # server default (1000) would cap every batch at 1000.
                 max_ack_pending=max(4 * self.batch_size, 1000),

@@ -23,6 +23,9 @@ class AccountingSettings(BaseSettings):
     batch_age: float = Field(default=1.0, gt=0, validation_alias="AIGW_ACCOUNTING_BATCH_AGE")
     # How long a failed batch waits in JetStream before it is redelivered.
     retry_delay: float = Field(default=5.0, gt=0, validation_alias="AIGW_ACCOUNTING_RETRY_DELAY")
+    # How long delivered events wait for their ack before JetStream delivers them again
+    # (after a crash, the delay before they land).
+    ack_wait: float = Field(default=30.0, gt=0, validation_alias="AIGW_ACCOUNTING_ACK_WAIT")
     ttl_days: int = Field(default=DEFAULT_TTL_DAYS, ge=1, validation_alias="AIGW_USAGE_TTL_DAYS")
     stream_max_age_days: float = Field(default=7.0, gt=0,
                                        validation_alias="AIGW_USAGE_STREAM_MAX_AGE_DAYS")
