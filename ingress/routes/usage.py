@@ -9,10 +9,10 @@ here with the accounting service's own model, so a bad one is a 400 without a NA
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -84,46 +84,40 @@ async def ask(gateway: Gateway, query: str, q: AnalyticsQuery) -> Response:
     return Response(reply.data, media_type="application/json")
 
 
+async def _filters(
+    days: int | None = None, start: str | None = None, end: str | None = None,
+    key_id: str | None = None, team_id: str | None = None, model: str | None = None,
+) -> dict[str, Any]:
+    """The time range and filters every usage query takes, as query parameters."""
+    return {"days": days, "start": start, "end": end, "key_id": key_id,
+            "team_id": team_id, "model": model}
+
+
+Filters = Annotated[dict[str, Any], Depends(_filters)]
+
+
 @router.get("/usage/summary")
-async def usage_summary(
-    request: Request, gateway: AuthedGateway, days: int | None = None,
-    start: str | None = None, end: str | None = None, key_id: str | None = None,
-    team_id: str | None = None, model: str | None = None,
-) -> Response:
-    q = build_query({"days": days, "start": start, "end": end, "key_id": key_id,
-                     "team_id": team_id, "model": model}, scope_for(request))
-    return await ask(gateway, "summary", q)
+async def usage_summary(request: Request, gateway: AuthedGateway, filters: Filters) -> Response:
+    return await ask(gateway, "summary", build_query(filters, scope_for(request)))
 
 
 @router.get("/usage/breakdown")
 async def usage_breakdown(
-    request: Request, gateway: AuthedGateway, by: BreakdownBy = "model",
-    days: int | None = None, start: str | None = None, end: str | None = None,
-    key_id: str | None = None, team_id: str | None = None, model: str | None = None,
+    request: Request, gateway: AuthedGateway, filters: Filters, by: BreakdownBy = "model",
 ) -> Response:
-    q = build_query({"by": by, "days": days, "start": start, "end": end, "key_id": key_id,
-                     "team_id": team_id, "model": model}, scope_for(request))
+    q = build_query({**filters, "by": by}, scope_for(request))
     return await ask(gateway, "breakdown", q)
 
 
 @router.get("/usage/daily")
-async def usage_daily(
-    request: Request, gateway: AuthedGateway, days: int | None = None,
-    start: str | None = None, end: str | None = None, key_id: str | None = None,
-    team_id: str | None = None, model: str | None = None,
-) -> Response:
-    q = build_query({"days": days, "start": start, "end": end, "key_id": key_id,
-                     "team_id": team_id, "model": model}, scope_for(request))
-    return await ask(gateway, "daily", q)
+async def usage_daily(request: Request, gateway: AuthedGateway, filters: Filters) -> Response:
+    return await ask(gateway, "daily", build_query(filters, scope_for(request)))
 
 
 @router.get("/usage/logs")
 async def usage_logs(
-    request: Request, gateway: AuthedGateway, days: int | None = None,
-    start: str | None = None, end: str | None = None, key_id: str | None = None,
-    team_id: str | None = None, model: str | None = None, limit: int = 100, offset: int = 0,
+    request: Request, gateway: AuthedGateway, filters: Filters, limit: int = 100,
+    offset: int = 0,
 ) -> Response:
-    q = build_query({"days": days, "start": start, "end": end, "key_id": key_id,
-                     "team_id": team_id, "model": model, "limit": limit, "offset": offset},
-                    scope_for(request))
+    q = build_query({**filters, "limit": limit, "offset": offset}, scope_for(request))
     return await ask(gateway, "logs", q)

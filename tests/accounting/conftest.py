@@ -44,6 +44,16 @@ def store(clickhouse: Any) -> UsageStore:
     return UsageStore(clickhouse)
 
 
+@pytest.fixture(scope="package")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server of this package's own: these tests delete and recreate the usage
+    stream, which must not pull it from under the e2e gateway's accounting process."""
+    server = NatsServer(tmp_path_factory.mktemp("accounting-nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
     """A connection to the session nats-server with an empty usage stream and no
