@@ -121,6 +121,8 @@ class Caller:
     team_id: str | None = None
     end_user: str | None = None
     metadata: dict[str, str] | None = None
+    # Which model aliases this caller may use: a fallback it may not use is skipped.
+    may_use: Callable[[str], bool] | None = None
 
 
 class _DeadlinePassed(Exception):
@@ -339,7 +341,9 @@ async def start(
     while router is not None and run.last is not None:
         # The requested model's chain, in order, chosen by the latest failure's class.
         chain = router.fallbacks(model_alias, run.last.kind)
-        model = next((m for m in chain if m not in tried), "")
+        may_use = caller.may_use
+        model = next(
+            (m for m in chain if m not in tried and (may_use is None or may_use(m))), "")
         if not model:
             break
         tried.add(model)

@@ -29,6 +29,12 @@ class Principal:
     def team_id(self) -> str | None:
         return self.team.id if self.team else None
 
+    @property
+    def is_unrestricted(self) -> bool:
+        """No model list at the key's level nor the team's."""
+        return not (self.key and self.key.allowed_models) and not (
+            self.team and self.team.allowed_models)
+
 
 MASTER = Principal(master=True)
 # The caller of a gateway that has no master key: nothing is checked, nothing is limited,

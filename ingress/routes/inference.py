@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -86,6 +87,7 @@ def _caller(principal: Principal, body: dict[str, Any]) -> Caller:
         team_id=principal.team_id,
         end_user=end_user if isinstance(end_user, str) else None,
         metadata=metadata if isinstance(metadata, dict) else None,
+        may_use=None if principal.is_unrestricted else partial(allowed, principal),
     )
 
 

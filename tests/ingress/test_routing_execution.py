@@ -141,3 +141,21 @@ async def test_failures_open_the_breaker_and_the_plan_skips_the_deployment() -> 
     assert upstreams == ["a", "b", "b", "a", "b", "b"]
     assert all(d.upstream_model == "b" for d in router.plan("g"))
     assert router.load.load(router.plan("g")[0].id).latency_ms == 12
+
+
+async def test_a_fallback_the_caller_may_not_use_is_skipped() -> None:
+    router, workers = setup(
+        {"a": [error(ErrorKind.SERVER)], "pricey": [done()], "cheap": [done()]},
+        {"g": ["a"], "big": ["pricey"], "small": ["cheap"]},
+        fallbacks=[{"g": ["big", "small"]}], cooldown_time=0)
+
+    async def admit(deployment: Deployment, attempt: int) -> Ticket:
+        return Ticket(None, Decimal(0), {})
+
+    started = await execution.start(
+        cast(Dispatcher, workers), router.plan("g"), request_id="r", endpoint=Endpoint.CHAT,
+        model_alias="g", body={}, stream=False, heartbeat_interval=1, heartbeat_timeout=1,
+        admit=admit, settle=lambda *_: None,
+        caller=execution.Caller(may_use=lambda model: model in {"g", "small"}))
+    assert started.deployment.upstream_model == "cheap"
+    assert [r.model_alias for r in workers.sent] == ["g", "small"]
