@@ -36,8 +36,8 @@ LOG_COLUMNS = (
     "event_id", "request_id", "attempt", "ts", "key_id", "team_id", "end_user", "model_alias",
     "provider", "deployment_id", "upstream_model", "endpoint", "streamed", "status",
     "error_type", "http_status", "prompt_tokens", "completion_tokens", "cached_tokens",
-    "cache_write_tokens", "reasoning_tokens", "cost", "saved_cost", "price_version",
-    "latency_ms", "ttft_ms", "batch_id", "metadata",
+    "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost", "saved_cost",
+    "price_version", "latency_ms", "ttft_ms", "batch_id", "metadata",
 )
 _MONEY = Decimal("1e-9")
 

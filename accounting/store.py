@@ -31,6 +31,7 @@ COLUMNS = (
     "status", "error_type", "http_status", "prompt_tokens", "completion_tokens",
     "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "saved_cost",
     "price_version", "latency_ms", "ttft_ms", "batch_id", "metadata", "schema_version",
+    "usage_estimated",
 )
 # Column types given up front spare clickhouse-connect a DESCRIBE per insert.
 COLUMN_TYPES = (
@@ -40,7 +41,7 @@ COLUMN_TYPES = (
     "LowCardinality(String)", "LowCardinality(String)", "UInt16", "UInt32", "UInt32",
     "UInt32", "UInt32", "UInt32", "Nullable(Decimal(18, 9))", "Nullable(Decimal(18, 9))",
     "LowCardinality(String)", "Float64", "Nullable(Float64)", "String",
-    "Map(String, String)", "UInt8",
+    "Map(String, String)", "UInt8", "Bool",
 )
 # Optional names are stored as '' (see the 0001 migration).
 _BLANK_IF_NONE = frozenset({

@@ -24,6 +24,9 @@ class TokenUsage(BaseModel):
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    # True when the provider never reported these figures (a stream cut off before its
+    # final usage) and they were estimated from the text sent and received.
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -99,6 +102,7 @@ class UsageEvent(BaseModel):
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    usage_estimated: bool = False
     cost: Decimal | None = None
     saved_cost: Decimal | None = None
     price_version: str | None = None

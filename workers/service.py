@@ -22,6 +22,7 @@ from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind, headers
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
+from workers import estimate
 from workers.providers.base import Provider, UpstreamCall, UpstreamError
 
 log = logging.getLogger("aigw.worker")
@@ -39,6 +40,9 @@ class Attempt:
     last_sent: float = field(default_factory=time.monotonic)
     seq: int = 0
     chunks: int = 0
+    output_chars: int = 0
+    text_chunks: int = 0
+    call: UpstreamCall | None = None
     first_chunk_at: float | None = None
     task: asyncio.Task[None] | None = None
     usage: TokenUsage | None = None
@@ -165,9 +169,11 @@ class WorkerService:
                 await self._complete(attempt, call)
         except UpstreamError as exc:
             error = exc.info
+            self._estimate_cut_stream(attempt)
             await self._fail(attempt, error)
         except asyncio.CancelledError:
             cancelled = True
+            self._estimate_cut_stream(attempt)
             await self._fail(attempt, ErrorInfo.of(ErrorKind.CANCELLED, "cancelled by the client"))
         except Exception:
             log.exception("attempt %s failed inside the worker", request.request_id)
@@ -191,6 +197,16 @@ class WorkerService:
     def _settle(self, attempt: Attempt, call: UpstreamCall, usage: TokenUsage) -> None:
         attempt.usage = usage
         attempt.cost = self._price(call.deployment, usage)
+
+    def _estimate_cut_stream(self, attempt: Attempt) -> None:
+        """A stream that sent content and then broke off never got its final usage; the
+        provider bills it all the same, so account an estimate rather than nothing."""
+        call = attempt.call
+        if call is None or not attempt.chunks:
+            return
+        usage = estimate.cut_stream(attempt.usage, call.body, attempt.output_chars,
+                                    attempt.text_chunks)
+        self._settle(attempt, call, usage)
 
     async def _fail(self, attempt: Attempt, error: ErrorInfo) -> None:
         frame = ErrorFrame(
@@ -224,6 +240,7 @@ class WorkerService:
     async def _stream(self, attempt: Attempt, call: UpstreamCall) -> None:
         finish: str | None = None
         self._settle(attempt, call, TokenUsage())
+        attempt.call = call
         async for item in self._provider.stream(call):
             if isinstance(item, TokenUsage):
                 self._settle(attempt, call, item)
@@ -234,6 +251,10 @@ class WorkerService:
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
             attempt.chunks += 1
+            chars = estimate.chunk_chars(item)
+            if chars:
+                attempt.output_chars += chars
+                attempt.text_chunks += 1
             await self._send(
                 attempt, FrameKind.CHUNK, json.dumps(item, separators=(",", ":")).encode()
             )
@@ -245,6 +266,7 @@ class WorkerService:
             ttft_ms=_ttft(attempt),
             cost=attempt.cost,
         )
+        attempt.call = None  # complete: the provider's own figures stand
         await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
 
 

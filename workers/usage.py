@@ -53,6 +53,7 @@ def build_event(
         cached_tokens=usage.cached_tokens,
         cache_write_tokens=usage.cache_write_tokens,
         reasoning_tokens=usage.reasoning_tokens,
+        usage_estimated=usage.estimated,
         cost=cost,
         price_version=price_version if cost is not None else None,
         latency_ms=round(latency_ms, 3),

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import MASTER_KEY, make_key
-from tests.fakes.openai_server import FakeOpenAIState
+from tests.fakes.openai_server import ANSWER, FakeOpenAIState
 from tests.harness import Gateway
 
 pytestmark = pytest.mark.e2e
@@ -112,3 +112,21 @@ def test_a_key_sees_only_its_own_usage(gateway: Gateway) -> None:
                   headers={"authorization": f"Bearer {a_secret}"})
     assert r.status_code == 200
     assert {row["key_id"] for row in r.json()["data"]} == {a_id}
+
+
+def test_a_stream_cut_before_its_usage_is_accounted_with_an_estimate(gateway: Gateway) -> None:
+    key_id, secret = make_key(gateway, alias="cut-stream")
+    content = "please count the tokens of this prompt, which is forty-eight chars"
+    with httpx.stream("POST", gateway.base_url + "/v1/chat/completions", timeout=10,
+                      headers={"authorization": f"Bearer {secret}"},
+                      json={"model": "midstream", "stream": True,
+                            "messages": [{"role": "user", "content": content}]}) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert any('"error"' in line for line in lines)  # the upstream broke off after 3 words
+
+    [row] = _logs(gateway, key_id, expected=1)
+    assert row["status"] == "error"
+    assert row["usage_estimated"] is True
+    received = len(" ".join(ANSWER.split(" ")[:3]))  # the three words before the break
+    assert row["completion_tokens"] == max(3, -(-received // 4))  # >= one per text chunk
+    assert row["prompt_tokens"] == -(-len(content) // 4) + 4  # text, plus the role markers

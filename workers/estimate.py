@@ -1,0 +1,95 @@
+"""Token counts for a stream that ended before its provider said what it used.
+
+OpenAI-style providers report usage only in the last chunk, so a stream cut off by the
+network, the upstream or the client leaves the call with no figures, although the
+provider bills the prompt and every token it sent. An account of zero would be wrong for
+certain; an estimate is closer, and is marked as one. The rule of thumb is the one
+OpenAI documents for English text: about four characters per token. The estimate never
+lowers a count the provider did report (Anthropic reports input tokens at the start).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.usage import TokenUsage
+
+CHARS_PER_TOKEN = 4
+# Role markers and separators OpenAI's chat format adds around every message.
+TOKENS_PER_MESSAGE = 4
+# What a vision model charges for one low-detail image; the least an image can cost.
+TOKENS_PER_IMAGE = 85
+
+
+def _tokens(chars: int) -> int:
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def _content_chars(content: Any) -> tuple[int, int]:
+    """Characters of text and the number of images in one message's content."""
+    if isinstance(content, str):
+        return len(content), 0
+    chars = images = 0
+    if isinstance(content, list):
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                chars += len(part["text"])
+            elif part.get("type") in ("image_url", "input_image"):
+                images += 1
+    return chars, images
+
+
+def prompt_tokens(body: dict[str, Any]) -> int:
+    """An estimate of the input tokens of an OpenAI chat request body."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return 0
+    chars = images = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        text, pictures = _content_chars(message.get("content"))
+        chars += text
+        images += pictures
+        for call in message.get("tool_calls") or ():
+            if isinstance(call, dict):
+                chars += len(str((call.get("function") or {}).get("arguments") or ""))
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        chars += sum(len(str(tool)) for tool in tools)
+    return _tokens(chars) + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_IMAGE * images
+
+
+def chunk_chars(chunk: dict[str, Any]) -> int:
+    """Characters of generated output in one OpenAI ``chat.completion.chunk``."""
+    chars = 0
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if not isinstance(delta, dict):
+            continue
+        for field in ("content", "reasoning_content", "refusal"):
+            value = delta.get(field)
+            if isinstance(value, str):
+                chars += len(value)
+        for call in delta.get("tool_calls") or ():
+            if isinstance(call, dict):
+                function = call.get("function") or {}
+                chars += len(str(function.get("name") or ""))
+                chars += len(str(function.get("arguments") or ""))
+    return chars
+
+
+def cut_stream(
+    reported: TokenUsage | None, body: dict[str, Any], output_chars: int, text_chunks: int
+) -> TokenUsage:
+    """The usage to account for a stream that ended without its final usage: what the
+    provider reported so far, with the estimate filling what it did not. A chunk of text
+    is most often one token, so the output is at least one token per chunk received."""
+    reported = reported or TokenUsage()
+    return reported.model_copy(update={
+        "prompt_tokens": reported.prompt_tokens or prompt_tokens(body),
+        "completion_tokens": max(reported.completion_tokens, _tokens(output_chars), text_chunks),
+        "estimated": True,
+    })
