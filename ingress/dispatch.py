@@ -3,6 +3,13 @@
 One wildcard subscription (``<inbox>.*``) serves every request of this ingress: each
 attempt gets a token and a queue, and frames are routed by the token in their subject. No
 subscription is made or torn down per request.
+
+When NATS goes away, nats-py reconnects and subscribes again by itself, so the inbox
+needs no care; but the attempts in flight have lost frames, or will never hear from their
+worker again. An attempt sent while the connection is down is refused at once
+(:class:`Disconnected`) instead of waiting out the heartbeat deadline, and a reply whose
+frame sequence has a gap (frames lost with a restarting server) stops with
+:class:`FramesLost` instead of relaying an answer with a hole in it.
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ from dataclasses import dataclass
 
 import nats.aio.client
 import nats.aio.msg
+import nats.errors
 
 from schemas import subjects
-from schemas.frames import KIND_HEADER, FrameKind
+from schemas.frames import KIND_HEADER, SEQ_HEADER, FrameKind
 from schemas.infer import InferRequest
 
 _STATUS_HEADER = "Status"
 _NO_RESPONDERS = "503"
+# How long an attempt waits for a reconnect in progress before it is refused.
+RECONNECT_GRACE = 1.0
 
 
 class NoWorker(Exception):
@@ -30,8 +40,29 @@ class NoWorker(Exception):
         self.provider = provider
 
 
+class Disconnected(Exception):
+    """The ingress has no connection to NATS: nothing can be sent to a worker."""
+
+    def __init__(self) -> None:
+        super().__init__("the gateway has lost its connection to NATS")
+
+
 class WorkerSilent(Exception):
     """The worker sent nothing, not even a heartbeat, for longer than the deadline."""
+
+    def __init__(self, message: str = "the worker stopped responding") -> None:
+        super().__init__(message)
+
+
+class FramesLost(WorkerSilent):
+    """Frames of the reply went missing (NATS restarted while they were in flight): what
+    follows cannot be relayed as if nothing happened, and the worker may be gone too."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"frames of the answer were lost in transit (expected frame "
+                         f"{expected}, got {got})")
+        self.expected = expected
+        self.got = got
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +74,7 @@ class Frame:
 class Reply:
     """The frames of one attempt, in the order the worker sent them."""
 
-    __slots__ = ("_dispatcher", "_queue", "_token", "provider", "request")
+    __slots__ = ("_dispatcher", "_queue", "_seq", "_token", "provider", "request")
 
     def __init__(
         self, dispatcher: Dispatcher, token: str, provider: str, request: InferRequest
@@ -51,6 +82,7 @@ class Reply:
         self._dispatcher = dispatcher
         self._token = token
         self._queue: asyncio.Queue[nats.aio.msg.Msg] = asyncio.Queue()
+        self._seq = 0
         self.provider = provider
         self.request = request
 
@@ -66,6 +98,8 @@ class Reply:
             try:
                 msg = await asyncio.wait_for(self._queue.get(), timeout)
             except TimeoutError:
+                if not self._dispatcher.connected:
+                    raise WorkerSilent("the gateway lost its connection to NATS") from None
                 raise WorkerSilent() from None
         headers = msg.headers or {}
         kind = headers.get(KIND_HEADER)
@@ -73,6 +107,12 @@ class Reply:
             if headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
                 raise NoWorker(self.provider)
             raise WorkerSilent()
+        seq = headers.get(SEQ_HEADER)
+        if seq is not None:
+            # A worker numbers every frame of an attempt from 1, heartbeats included.
+            expected, self._seq = self._seq + 1, int(seq)
+            if self._seq != expected:
+                raise FramesLost(expected, self._seq)
         return Frame(FrameKind(kind), msg.data)
 
     async def next_content(self, timeout: float) -> Frame:
@@ -110,7 +150,27 @@ class Dispatcher:
         if reply is not None:
             reply.put(msg)
 
+    @property
+    def connected(self) -> bool:
+        return self._nc.is_connected
+
+    async def _wait_connected(self, grace: float) -> bool:
+        """Whether NATS is connected, waiting up to ``grace`` seconds for a reconnect in
+        progress: a blip of a few hundred milliseconds should not fail requests."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while not self._nc.is_connected:
+            if self._nc.is_closed or loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def send(self, request: InferRequest, provider: str) -> Reply:
+        """Publish one attempt. Raises :class:`Disconnected` when NATS is away: a publish
+        made then would sit in the client's buffer while the caller waits out the
+        heartbeat deadline, and reach the worker, if ever, after the caller gave up."""
+        if not self._nc.is_connected and not await self._wait_connected(RECONNECT_GRACE):
+            raise Disconnected()
         token = str(next(self._tokens))
         reply = Reply(self, token, provider, request)
         self._pending[token] = reply
@@ -120,6 +180,9 @@ class Dispatcher:
                 request.model_dump_json().encode(),
                 reply=f"{self._prefix}.{token}",
             )
+        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError):
+            self.forget(token)
+            raise Disconnected() from None
         except Exception:
             self.forget(token)
             raise

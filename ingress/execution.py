@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ingress.dispatch import Dispatcher, Frame, NoWorker, Reply, WorkerSilent
+from ingress.dispatch import Disconnected, Dispatcher, Frame, NoWorker, Reply, WorkerSilent
 from ingress.errors import ApiError
 from ingress.gatekeeper import DeploymentBusy, Ticket
 from ingress.routing import Plan, Router
@@ -215,19 +215,26 @@ class _Run:
             end_user=self.caller.end_user,
             metadata=self.caller.metadata or {},
         )
-        reply: ObservedReply | None = None
         try:
-            reply = ObservedReply(await self.dispatcher.send(request, deployment.provider),
-                                  self.router, deployment.id)
+            sent = await self.dispatcher.send(request, deployment.provider)
+        except Disconnected as exc:
+            # Nothing reached a worker. Not the deployment's fault: no breaker counts it,
+            # and the next deployment is refused the same way, at once.
+            self.settle(ticket, 0, Decimal(0))
+            self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="nats_unavailable")
+            return True
+        except BaseException:
+            self.settle(ticket, 0, Decimal(0))
+            raise
+        reply = ObservedReply(sent, self.router, deployment.id)
+        try:
             frame = await self.first_frame(reply)
         except NoWorker as exc:
-            assert reply is not None
             reply.close()
             self.settle(ticket, 0, Decimal(0))
             self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="no_worker")
             return True
         except (WorkerSilent, _DeadlinePassed) as exc:
-            assert reply is not None
             await reply.cancel()
             # The worker may have called the upstream: hold the reservation as spent.
             self.settle(ticket, 0, ticket.reserve_cost)
@@ -235,14 +242,13 @@ class _Run:
                 assert self.timeout is not None
                 raise _deadline_error(self.timeout) from None
             self.last = ErrorInfo.of(
-                ErrorKind.TIMEOUT, f"the worker for {deployment.provider} stopped responding",
+                ErrorKind.TIMEOUT, f"{exc} (provider {deployment.provider})",
                 code="worker_timeout")
             log.info("attempt %d of %s: worker silent on %s, trying the next deployment",
                      attempt, self.request_id, deployment.id)
             return True
         except BaseException:
-            if reply is not None:
-                reply.close()
+            reply.close()
             self.settle(ticket, 0, ticket.reserve_cost)
             raise
         if frame.kind is FrameKind.ERROR:

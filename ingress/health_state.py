@@ -14,7 +14,6 @@ open and close locally, and the writes resume with the connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
+from ingress.bucket_watch import BucketWatch
 from ingress.cooldown import Availability, Breaker, availability
 from schemas.config import RouterSettings
 from schemas.errors import ErrorInfo
@@ -48,6 +48,7 @@ class HealthBoard:
         bucket: str = HEALTH_BUCKET,
         clock: Clock = time.time,
     ) -> None:
+        self._nc = nc
         self._js = nc.jetstream() if nc is not None else None
         self._bucket = bucket
         self.breaker = Breaker(settings)
@@ -57,14 +58,13 @@ class HealthBoard:
         self._entries: dict[str, tuple[int, HealthEntry]] = {}
         self._pending: dict[str, list[Transition]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
-        self._watcher: KeyValue.KeyWatcher | None = None
-        self._follower: asyncio.Task[None] | None = None
+        self._watch: BucketWatch | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self, timeout: float = 10.0) -> None:
         """Open (or create) the bucket; return once the mirror holds every entry."""
-        if self._js is None:
+        if self._nc is None or self._js is None:
             return
         try:
             self._kv = await self._js.key_value(self._bucket)
@@ -73,30 +73,16 @@ class HealthBoard:
                 bucket=self._bucket, history=1,
                 description="ai-gateway deployment health (circuit breakers)",
             )
-        self._watcher = await self._kv.watchall()
-        synced = asyncio.Event()
-        self._follower = asyncio.create_task(self._follow(self._watcher, synced))
-        await asyncio.wait_for(synced.wait(), timeout)
+        self._watch = BucketWatch(self._nc, self._kv, self._bucket,
+                                  lambda _, value, revision, op: self._apply(value, revision, op))
+        await self._watch.start(timeout)
 
     async def stop(self) -> None:
         for task in list(self._writers.values()):
             task.cancel()
         await asyncio.gather(*self._writers.values(), return_exceptions=True)
-        if self._watcher is not None:
-            with contextlib.suppress(*_NATS_ERRORS):
-                await self._watcher.stop()  # type: ignore[no-untyped-call]
-        if self._follower is not None:
-            self._follower.cancel()
-            await asyncio.gather(self._follower, return_exceptions=True)
-
-    async def _follow(self, watcher: KeyValue.KeyWatcher, synced: asyncio.Event) -> None:
-        async for entry in watcher:
-            if entry is None:  # everything that existed at start has been delivered
-                synced.set()
-                continue
-            self._apply(entry.value, entry.revision or 0, entry.operation)
-            if entry.delta == 0:
-                synced.set()
+        if self._watch is not None:
+            await self._watch.stop()
 
     def _apply(self, value: bytes | None, revision: int, op: str | None) -> None:
         if op in (KV_DEL, KV_PURGE) or not value:
@@ -205,7 +191,7 @@ class HealthBoard:
 
     @property
     def following(self) -> bool:
-        return self._follower is not None and not self._follower.done()
+        return self._watch is not None and self._watch.following
 
     async def settle(self) -> None:
         """Wait for queued writes (tests, shutdown)."""

@@ -28,6 +28,7 @@ from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ValidationError
 
+from ingress.bucket_watch import BucketWatch
 from ingress.principal import Principal
 from schemas.keys import (
     KEYS_BUCKET,
@@ -121,6 +122,7 @@ class KeyStore:
         replicas: int = 1,
         clock: Clock = _utcnow,
     ) -> None:
+        self._nc = nc
         self._js = nc.jetstream()
         self._bucket_names = (keys_bucket, teams_bucket)
         self._flush_interval = flush_interval
@@ -133,8 +135,7 @@ class KeyStore:
         self._teams: dict[str, tuple[int, Team]] = {}
         self._by_hash: dict[str, tuple[str, SecretHash]] = {}
         self._used: dict[str, datetime] = {}
-        self._watchers: list[KeyValue.KeyWatcher] = []
-        self._followers: list[asyncio.Task[None]] = []
+        self._watches: list[BucketWatch] = []
         self._flusher: asyncio.Task[None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -143,14 +144,12 @@ class KeyStore:
         """Open (or create) the buckets and return once the mirror holds every entry."""
         self._keys_kv = await self._bucket(self._bucket_names[0])
         self._teams_kv = await self._bucket(self._bucket_names[1])
-        synced: list[asyncio.Event] = []
-        for kv, apply in ((self._teams_kv, self._apply_team), (self._keys_kv, self._apply_key)):
-            watcher = await kv.watchall()
-            self._watchers.append(watcher)
-            done = asyncio.Event()
-            synced.append(done)
-            self._followers.append(asyncio.create_task(self._follow(watcher, apply, done)))
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in synced)), timeout)
+        # Teams first: a key whose team is not mirrored yet would be refused.
+        for kv, name, apply in ((self._teams_kv, self._bucket_names[1], self._apply_team),
+                                (self._keys_kv, self._bucket_names[0], self._apply_key)):
+            watch = BucketWatch(self._nc, kv, name, apply)
+            await watch.start(timeout)
+            self._watches.append(watch)
         self._flusher = asyncio.create_task(self._flush_loop())
 
     async def stop(self) -> None:
@@ -164,20 +163,15 @@ class KeyStore:
             await self.flush_usage()
         except (KeyStoreError, *NATS_ERRORS) as exc:
             log.warning("last_used_at not written at stop: %s", exc)
-        for watcher in self._watchers:
-            with contextlib.suppress(*NATS_ERRORS):
-                await watcher.stop()  # type: ignore[no-untyped-call]
-        for task in self._followers:
-            task.cancel()
-        await asyncio.gather(*self._followers, return_exceptions=True)
-        self._watchers.clear()
-        self._followers.clear()
+        for watch in self._watches:
+            await watch.stop()
+        self._watches.clear()
 
     @property
     def following(self) -> bool:
         """Whether both watches still run; a mirror that stopped following would miss
         revokes, so readiness should fail when this is false."""
-        return len(self._followers) == 2 and not any(t.done() for t in self._followers)
+        return len(self._watches) == 2 and all(w.following for w in self._watches)
 
     async def _bucket(self, name: str) -> KeyValue:
         try:
@@ -189,20 +183,6 @@ class KeyStore:
                 bucket=name, history=5, replicas=self._replicas,
                 description="ai-gateway virtual keys and teams",
             )
-
-    async def _follow(
-        self,
-        watcher: KeyValue.KeyWatcher,
-        apply: Callable[[str, bytes | None, int, str | None], None],
-        synced: asyncio.Event,
-    ) -> None:
-        async for entry in watcher:
-            if entry is None:  # the watch has delivered everything that existed at start
-                synced.set()
-                continue
-            apply(entry.key, entry.value, entry.revision or 0, entry.operation)
-            if entry.delta == 0:
-                synced.set()
 
     # ---- mirror ------------------------------------------------------------------------
 

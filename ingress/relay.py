@@ -75,12 +75,11 @@ async def json_response(
     try:
         while frame.kind is FrameKind.HEARTBEAT:
             frame = await started.reply.next(heartbeat_timeout)
-    except WorkerSilent:
+    except WorkerSilent as exc:
         _cancel_in_background(started, settle)
         if capture is not None:
             capture.abandon()
-        raise ApiError(504, "the worker stopped responding", type="timeout_error",
-                       code="worker_timeout") from None
+        raise ApiError(504, str(exc), type="timeout_error", code="worker_timeout") from None
     except BaseException:
         _cancel_in_background(started, settle)
         if capture is not None:
@@ -164,10 +163,10 @@ async def _events(
                 return
             try:
                 frame = await reply.next(heartbeat_timeout)
-            except WorkerSilent:
-                log.warning("worker went silent mid-stream on %s", reply.request.request_id)
-                yield ApiError(504, "the worker stopped responding mid-stream",
-                               type="timeout_error", code="worker_timeout").sse_event()
+            except WorkerSilent as exc:
+                log.warning("stream of %s broken off: %s", reply.request.request_id, exc)
+                yield ApiError(504, f"the answer was cut short: {exc}", type="timeout_error",
+                               code="worker_timeout").sse_event()
                 yield DONE
                 return
     finally:

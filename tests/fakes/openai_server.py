@@ -10,6 +10,8 @@ aliases at different behaviours of one server:
 - ``fail-midstream``: a streamed answer that breaks off after three chunks
 - ``slow``: waits ``slow_seconds`` before answering (heartbeat tests)
 - ``slow-stream``: streams one chunk, then waits ``slow_seconds`` (cancellation tests)
+- ``stall-midstream``: streams three content chunks, then waits ``slow_seconds`` before
+  the rest (a worker killed, or NATS lost, while the client already has content)
 - ``fail-529``: 529 ``overloaded``
 - ``reset``: closes the connection without answering
 - ``fail-once``: 500 the first time a conversation is seen, an answer after that
@@ -238,6 +240,8 @@ async def _stream(body: dict[str, Any], state: FakeOpenAIState) -> AsyncIterator
         for i, word in enumerate(words):
             if model == "fail-midstream" and i == 3:
                 raise RuntimeError("upstream connection dropped")
+            if model == "stall-midstream" and i == 3:
+                await asyncio.sleep(state.slow_seconds)
             yield _chunk(model, {"content": word if i == 0 else " " + word},
                          with_usage_field=include_usage)
             await asyncio.sleep(0)

@@ -1,0 +1,104 @@
+"""The dispatcher against a real nats-server: frames in order, a gap refused, attempts
+refused at once while NATS is away, and the shared reply inbox back after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from ingress.dispatch import RECONNECT_GRACE, Disconnected, Dispatcher, FramesLost
+from ingress.nats_server import NatsServer
+from schemas import subjects
+from schemas.frames import FrameKind, headers
+from schemas.infer import Endpoint, InferRequest
+
+
+def _request() -> InferRequest:
+    return InferRequest(request_id="r1", endpoint=Endpoint.CHAT, deployment_id="d",
+                        model_alias="m", body={})
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def clients(server: NatsServer) -> AsyncIterator[tuple[Client, Client]]:
+    """The ingress's connection and a worker's."""
+    ingress = await nats.connect(server.url, max_reconnect_attempts=-1,
+                                 reconnect_time_wait=0.2)
+    worker = await nats.connect(server.url, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.2)
+    yield ingress, worker
+    await worker.close()
+    await ingress.close()
+
+
+async def _worker_inbox(worker: Client) -> asyncio.Queue[str]:
+    """The reply subject of every attempt the worker receives."""
+    inbox: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_attempt(msg: nats.aio.msg.Msg) -> None:
+        inbox.put_nowait(msg.reply)
+
+    await worker.subscribe(subjects.infer("p"), cb=on_attempt)
+    await worker.flush()
+    return inbox
+
+
+async def test_frames_arrive_in_order_and_a_gap_is_refused(
+    clients: tuple[Client, Client],
+) -> None:
+    ingress, worker = clients
+    attempts = await _worker_inbox(worker)
+    dispatcher = Dispatcher(ingress)
+    await dispatcher.start()
+    reply = await dispatcher.send(_request(), "p")
+    subject = await asyncio.wait_for(attempts.get(), 5)
+    for seq, kind in ((1, FrameKind.CHUNK), (2, FrameKind.HEARTBEAT), (4, FrameKind.CHUNK)):
+        await worker.publish(subject, b"{}", headers=headers(kind, seq))
+    assert (await reply.next(5)).kind is FrameKind.CHUNK
+    assert (await reply.next(5)).kind is FrameKind.HEARTBEAT
+    with pytest.raises(FramesLost):
+        await reply.next(5)
+    # after the gap the reply reads on from the frame it got: a cancel report still lands
+    await worker.publish(subject, b"{}", headers=headers(FrameKind.ERROR, 5))
+    assert (await reply.next(5)).kind is FrameKind.ERROR
+
+
+async def test_an_attempt_is_refused_at_once_while_nats_is_away_and_sent_once_it_is_back(
+    server: NatsServer, clients: tuple[Client, Client],
+) -> None:
+    ingress, worker = clients
+    attempts = await _worker_inbox(worker)
+    dispatcher = Dispatcher(ingress)
+    await dispatcher.start()
+
+    server.kill()
+    loop = asyncio.get_running_loop()
+    while ingress.is_connected:
+        await asyncio.sleep(0.01)
+    began = loop.time()
+    with pytest.raises(Disconnected):
+        await dispatcher.send(_request(), "p")
+    assert loop.time() - began < RECONNECT_GRACE + 1
+    assert dispatcher.in_flight == 0
+
+    server.start()
+    while not (ingress.is_connected and worker.is_connected):
+        await asyncio.sleep(0.01)
+    await worker.flush()
+    reply = await dispatcher.send(_request(), "p")
+    subject = await asyncio.wait_for(attempts.get(), 5)
+    # the one inbox subscription of the dispatcher was made again by the client
+    await worker.publish(subject, b"{}", headers=headers(FrameKind.DONE, 1))
+    assert (await reply.next(5)).kind is FrameKind.DONE
