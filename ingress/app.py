@@ -21,7 +21,9 @@ from ingress.admission.redis_impl import connect as connect_redis
 from ingress.alerts import BudgetAlerts
 from ingress.auth import Authenticator
 from ingress.cache import MemoryCache, RedisCache, ResponseCache
+from ingress.config_reload import reloader_for
 from ingress.dedup import InFlight
+from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import Dispatcher
 from ingress.gatekeeper import Gatekeeper
 from ingress.health_state import HealthBoard
@@ -87,9 +89,22 @@ def _cache(settings: IngressSettings, stack: AsyncExitStack) -> ResponseCache:
     else:
         client = connect_redis(settings.redis_url)
         stack.push_async_callback(client.aclose)
-        cache = ResponseCache(RedisCache(client))
+        # ``cache_params.type: local`` in the config picks the in-process store instead.
+        cache = ResponseCache(RedisCache(client),
+                              local=MemoryCache(settings.cache_max_entries))
     stack.push_async_callback(cache.drain)  # before the client closes (callbacks run LIFO)
     return cache
+
+
+def _shared_leads(
+    settings: IngressSettings, nc: NatsClient, stack: AsyncExitStack
+) -> SharedLeads | None:
+    """In-flight dedup across replicas, when they share a Redis cache."""
+    if settings.redis_url is None or not settings.cache_dedup:
+        return None
+    client = connect_redis(settings.redis_url)
+    stack.push_async_callback(client.aclose)
+    return SharedLeads(client, nc, settings.cache_dedup_wait)
 
 
 def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
@@ -141,7 +156,13 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
                 usage=publisher,
                 cache=_cache(settings, stack),
                 inflight=InFlight(settings.cache_dedup_wait),
+                shared_leads=_shared_leads(settings, nc, stack),
             )
+            reloader = reloader_for(app.state.gateway)
+            if reloader is not None:
+                await reloader.start()
+                stack.push_async_callback(reloader.stop)
+            app.state.config_reloader = reloader
             yield
 
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.exceptions import RedisError
 
-from schemas.config import Deployment
+from schemas.config import CacheSettings, Deployment
 from schemas.frames import DoneFrame
 from schemas.usage import TokenUsage
 
@@ -126,14 +126,36 @@ class RedisCache:
 
 
 class ResponseCache:
-    """The store with its age checks, and stores that happen off the response path."""
+    """The store with its age checks, and stores that happen off the response path.
 
-    def __init__(self, store: CacheStore) -> None:
+    ``local`` is the in-process store a config with ``cache_params.type: local`` picks
+    when ``store`` is shared (Redis); :meth:`configure` chooses, at start and on reload.
+    """
+
+    def __init__(self, store: CacheStore, *, local: CacheStore | None = None) -> None:
+        self._shared = store
+        self._local = local
         self.store = store
+        self.namespace = ""
         self._saving: set[asyncio.Task[None]] = set()
 
+    def configure(self, settings: CacheSettings) -> None:
+        """Where entries go and under which key prefix, as the config says."""
+        self.store = self._shared
+        if settings.store == "local" and self._local is not None:
+            self.store = self._local
+        self.namespace = f"{settings.namespace}:" if settings.namespace else ""
+        if settings.store == "redis" and self._local is None:
+            log.warning("cache_params.type is redis but REDIS_URL is not set: "
+                        "cached answers stay in this process")
+
+    @property
+    def shared(self) -> bool:
+        """Whether entries go to the store every replica reads (Redis)."""
+        return self._local is not None and self.store is self._shared
+
     async def lookup(self, key: str, max_age: float | None = None) -> CachedAnswer | None:
-        answer = await self.store.get(key)
+        answer = await self.store.get(self.namespace + key)
         if answer is None or (max_age is not None and answer.age() > max_age):
             return None
         return answer
@@ -142,7 +164,7 @@ class ResponseCache:
              then: Callable[[], None] | None = None) -> None:
         """Store in the background (the client need not wait); ``then`` runs once the
         entry is readable, or once storing has failed."""
-        task = asyncio.create_task(self._save(key, answer, ttl, then))
+        task = asyncio.create_task(self._save(self.namespace + key, answer, ttl, then))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
 

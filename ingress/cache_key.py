@@ -2,7 +2,9 @@
 
 Caching is opt-in. With ``AIGW_CACHE_TTL=0`` (the default) a request is neither looked up
 nor stored unless it asks, so the cache costs nothing on the hot path; an operator who sets
-a TTL turns it on for every request. A caller asks with the body field
+a TTL turns it on for every request. A config with ``litellm_settings.cache: true`` sets
+that default instead, per endpoint (``cache_params.ttl``, ``supported_call_types``,
+``mode``; see :func:`default_ttls`). A caller asks with the body field
 ``cache: {"ttl": s, "s-maxage": s, "no-cache": true, "no-store": true}`` (LiteLLM's names)
 or the header ``Cache-Control: max-age=N, no-cache, no-store``:
 
@@ -33,6 +35,8 @@ from typing import Any, Literal
 
 from ingress.errors import invalid
 from ingress.principal import Principal
+from schemas.config import CacheSettings
+from schemas.infer import Endpoint
 
 # Fields that change who asked or how the answer travels, never what it says.
 IGNORED_FIELDS = frozenset({
@@ -63,6 +67,16 @@ class CachePolicy:
 
 
 OFF = CachePolicy()
+
+
+def default_ttls(cache: CacheSettings, env_ttl: float) -> dict[Endpoint, float]:
+    """How long each endpoint's requests are cached when they say nothing: the config's
+    ``cache`` when it is on, else ``AIGW_CACHE_TTL`` for every endpoint."""
+    ttls: dict[Endpoint, float] = {}
+    for endpoint in Endpoint:
+        ttl = cache.default_ttl(endpoint)
+        ttls[endpoint] = env_ttl if ttl is None else ttl
+    return ttls
 
 
 def _seconds(value: object, name: str) -> float:

@@ -13,9 +13,10 @@ often its own (its key's rate limit or budget, its client going away) and a retr
 one may well succeed a moment later, so it is never handed on; and followers do not elect
 a new leader among themselves, which would run a failing request N times in a row.
 
-The scope is one ingress process: leaders are futures in memory, keyed by cache key
-(which already holds the team scope). Across replicas the shared cache still catches
-every request that arrives after the first answer is stored.
+Within one ingress process leaders are futures in memory, keyed by cache key (which
+already holds the team scope). Across replicas sharing a Redis cache, a leader also
+claims its key there (:mod:`ingress.dedup_shared`) and ``on_end`` tells the other
+replicas' followers when its answer is stored or its call failed.
 
 A finished leader stays findable until its entry is readable from the store, so a
 request arriving in between does not miss both and call upstream again.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from ingress.cache import CachedAnswer
 
@@ -32,13 +34,15 @@ from ingress.cache import CachedAnswer
 class Lead:
     """A leader's promise to its followers; resolved exactly once (see :class:`Capture`)."""
 
-    __slots__ = ("_future", "_inflight", "key")
+    __slots__ = ("_future", "_inflight", "key", "on_end")
 
     def __init__(self, inflight: InFlight, key: str,
                  future: asyncio.Future[CachedAnswer | None]) -> None:
         self._inflight = inflight
         self.key = key
         self._future = future
+        # Called once at release with whether an answer was handed on (and so stored).
+        self.on_end: Callable[[bool], None] | None = None
 
     def resolve(self, answer: CachedAnswer | None) -> None:
         if not self._future.done():
@@ -48,6 +52,9 @@ class Lead:
         """Stop being findable; a lead released before it resolved has failed."""
         self.resolve(None)
         self._inflight._forget(self.key, self._future)
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            on_end(self._future.result() is not None)
 
 
 class InFlight:

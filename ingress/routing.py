@@ -9,7 +9,7 @@ mirror and the load counters are kept up to date in the background.
 from __future__ import annotations
 
 from accounting.pricing import PriceTable
-from ingress.cooldown import Availability
+from ingress.cooldown import Availability, Breaker
 from ingress.health_state import HealthBoard
 from ingress.load import LoadTracker
 from ingress.retry import RetryPolicy
@@ -45,16 +45,35 @@ class Router:
         load: LoadTracker | None = None,
         prices: PriceTable | None = None,
     ) -> None:
-        self.settings: RouterSettings = config.router
-        self._groups: dict[str, tuple[Deployment, ...]] = {
-            name: tuple(config.group(name)) for name in config.model_names
-        }
-        self._rotations = {name: SmoothWeighted(g) for name, g in self._groups.items()}
         self.health = health or HealthBoard(None, config.router)
         self.load = load or LoadTracker()
-        self.strategy = strategy_for(self.settings.routing_strategy,
-                                     prices or PriceTable.default())
+        self._prices = prices or PriceTable.default()
+        self.settings: RouterSettings = config.router
+        self.strategy = strategy_for(self.settings.routing_strategy, self._prices)
         self.retry = RetryPolicy.from_settings(self.settings)
+        self._groups: dict[str, tuple[Deployment, ...]] = {}
+        self._rotations: dict[str, SmoothWeighted] = {}
+        self.apply(config)
+
+    def apply(self, config: GatewayConfig) -> None:
+        """Route by ``config`` from the next plan on (a reload). Synchronous, so no request
+        sees half of it; plans already made keep their deployments. Health and load are
+        keyed by deployment id, so a deployment whose id stays keeps both."""
+        groups = {name: tuple(config.group(name)) for name in config.model_names}
+        # A group that did not change keeps its rotation, so its spread goes on evenly.
+        rotations = {
+            name: self._rotations[name] if self._groups.get(name) == group
+            else SmoothWeighted(group)
+            for name, group in groups.items()
+        }
+        settings = config.router
+        if settings != self.settings:
+            self.settings = settings
+            self.retry = RetryPolicy.from_settings(settings)
+            self.health.breaker = Breaker(settings)
+        # Anew each time: the cost strategy caches prices per deployment id.
+        self.strategy = strategy_for(settings.routing_strategy, self._prices)
+        self._groups, self._rotations = groups, rotations
 
     def __contains__(self, model: str) -> bool:
         return model in self._groups

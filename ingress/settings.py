@@ -8,12 +8,20 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.subjects import CONFIG_KEY
+
 
 class IngressSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
     config_path: Path | None = Field(default=None, validation_alias="AIGW_CONFIG")
+    # Hot reload (ingress/config_reload.py): the file is checked this often (0: only on
+    # SIGHUP or POST /admin/config/reload), and shared through NATS KV under this key.
+    config_watch_interval: float = Field(
+        default=1.0, ge=0, validation_alias="AIGW_CONFIG_WATCH_INTERVAL")
+    config_key: str = Field(default=CONFIG_KEY, pattern=r"^[-_=.a-zA-Z0-9]+$",
+                            validation_alias="AIGW_CONFIG_KEY")
     server_root_path: str = Field(default="", validation_alias="SERVER_ROOT_PATH")
     # A worker heartbeats an idle attempt this often; the ingress gives up on a worker
     # that stays silent for heartbeat_timeout.
@@ -29,6 +37,7 @@ class IngressSettings(BaseSettings):
         default=4096, ge=1, validation_alias="AIGW_DEFAULT_MAX_OUTPUT_TOKENS")
     # Response cache (ingress/cache_key.py): off unless a request asks, while the TTL is
     # 0; a TTL > 0 caches every request that does not opt out. Per-request TTLs are capped.
+    # A config with ``litellm_settings.cache: true`` sets the default TTL instead.
     cache_ttl: float = Field(default=0.0, ge=0, validation_alias="AIGW_CACHE_TTL")
     cache_max_ttl: float = Field(default=7 * 86400.0, gt=0, validation_alias="AIGW_CACHE_MAX_TTL")
     # "team": a team's (or a teamless key's) entries are its own; "global": shared by all.

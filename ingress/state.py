@@ -10,13 +10,16 @@ import nats.aio.client
 from accounting.publisher import UsagePublisher
 from ingress.auth import Authenticator
 from ingress.cache import MemoryCache, ResponseCache
+from ingress.cache_key import default_ttls
 from ingress.dedup import InFlight
+from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import Dispatcher
 from ingress.gatekeeper import Gatekeeper
 from ingress.keys import KeyStore
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from schemas.config import GatewayConfig
+from schemas.infer import Endpoint
 
 
 @dataclass
@@ -33,3 +36,23 @@ class Gateway:
     cache: ResponseCache = field(default_factory=lambda: ResponseCache(MemoryCache()))
     inflight: InFlight = field(default_factory=InFlight)
     started_at: int = field(default_factory=lambda: int(time.time()))
+    # Dedup across replicas: set when the cache is shared in Redis.
+    shared_leads: SharedLeads | None = None
+    # How long a request to each endpoint is cached when it says nothing about caching.
+    cache_ttls: dict[Endpoint, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cache.configure(self.config.cache)
+        self.cache_ttls = default_ttls(self.config.cache, self.settings.cache_ttl)
+
+    def apply_config(self, config: GatewayConfig) -> None:
+        """Serve ``config`` from the next request on (a hot reload). Synchronous, so no
+        request sees half of it; requests in flight keep the plan and deployments they
+        already hold."""
+        self.router.apply(config)
+        if config.master_key != self.config.master_key:
+            master = config.master_key.get_secret_value() if config.master_key else None
+            self.auth = Authenticator(master, self.keys)
+        self.cache.configure(config.cache)
+        self.cache_ttls = default_ttls(config.cache, self.settings.cache_ttl)
+        self.config = config

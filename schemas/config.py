@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from schemas.errors import ErrorKind
+from schemas.infer import Endpoint
 
 ENV_PREFIX = "os.environ/"
 
@@ -76,6 +77,17 @@ _ROUTER_KEYS = {
     "cooldown_time", "disable_cooldowns", "retry_policy",
 }
 
+# ``litellm_settings`` keys of the response cache, and LiteLLM's call type names for the
+# endpoints we cache (the others, such as ``atranscription``, are reported as ignored).
+_CACHE_KEYS = {"cache", "cache_params"}
+_KNOWN_CACHE_PARAMS = {"type", "ttl", "namespace", "supported_call_types", "mode"}
+CACHE_CALL_TYPES: dict[str, Endpoint] = {
+    "completion": Endpoint.CHAT,
+    "acompletion": Endpoint.CHAT,
+    "embedding": Endpoint.EMBEDDINGS,
+    "aembedding": Endpoint.EMBEDDINGS,
+}
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be served. The message names the offending entry."""
@@ -135,12 +147,42 @@ class RouterSettings(BaseModel):
     retry_policy: dict[ErrorKind, int] = Field(default_factory=dict)
 
 
+class CacheSettings(BaseModel):
+    """``litellm_settings.cache`` and ``cache_params``: the response cache's defaults.
+
+    ``enabled`` (``cache: true``) in mode "default_on" caches every request to one of
+    ``endpoints`` for ``ttl`` seconds unless the request says otherwise; in "default_off"
+    only requests that ask are cached. ``store`` "local" keeps entries in the process even
+    when Redis is configured; None means Redis when ``REDIS_URL`` is set. ``namespace``
+    prefixes every key. The store and the namespace apply with or without ``enabled``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    mode: Literal["default_on", "default_off"] = "default_on"
+    store: Literal["local", "redis"] | None = None
+    ttl: float = Field(default=600.0, gt=0)
+    namespace: str | None = None
+    endpoints: tuple[Endpoint, ...] = (Endpoint.CHAT, Endpoint.EMBEDDINGS)
+
+    def default_ttl(self, endpoint: Endpoint) -> float | None:
+        """How long a request to ``endpoint`` that says nothing is cached (0: not at all);
+        None when the config leaves that to the process settings (``AIGW_CACHE_TTL``)."""
+        if not self.enabled:
+            return None
+        if self.mode == "default_off" or endpoint not in self.endpoints:
+            return 0.0
+        return self.ttl
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     deployments: tuple[Deployment, ...]
     master_key: SecretStr | None = None
     router: RouterSettings = Field(default_factory=RouterSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     ignored: tuple[str, ...] = ()
 
     @property
@@ -174,11 +216,13 @@ def resolve_env(value: Any, env: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def _deployment_id(index: int, model_name: str, params: Mapping[str, Any]) -> str:
+def _deployment_id(occurrence: int, model_name: str, params: Mapping[str, Any]) -> str:
     # Stable across processes reading the same file, so the ingress can name a deployment
-    # and a worker can find it without any secret crossing the bus.
-    digest = hashlib.sha256(f"{index}|{model_name}|{params.get('model')}".encode()).hexdigest()
-    return f"{model_name}#{digest[:10]}"
+    # and a worker can find it without any secret crossing the bus; and stable across edits
+    # of other entries (``occurrence`` counts only entries with this alias and model), so a
+    # reloaded config keeps each deployment's health and load.
+    key = f"{occurrence}|{model_name}|{params.get('model')}"
+    return f"{model_name}#{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def _decimal(value: Any, where: str) -> Decimal | None:
@@ -191,7 +235,7 @@ def _decimal(value: Any, where: str) -> Decimal | None:
 
 
 def parse_deployment(
-    index: int, entry: Any, env: Mapping[str, str]
+    index: int, entry: Any, env: Mapping[str, str], occurrence: int = 0
 ) -> Deployment:
     if not isinstance(entry, Mapping):
         raise ConfigError(f"model_list[{index}]: expected a mapping, got {type(entry).__name__}")
@@ -217,7 +261,7 @@ def parse_deployment(
     extra = {k: v for k, v in resolved.items() if k not in _KNOWN_PARAMS}
     try:
         return Deployment(
-            id=_deployment_id(index, model_name, params),
+            id=_deployment_id(occurrence, model_name, params),
             model_name=model_name,
             provider=provider,
             upstream_model=upstream,
@@ -315,6 +359,56 @@ def parse_router_settings(raw: Mapping[str, Any], models: set[str]) -> RouterSet
         raise ConfigError(f"router_settings: {exc}") from exc
 
 
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or (
+            value == float("inf")):
+        raise ConfigError(f"{where}: expected a number of seconds above 0, got {value!r}")
+    return float(value)
+
+
+def parse_cache_settings(litellm: Mapping[str, Any]) -> tuple[CacheSettings, list[str]]:
+    """``litellm_settings.cache`` and ``cache_params``, and what of them is not acted on."""
+    where = "litellm_settings.cache_params"
+    enabled = litellm.get("cache", False)
+    if enabled is None:
+        enabled = False
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"litellm_settings.cache: expected true or false, got {enabled!r}")
+    params = litellm.get("cache_params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: expected a mapping")
+    ignored = [f"{where}.{k}" for k in params if k not in _KNOWN_CACHE_PARAMS]
+    values: dict[str, Any] = {"enabled": enabled}
+    kind = params.get("type")
+    if kind in ("local", "redis"):
+        values["store"] = kind
+    elif kind is not None:
+        # s3, disk, the semantic caches: the exact-match cache in Redis or memory serves.
+        ignored.append(f"{where}.type={kind}")
+    if params.get("ttl") is not None:
+        values["ttl"] = _seconds(params["ttl"], f"{where}.ttl")
+    mode = params.get("mode")
+    if mode is not None:
+        if mode not in ("default_on", "default_off"):
+            raise ConfigError(f"{where}.mode: expected default_on or default_off, got {mode!r}")
+        values["mode"] = mode
+    namespace = params.get("namespace")
+    if namespace is not None:
+        if not isinstance(namespace, str) or not namespace:
+            raise ConfigError(f"{where}.namespace: expected a non-empty string")
+        values["namespace"] = namespace
+    call_types = params.get("supported_call_types")
+    if call_types is not None:
+        if not isinstance(call_types, list) or not all(isinstance(c, str) for c in call_types):
+            raise ConfigError(f"{where}.supported_call_types: expected a list of call types")
+        endpoints = dict.fromkeys(CACHE_CALL_TYPES[c] for c in call_types
+                                  if c in CACHE_CALL_TYPES)
+        values["endpoints"] = tuple(endpoints)
+        ignored += [f"{where}.supported_call_types.{c}" for c in call_types
+                    if c not in CACHE_CALL_TYPES]
+    return CacheSettings(**values), ignored
+
+
 def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     if raw is None:
         raw = {}
@@ -323,7 +417,15 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     entries = raw.get("model_list") or []
     if not isinstance(entries, list):
         raise ConfigError("config: model_list must be a list")
-    deployments = tuple(parse_deployment(i, e, env) for i, e in enumerate(entries))
+    seen: dict[tuple[object, object], int] = {}
+    parsed: list[Deployment] = []
+    for i, entry in enumerate(entries):
+        params = entry.get("litellm_params") if isinstance(entry, Mapping) else None
+        same = (entry.get("model_name") if isinstance(entry, Mapping) else None,
+                params.get("model") if isinstance(params, Mapping) else None)
+        parsed.append(parse_deployment(i, entry, env, seen.get(same, 0)))
+        seen[same] = seen.get(same, 0) + 1
+    deployments = tuple(parsed)
     general = raw.get("general_settings") or {}
     if not isinstance(general, Mapping):
         raise ConfigError("config: general_settings must be a mapping")
@@ -333,12 +435,17 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     for section in ("litellm_settings", "router_settings"):
         body = raw.get(section) or {}
         if isinstance(body, Mapping):
-            ignored += [f"{section}.{k}" for k in body if k not in _ROUTER_KEYS]
+            ignored += [f"{section}.{k}" for k in body
+                        if k not in _ROUTER_KEYS and not (
+                            section == "litellm_settings" and k in _CACHE_KEYS)]
+    litellm = raw.get("litellm_settings") or {}
+    cache, cache_ignored = parse_cache_settings(litellm if isinstance(litellm, Mapping) else {})
     return GatewayConfig(
         deployments=deployments,
         master_key=SecretStr(str(master)) if master else None,
         router=parse_router_settings(raw, {d.model_name for d in deployments}),
-        ignored=tuple(ignored),
+        cache=cache,
+        ignored=tuple(ignored + cache_ignored),
     )
 
 
@@ -359,19 +466,31 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
-def load_config(path: str | None, env: Mapping[str, str]) -> GatewayConfig:
-    """Read and parse a YAML file (or the built-in mock config when ``path`` is None)."""
+def parse_config_text(text: str, env: Mapping[str, str], source: str) -> GatewayConfig:
+    """Parse the YAML text of a config file; ``source`` names it in error messages."""
     import yaml  # only the processes that read files need it
 
-    if path is None:
-        return parse_config(DEFAULT_CONFIG, env)
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config {path} is not valid YAML{where}: {exc}") from None
+        problem = " ".join(str(exc).split())  # one line, for one log line
+        raise ConfigError(f"config {source} is not valid YAML{where}: {problem}") from None
     return parse_config(raw, env)
+
+
+def read_config_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ConfigError(f"cannot read config {path}: {reason}") from None
+
+
+def load_config(path: str | None, env: Mapping[str, str]) -> GatewayConfig:
+    """Read and parse a YAML file (or the built-in mock config when ``path`` is None)."""
+    if path is None:
+        return parse_config(DEFAULT_CONFIG, env)
+    return parse_config_text(read_config_text(path), env, path)

@@ -41,6 +41,12 @@ def cancel_request_id(subject: str) -> str:
     return subject.rsplit(".", 1)[-1]
 
 
+def dedup_done(cache_key: str) -> str:
+    """Subject on which the replica leading an in-flight call for ``cache_key`` says it
+    ended: ``stored`` (read the answer from the shared cache) or ``failed``."""
+    return f"{PREFIX}.dedup.{cache_key}"
+
+
 ANALYTICS_PREFIX = f"{PREFIX}.analytics"
 ANALYTICS_ALL = f"{ANALYTICS_PREFIX}.*"
 
@@ -48,3 +54,10 @@ ANALYTICS_ALL = f"{ANALYTICS_PREFIX}.*"
 def analytics(query: str) -> str:
     """Subject the accounting service answers analytics ``query`` on (request/reply)."""
     return f"{ANALYTICS_PREFIX}.{query}"
+
+
+# The gateway config file as published by an ingress (see ``schemas.config_doc``): one KV
+# entry per gateway, named by ``AIGW_CONFIG_KEY``; a few revisions kept for ``nats kv history``.
+CONFIG_BUCKET = "aigw_config"
+CONFIG_KEY = "gateway"
+CONFIG_HISTORY = 5

@@ -21,6 +21,26 @@ def write_config(path: Path, config: dict[str, object]) -> Path:
     return path
 
 
+def socket_owner(port: int, pids: list[int]) -> int | None:
+    """The process, among ``pids``, holding the local TCP port ``port`` (Linux /proc): which
+    worker made an upstream call, seen from the fake server's side of the connection."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                link = fd.readlink().as_posix()
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return pid
+    return None
+
+
 @dataclass
 class Gateway:
     """An ingress and its workers, each its own process, over one real NATS server."""
@@ -44,6 +64,8 @@ class Gateway:
             **os.environ,
             "NATS_URL": self.nats_url,
             "AIGW_CONFIG": str(self.config_path),
+            # Gateways sharing the session's NATS must not share a hot-reloaded config.
+            "AIGW_CONFIG_KEY": f"test-{abs(hash(self.config_path.resolve())):x}",
             "AIGW_LOG_LEVEL": "WARNING",
             **self.env,
         }
@@ -99,6 +121,11 @@ class Gateway:
     def logs(self, name: str) -> str:
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def all_logs(self) -> str:
+        """The tail of every process's log, for an assertion message."""
+        return "\n".join(f"--- {p.stem}\n{self.logs(p.stem)}"
+                         for p in sorted(self.log_dir.glob("*.log")))
 
     def stop(self) -> None:
         procs = [p for _, p in self.workers] + ([self.ingress] if self.ingress else [])

@@ -16,6 +16,7 @@ from accounting.publisher import UsagePublisher
 from schemas import subjects
 from schemas.config import Deployment, GatewayConfig
 from schemas.usage import TokenUsage
+from workers.config_follow import ConfigFollower
 from workers.providers import create_provider
 from workers.service import Outcome, WorkerService
 from workers.settings import WorkerSettings
@@ -58,6 +59,9 @@ class Worker:
             on_outcome=self._on_outcome,
             price=self._price,
         )
+        # Hot reload: the config in NATS KV, when this worker was started with a file.
+        self.follower = ConfigFollower(self.service, self.client, settings.config_key)
+        self.service.refresh = self.follower.refresh
         self.usage: UsagePublisher | None = None
         self._heartbeats: asyncio.Task[None] | None = None
         self._register()
@@ -119,6 +123,8 @@ class Worker:
         self.usage = UsagePublisher(self.broker.connection.jetstream())
         await self.usage.start()
         self._heartbeats = asyncio.create_task(self.service.heartbeat_forever())
+        if self.settings.config_path is not None:
+            await self.follower.start(self.broker.connection)
         log.info("worker for %s connected to %s", self.provider_name, self.settings.nats_url)
 
     async def stop(self) -> None:
@@ -131,6 +137,7 @@ class Worker:
             await asyncio.sleep(0.05)
         if self._heartbeats is not None:
             self._heartbeats.cancel()
+        await self.follower.stop()
         if self.usage is not None:
             await self.usage.stop()
         await self.broker.stop()

@@ -84,6 +84,12 @@ class WorkerService:
         self.provider_name = provider_name
         self._provider = provider
         self.config = config
+        # The config before the last reload: an ingress that has not applied the new one
+        # yet (or retries a plan it made before) still names its deployments.
+        self._previous: GatewayConfig | None = None
+        # Called when an attempt names a deployment no config here knows: a reload this
+        # worker has not seen yet may (workers/config_follow.py).
+        self.refresh: Callable[[], Awaitable[None]] | None = None
         self._publish = publish
         self._on_outcome = on_outcome
         self._running: dict[str, Attempt] = {}
@@ -91,6 +97,19 @@ class WorkerService:
     @property
     def in_flight(self) -> int:
         return len(self._running)
+
+    def apply(self, config: GatewayConfig, provider: Provider | None = None) -> None:
+        """Serve ``config`` (and ``provider``, an adapter with no per-deployment state from
+        the old config) from the next attempt on; running attempts keep what they hold."""
+        self._previous, self.config = self.config, config
+        if provider is not None:
+            self._provider = provider
+
+    def _resolve(self, deployment_id: str) -> Deployment | None:
+        found = self.config.deployment(deployment_id)
+        if found is None and self._previous is not None:
+            found = self._previous.deployment(deployment_id)
+        return found
 
     async def _send(self, attempt: Attempt, kind: FrameKind, body: bytes) -> None:
         attempt.seq += 1
@@ -147,10 +166,13 @@ class WorkerService:
 
     async def _run(self, attempt: Attempt) -> None:
         request = attempt.request
-        deployment = self.config.deployment(request.deployment_id)
+        deployment = self._resolve(request.deployment_id)
         error: ErrorInfo | None = None
         cancelled = False
         try:
+            if deployment is None and self.refresh is not None:
+                await self.refresh()
+                deployment = self._resolve(request.deployment_id)
             if deployment is None:
                 raise UpstreamError(
                     ErrorInfo.of(

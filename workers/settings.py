@@ -7,12 +7,16 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.subjects import CONFIG_KEY
+
 
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
     config_path: Path | None = Field(default=None, validation_alias="AIGW_CONFIG")
+    # The NATS KV entry the ingress publishes the config under (hot reload).
+    config_key: str = Field(default=CONFIG_KEY, validation_alias="AIGW_CONFIG_KEY")
     provider: str = Field(default="mock", validation_alias="AIGW_PROVIDER")
     concurrency: int = Field(default=512, ge=1, validation_alias="AIGW_WORKER_CONCURRENCY")
     max_connections: int = Field(default=1000, ge=1, validation_alias="AIGW_MAX_CONNECTIONS")

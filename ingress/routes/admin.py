@@ -1,8 +1,10 @@
-"""``/admin/keys`` and ``/admin/teams``: virtual keys and teams, for the master key only.
+"""``/admin/keys``, ``/admin/teams`` and ``/admin/config/reload``, for the master key only.
 
-Mounted under ``/admin``. The router needs two things from the running gateway:
-``gateway.keys`` (a :class:`~ingress.keys.KeyStore`) and ``gateway.auth.check(request)``
-returning the caller's :class:`~ingress.principal.Principal` (401 for a bad key).
+Mounted under ``/admin``. The router needs from the running gateway:
+``gateway.keys`` (a :class:`~ingress.keys.KeyStore`), ``gateway.auth.check(request)``
+returning the caller's :class:`~ingress.principal.Principal` (401 for a bad key), and
+``app.state.config_reloader`` (an :class:`~ingress.config_reload.ConfigReloader`, or None
+without a config file).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from ingress.config_feed import NATS_ERRORS as CONFIG_NATS_ERRORS
+from ingress.config_reload import ConfigReloader
 from ingress.errors import ApiError
 from ingress.keys import NATS_ERRORS, Conflict, InvalidReference, KeyStore, NotFound
 from ingress.principal import Principal
+from schemas.config_doc import ReloadReport
 from schemas.keys import (
     KeyCreate,
     KeyList,
@@ -33,22 +38,36 @@ from schemas.keys import (
 router = APIRouter()
 
 
-def admin_store(request: Request) -> KeyStore:
-    """The key store, once the caller is known to hold the master key."""
-    gateway = request.app.state.gateway
-    principal: Principal = gateway.auth.check(request)
+def _require_master(request: Request, what: str) -> None:
+    principal: Principal = request.app.state.gateway.auth.check(request)
     if not principal.master:
         if principal.key is None:
             raise ApiError(403, "The admin API needs a master key: set "
                            "general_settings.master_key in the config.",
                            type="permission_error", code="admin_disabled")
-        raise ApiError(403, "A virtual key cannot manage keys or teams; use the master key.",
+        raise ApiError(403, f"A virtual key cannot {what}; use the master key.",
                        type="permission_error", code="admin_only")
-    store: KeyStore = gateway.keys
+
+
+def admin_store(request: Request) -> KeyStore:
+    """The key store, once the caller is known to hold the master key."""
+    _require_master(request, "manage keys or teams")
+    store: KeyStore = request.app.state.gateway.keys
     return store
 
 
+def admin_reloader(request: Request) -> ConfigReloader:
+    """The config reloader, once the caller is known to hold the master key."""
+    _require_master(request, "reload the config")
+    reloader: ConfigReloader | None = getattr(request.app.state, "config_reloader", None)
+    if reloader is None:
+        raise ApiError(409, "This ingress was started without a config file (AIGW_CONFIG or "
+                       "--config): there is nothing to reload.", code="no_config_file")
+    return reloader
+
+
 Store = Annotated[KeyStore, Depends(admin_store)]
+Reloader = Annotated[ConfigReloader, Depends(admin_reloader)]
 
 
 @contextmanager
@@ -139,3 +158,20 @@ async def delete_team(team_id: str, store: Store) -> TeamDeleted:
     with _store_errors():
         await store.delete_team(team_id)
     return TeamDeleted(id=team_id)
+
+
+# ---- config ----------------------------------------------------------------------------
+
+
+@router.post("/config/reload")
+async def reload_config(reloader: Reloader) -> ReloadReport:
+    """Re-read the config file now; publish and apply it when it is valid and new."""
+    try:
+        result = await reloader.reload()
+    except CONFIG_NATS_ERRORS as exc:
+        raise ApiError(503, f"NATS is unavailable: {exc or type(exc).__name__}",
+                       type="server_error", code="config_store_unavailable") from None
+    if result.error is not None:
+        raise ApiError(400, f"config reload refused: {result.error}; keeping the current "
+                       "config", code="invalid_config")
+    return ReloadReport(applied=result.applied, hash=result.hash, changed=result.changed)

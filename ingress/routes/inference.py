@@ -10,6 +10,7 @@ relay for the cache and for identical requests waiting on it (:mod:`ingress.dedu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from decimal import Decimal
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ValidationError
 from ingress import execution, relay, replay
 from ingress.cache import CachedAnswer, Capture
 from ingress.cache_key import CachePolicy, cache_key, policy, scope_of
+from ingress.dedup import Lead
+from ingress.dedup_shared import SharedLeads
 from ingress.deps import AuthedGateway, request_id
 from ingress.errors import ApiError, invalid
 from ingress.execution import Caller, Started
@@ -193,6 +196,40 @@ async def _cached(gateway: Gateway, key: str, wanted: CachePolicy) -> CachedAnsw
     return answer
 
 
+async def _lead_across_replicas(
+    gateway: Gateway, lead: Lead, wanted: CachePolicy
+) -> CachedAnswer | None:
+    """Claim ``lead``'s key for this replica; when another replica's identical call is
+    already running, wait for its answer instead (None: make our own call)."""
+    shared = gateway.shared_leads
+    if shared is None or not gateway.cache.shared:
+        return None
+    key = lead.key
+    if await shared.claim(key):
+        lead.on_end = partial(_announce_end, shared, key)
+        return None
+    if not wanted.lookup:
+        return None
+    try:
+        answer = await shared.follow(key, partial(gateway.cache.lookup, key, wanted.max_age))
+    except BaseException:  # our client left: our own followers make their own calls
+        lead.release()
+        raise
+    if answer is not None:  # this replica's own followers get it too
+        lead.resolve(answer)
+        lead.release()
+    return answer
+
+
+_announcing: set[asyncio.Task[None]] = set()
+
+
+def _announce_end(shared: SharedLeads, key: str, stored: bool) -> None:
+    task = asyncio.create_task(shared.ended(key, stored))
+    _announcing.add(task)
+    task.add_done_callback(_announcing.discard)
+
+
 async def _answer(
     request: Request,
     gateway: Gateway,
@@ -207,7 +244,7 @@ async def _answer(
     settings = gateway.settings
     timeout = settings.heartbeat_timeout
     settle = gateway.gatekeeper.settle
-    wanted = policy(body, request.headers.get("cache-control"), settings.cache_ttl,
+    wanted = policy(body, request.headers.get("cache-control"), gateway.cache_ttls[endpoint],
                     settings.cache_max_ttl)
     capture: Capture | None = None
     if wanted.active:
@@ -224,6 +261,13 @@ async def _answer(
             lead = None
             if settings.cache_dedup and gateway.inflight.leader(key) is None:
                 lead = gateway.inflight.lead(key)
+                answer = await _lead_across_replicas(gateway, lead, wanted)
+                if answer is not None:
+                    _publish_hit(gateway, principal, request_id(request), model, endpoint,
+                                 stream, _caller(principal, body), answer,
+                                 (time.perf_counter() - began) * 1000)
+                    return (replay.stream_hit(answer, include_usage) if stream
+                            else replay.json_hit(answer))
             capture = Capture(gateway.cache, key, wanted.ttl, lead)
     try:
         started = await _start(request, gateway, plan, model, body, endpoint, stream)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from schemas.config import ConfigError, load_config, parse_config
+from schemas.config import ConfigError, load_config, parse_config, parse_config_text
+from schemas.infer import Endpoint
 
 HOMESTACK = Path(__file__).resolve().parents[2].parent / "shared/examples/homestack-config.yml"
 ENV = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a", "GEMINI_API_KEY": "g",
@@ -67,3 +69,83 @@ def test_price_overrides_are_exact_decimals() -> None:
         "model": "openai/x", "input_cost_per_token": 0.0000001, "output_cost_per_token": "2e-7"}}]}
     d = parse_config(raw, {}).deployments[0]
     assert str(d.input_cost_per_token) == "1E-7" and str(d.output_cost_per_token) == "2E-7"
+
+
+LITELLM_CACHE = {
+    "model_list": [{"model_name": "a", "litellm_params": {"model": "openai/x"}}],
+    "litellm_settings": {
+        "cache": True,
+        "cache_params": {
+            "type": "redis",
+            "ttl": 600,
+            "namespace": "team-a",
+            "supported_call_types": ["acompletion", "aembedding", "completion", "embedding"],
+        },
+    },
+}
+
+
+def test_litellm_cache_settings_turn_the_cache_on_for_the_listed_call_types() -> None:
+    config = parse_config(LITELLM_CACHE, {})
+    cache = config.cache
+    assert cache.enabled and cache.store == "redis" and cache.ttl == 600.0
+    assert cache.namespace == "team-a"
+    assert cache.default_ttl(Endpoint.CHAT) == 600.0
+    assert cache.default_ttl(Endpoint.EMBEDDINGS) == 600.0
+    assert not [i for i in config.ignored if "cache" in i]
+
+
+def test_cache_call_types_we_do_not_serve_and_unknown_params_are_reported_once() -> None:
+    raw = {**LITELLM_CACHE, "litellm_settings": {"cache": True, "cache_params": {
+        "type": "redis", "host": "localhost", "port": 6379, "password": "x",
+        "supported_call_types": ["acompletion", "atranscription"]}}}
+    config = parse_config(raw, {})
+    assert config.cache.endpoints == (Endpoint.CHAT,)
+    assert config.cache.default_ttl(Endpoint.EMBEDDINGS) == 0.0
+    cache_ignored = [i for i in config.ignored if "cache" in i]
+    assert cache_ignored == [
+        "litellm_settings.cache_params.host", "litellm_settings.cache_params.port",
+        "litellm_settings.cache_params.password",
+        "litellm_settings.cache_params.supported_call_types.atranscription",
+    ]
+
+
+def test_a_cache_type_we_do_not_have_is_served_by_ours_and_reported() -> None:
+    raw = {**LITELLM_CACHE, "litellm_settings": {"cache": True, "cache_params": {"type": "s3"}}}
+    config = parse_config(raw, {})
+    assert config.cache.enabled and config.cache.store is None
+    assert "litellm_settings.cache_params.type=s3" in config.ignored
+
+
+def test_without_cache_true_the_config_leaves_the_default_ttl_to_the_process() -> None:
+    config = parse_config({"model_list": [], "litellm_settings": {
+        "cache_params": {"type": "local", "namespace": "n"}}}, {})
+    assert not config.cache.enabled and config.cache.default_ttl(Endpoint.CHAT) is None
+    assert config.cache.store == "local" and config.cache.namespace == "n"
+
+
+def test_cache_mode_default_off_caches_only_requests_that_ask() -> None:
+    config = parse_config({"model_list": [], "litellm_settings": {
+        "cache": True, "cache_params": {"mode": "default_off"}}}, {})
+    assert config.cache.default_ttl(Endpoint.CHAT) == 0.0
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"cache": "yes"}, r"litellm_settings\.cache: expected true or false"),
+    ({"cache": True, "cache_params": {"ttl": 0}}, r"cache_params\.ttl: expected a number"),
+    ({"cache": True, "cache_params": {"ttl": "10m"}}, r"cache_params\.ttl"),
+    ({"cache": True, "cache_params": {"mode": "always"}}, r"cache_params\.mode"),
+    ({"cache": True, "cache_params": {"supported_call_types": "acompletion"}},
+     r"supported_call_types: expected a list"),
+    ({"cache": True, "cache_params": ["redis"]}, r"cache_params: expected a mapping"),
+])
+def test_malformed_cache_settings_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"model_list": [], "litellm_settings": settings}, {})
+
+
+def test_config_text_parses_like_the_file_and_names_the_source() -> None:
+    text = "model_list:\n  - model_name: a\n    litellm_params: {model: openai/x}\n"
+    assert parse_config_text(text, {}, "kv").model_names == ["a"]
+    with pytest.raises(ConfigError, match=r"^config kv is not valid YAML at line 3: "):
+        parse_config_text("model_list:\n  - [unclosed\n", {}, "kv")

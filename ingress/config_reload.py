@@ -1,0 +1,315 @@
+"""Hot reload in the ingress: watch the config file, publish it to NATS KV, apply revisions.
+
+Who serves what: every ingress and every worker serves the document in NATS KV (bucket
+``aigw_config``, key ``AIGW_CONFIG_KEY``) and applies each new revision it can parse. A
+revision a process cannot parse (an ``os.environ/`` variable missing on that host) is
+logged there, and that process keeps its config.
+
+Who publishes, and when: only an ingress started with a config file, and only a valid file.
+
+* At start-up, when the KV holds no config, or holds a different one that came from an
+  older file (this file's mtime is later than the document's). Replicas started with the
+  same file publish nothing after the first; a replica restarted with an old copy of the
+  file does not roll the others back, it serves the KV's newer config.
+* When the file changes on disk (mtime or size, then the content hash; checked every
+  ``AIGW_CONFIG_WATCH_INTERVAL`` seconds), on SIGHUP, and on ``POST /admin/config/reload``:
+  whenever the content differs from the KV's. An edit is an operator's decision, so here
+  the newest write wins, whatever the mtimes say.
+
+Writes are compare-and-set: when two replicas write at once, one wins and the other
+follows it. An invalid file is refused with one log line (``config reload refused: <path>:
+<error>; keeping the current config``) and changes nothing, anywhere.
+
+What cannot change live: a reload that removes ``general_settings.master_key`` is refused
+(it would open the gateway to every caller; restart to run without one). A new provider
+needs its worker: the reload applies and a warning names the command to start one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from ingress.config_feed import NATS_ERRORS, ConfigFeed, Revision
+from ingress.state import Gateway
+from schemas import subjects
+from schemas.config import ConfigError, GatewayConfig, parse_config_text, read_config_text
+from schemas.config_doc import ConfigDocument, content_hash
+
+log = logging.getLogger("aigw.config")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """The file as read once: its text and what identifies this version of it."""
+
+    text: str
+    hash: str
+    mtime: float
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    """What a reload did: ``applied`` when the file's config is the one served now."""
+
+    applied: bool
+    hash: str | None = None
+    error: str | None = None
+    changed: bool = False
+
+
+def publish_at_start(file: ConfigFile, current: ConfigDocument | None) -> bool:
+    """Whether an ingress starting with ``file`` publishes it over the KV's ``current``."""
+    if current is None:
+        return True
+    return current.hash != file.hash and file.mtime > current.mtime
+
+
+def refusal(old: GatewayConfig, new: GatewayConfig) -> str | None:
+    """Why ``new`` cannot replace ``old`` in a running ingress, or None."""
+    if old.master_key is not None and new.master_key is None:
+        return ("removing general_settings.master_key would let every caller in; "
+                "restart the ingress to run without one")
+    return None
+
+
+def _read(path: Path) -> ConfigFile:
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    text = read_config_text(str(path))
+    return ConfigFile(text, content_hash(text), stat.st_mtime, stat.st_size)
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+class ConfigReloader:
+    def __init__(
+        self,
+        gateway: Gateway,
+        feed: ConfigFeed,
+        path: Path,
+        *,
+        interval: float,
+        env: Mapping[str, str],
+    ) -> None:
+        self.gateway = gateway
+        self.feed = feed
+        self.path = path
+        self._interval = interval
+        self._env = env
+        self._source = f"{socket.gethostname()}:{path.resolve()}"
+        self.applied_hash: str | None = None
+        self._seen: tuple[int, int] | None = None  # (mtime_ns, size) last looked at
+        self._file_hash: str | None = None  # the content last acted on
+        self._lock = asyncio.Lock()
+        self._retrack = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._poller: asyncio.Task[None] | None = None
+        self._sighup = False
+        self._unshared = False  # the last publish failed for want of NATS
+        self._watched = 0  # the latest revision the watch delivered
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Publish the file if the start-up rule says so, then follow the KV entry (the
+        current revision is applied before this returns) and watch the file."""
+        await self.feed.open()
+        async with self._lock:
+            await self._check(at_start=True)
+        await self.feed.follow(self._on_revision)
+        if self._interval > 0:
+            self._poller = asyncio.create_task(self._poll())
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
+            self._sighup = True
+
+    async def stop(self) -> None:
+        if self._sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        tasks = [*self._tasks, *([self._poller] if self._poller is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.feed.stop()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: re-reading %s", self.path)
+        self._spawn(self.reload())
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            if await asyncio.to_thread(_stat, self.path) == self._seen:
+                continue
+            async with self._lock:
+                await self._check()
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the file now (SIGHUP, the admin API), even if it looks unchanged."""
+        async with self._lock:
+            return await self._check(forced=True)
+
+    # ---- the file ----------------------------------------------------------------------
+
+    async def _check(self, *, at_start: bool = False, forced: bool = False) -> ReloadResult:
+        self._seen = await asyncio.to_thread(_stat, self.path)
+        try:
+            file = await asyncio.to_thread(_read, self.path)
+        except ConfigError as exc:
+            return self._refuse(str(exc), None)
+        if file.hash == self._file_hash and not forced:
+            return ReloadResult(applied=file.hash == self.applied_hash, hash=file.hash)
+        self._file_hash = file.hash
+        try:
+            config = parse_config_text(file.text, self._env, str(self.path))
+        except ConfigError as exc:
+            return self._refuse(str(exc), file.hash)
+        problem = refusal(self.gateway.config, config)
+        if problem is not None:
+            return self._refuse(problem, file.hash)
+        if at_start:
+            # The file was parsed by the CLI a moment ago: serve what it holds now.
+            self._apply(file.hash, config, f"from {self.path}", quiet=True)
+        changed = file.hash != self.applied_hash
+        try:
+            revision = await self._publish(file, at_start=at_start)
+            self._unshared = False
+        except NATS_ERRORS as exc:
+            if not self._unshared:  # once per outage, not once per look
+                log.warning("config from %s not shared through NATS (%s); serving it here "
+                            "and retrying", self.path, exc or type(exc).__name__)
+            self._unshared = True
+            self._seen = self._file_hash = None  # the next look retries
+            if not at_start:
+                self._apply(file.hash, config, f"{self.path}, not shared yet")
+            return ReloadResult(applied=file.hash == self.applied_hash, hash=file.hash,
+                                changed=changed)
+        # Applied by the watch, in revision order, as on every other replica; directly
+        # only when the watch lags behind.
+        if revision is not None and not at_start and not await self._caught_up(revision):
+            self._apply(file.hash, config, f"{self.path}, revision {revision}")
+        return ReloadResult(applied=file.hash == self.applied_hash, hash=file.hash,
+                            changed=changed and file.hash == self.applied_hash)
+
+    async def _caught_up(self, revision: int, timeout: float = 5.0) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._watched < revision:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def _refuse(self, error: str, file_hash: str | None) -> ReloadResult:
+        log.error("config reload refused: %s: %s; keeping the current config", self.path, error)
+        return ReloadResult(applied=False, hash=file_hash, error=error)
+
+    async def _publish(self, file: ConfigFile, *, at_start: bool) -> int | None:
+        """Put the file's document into KV when the rule says so; the revision that holds
+        it afterwards, or None."""
+        doc = ConfigDocument.of(file.text, self._source, file.mtime)
+        for _ in range(3):
+            last, current = await self.feed.latest()
+            if current is not None and current.hash == doc.hash:
+                return last
+            if at_start and current is not None and not publish_at_start(file, current):
+                log.info("serving the config in NATS KV (hash %s, from %s): it comes from a "
+                         "newer file than %s", current.short_hash, current.source, self.path)
+                return None
+            revision = await self.feed.publish(doc, last)
+            if revision is not None:
+                log.info("config from %s published to NATS KV (revision %d, hash %s)",
+                         self.path, revision, doc.short_hash)
+                return revision
+        log.warning("config from %s not published: the KV entry kept changing", self.path)
+        return None
+
+    # ---- applying ----------------------------------------------------------------------
+
+    def _on_revision(self, revision: Revision) -> None:
+        self._watched = max(self._watched, revision.number)
+        doc = revision.doc
+        if doc.hash == self.applied_hash:
+            return
+        origin = f"revision {revision.number} from {doc.source}"
+        try:
+            config = doc.parse(self._env)
+        except ConfigError as exc:
+            log.error("config %s (hash %s) not applied here: %s; keeping the current config",
+                      origin, doc.short_hash, exc)
+            return
+        problem = refusal(self.gateway.config, config)
+        if problem is not None:
+            log.error("config %s (hash %s) not applied here: %s; keeping the current config",
+                      origin, doc.short_hash, problem)
+            return
+        self._apply(doc.hash, config, origin)
+
+    def _apply(self, hash: str, config: GatewayConfig, origin: str, quiet: bool = False) -> None:
+        old = self.gateway.config
+        self.applied_hash = hash
+        if config == old:
+            return
+        self.gateway.apply_config(config)
+        if quiet:
+            return
+        log.info("config reloaded: %d models, %d deployments, hash %s (%s)",
+                 len(config.model_names), len(config.deployments), hash[:12], origin)
+        if config.ignored and config.ignored != old.ignored:
+            log.warning("config: accepted but not acted on: %s", ", ".join(config.ignored))
+        if {d.id for d in config.deployments} != {d.id for d in old.deployments}:
+            self._spawn(self._track_load(config))
+        for provider in sorted(set(config.providers) - set(old.providers)):
+            self._spawn(self._check_worker(provider))
+
+    async def _track_load(self, config: GatewayConfig) -> None:
+        """Share the load of the new deployment set through Redis (counters are kept)."""
+        load = self.gateway.router.load
+        async with self._retrack:
+            await load.stop()
+            load.start(d.id for d in config.deployments)
+
+    async def _check_worker(self, provider: str) -> None:
+        try:
+            await self.gateway.nc.request(subjects.ping(provider), b"", timeout=1.0)
+        except (NoRespondersError, NatsTimeout):
+            log.warning("provider %s has no worker: start `aigw worker --provider %s` "
+                        "(with `aigw up`, restart it)", provider, provider)
+        except NATS_ERRORS:
+            pass  # NATS is down: readiness says so already
+
+
+def reloader_for(gateway: Gateway, env: Mapping[str, str] = os.environ) -> ConfigReloader | None:
+    """The reloader of an ingress started with a config file; None without one."""
+    settings = gateway.settings
+    if settings.config_path is None:
+        return None
+    return ConfigReloader(
+        gateway, ConfigFeed(gateway.nc, settings.config_key), settings.config_path,
+        interval=settings.config_watch_interval, env=env,
+    )
