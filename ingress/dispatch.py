@@ -22,6 +22,7 @@ import nats.aio.client
 import nats.aio.msg
 import nats.errors
 
+from ingress.errors import ApiError
 from schemas import subjects
 from schemas.frames import KIND_HEADER, SEQ_HEADER, FrameKind
 from schemas.infer import InferRequest
@@ -183,6 +184,14 @@ class Dispatcher:
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError):
             self.forget(token)
             raise Disconnected() from None
+        except nats.errors.MaxPayloadError:
+            self.forget(token)
+            raise ApiError(
+                413,
+                f"The request is too large: over the {self._nc.max_payload:,} bytes a message "
+                "may carry on this gateway's NATS (its max_payload setting).",
+                code="request_too_large",
+            ) from None
         except Exception:
             self.forget(token)
             raise

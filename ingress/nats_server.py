@@ -37,9 +37,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+# NATS's own default is 1 MB: too small for a chat request with a few images in it, or an
+# embeddings answer for a few hundred inputs. 8 MB is the most NATS recommends.
+MAX_PAYLOAD = 8 * 1024 * 1024
+
+
 class NatsServer:
-    def __init__(self, store_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, store_dir: Path, port: int | None = None, host: str = "127.0.0.1",
+        max_payload: int = MAX_PAYLOAD,
+    ) -> None:
         self.store_dir = store_dir
+        self.max_payload = max_payload
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
@@ -51,8 +60,10 @@ class NatsServer:
     def start(self, timeout: float = 15.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log_file = self.store_dir / "nats-server.log"
+        config = self.store_dir / "nats-server.conf"  # settings with no command-line flag
+        config.write_text(f"max_payload: {self.max_payload}\n")
         self.process = subprocess.Popen(
-            [find_binary(), "-a", self.host, "-p", str(self.port), "-js",
+            [find_binary(), "-c", str(config), "-a", self.host, "-p", str(self.port), "-js",
              "-sd", str(self.store_dir), "-l", str(log_file)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ import logging
 import signal
 from decimal import Decimal
 
+import nats.errors
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
@@ -18,7 +19,7 @@ from schemas.config import Deployment, GatewayConfig
 from schemas.usage import TokenUsage
 from workers.config_follow import ConfigFollower
 from workers.providers import create_provider
-from workers.service import Outcome, WorkerService
+from workers.service import FrameTooLarge, Outcome, WorkerService
 from workers.settings import WorkerSettings
 from workers.transport import upstream_client
 from workers.usage import build_event
@@ -67,7 +68,11 @@ class Worker:
         self._register()
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
-        await self.broker.connection.publish(subject, body, headers=headers)
+        connection = self.broker.connection
+        try:
+            await connection.publish(subject, body, headers=headers)
+        except nats.errors.MaxPayloadError:
+            raise FrameTooLarge(len(body), connection.max_payload) from None
 
     def _price(self, deployment: Deployment, usage: TokenUsage) -> Decimal | None:
         return self.prices.cost(

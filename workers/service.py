@@ -30,6 +30,15 @@ log = logging.getLogger("aigw.worker")
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 
 
+class FrameTooLarge(Exception):
+    """Raised by a ``Publish`` for a frame over the bus's message size limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes > {limit}")
+        self.size = size
+        self.limit = limit
+
+
 @dataclass(slots=True)
 class Attempt:
     """An attempt in progress, as the heartbeat loop and cancellation see it."""
@@ -192,6 +201,16 @@ class WorkerService:
         except UpstreamError as exc:
             error = exc.info
             self._estimate_cut_stream(attempt)
+            await self._fail(attempt, error)
+        except FrameTooLarge as exc:
+            # Not a failover: another deployment's answer would be as large, and paid for.
+            error = ErrorInfo.of(
+                ErrorKind.INVALID_REQUEST,
+                f"The answer ({exc.size:,} bytes) is larger than the {exc.limit:,} bytes a "
+                "message may carry on this gateway's NATS (its max_payload setting); ask "
+                "for less at a time (fewer inputs, fewer choices).",
+                code="response_too_large", status=400,
+            )
             await self._fail(attempt, error)
         except asyncio.CancelledError:
             cancelled = True
