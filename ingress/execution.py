@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,6 +27,7 @@ from typing import Any
 from ingress.dispatch import Disconnected, Dispatcher, Frame, NoWorker, Reply, WorkerSilent
 from ingress.errors import ApiError
 from ingress.gatekeeper import DeploymentBusy, Ticket
+from ingress.lost import Lost, Silence
 from ingress.routing import Plan, Router
 from schemas.config import Deployment
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
@@ -113,6 +115,10 @@ class Started:
     first: Frame
     deployment: Deployment
     ticket: Ticket
+    # When the attempt was sent (``time.monotonic()``).
+    sent_at: float
+    # Accounts the attempt if its worker goes silent later (see :mod:`ingress.lost`).
+    lost: Lost | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +156,7 @@ class _Run:
         heartbeat_timeout: float,
         admit: Admit,
         settle: Settle,
+        lost: Lost | None,
         caller: Caller,
     ) -> None:
         self.dispatcher = dispatcher
@@ -162,6 +169,7 @@ class _Run:
         self.heartbeat_timeout = heartbeat_timeout
         self.admit = admit
         self.settle = settle
+        self.lost = lost
         self.caller = caller
         self.attempts = 0
         self.last: ErrorInfo | None = None
@@ -215,6 +223,7 @@ class _Run:
             end_user=self.caller.end_user,
             metadata=self.caller.metadata or {},
         )
+        sent_at = time.monotonic()
         try:
             sent = await self.dispatcher.send(request, deployment.provider)
         except Disconnected as exc:
@@ -235,9 +244,13 @@ class _Run:
             self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="no_worker")
             return True
         except (WorkerSilent, _DeadlinePassed) as exc:
+            # Before the cancel's await: whether NATS is connected tells a lost worker.
+            accounted = (isinstance(exc, WorkerSilent) and self.lost is not None
+                         and self.lost(Silence(request, deployment, ticket, exc, sent_at)))
             await reply.cancel()
-            # The worker may have called the upstream: hold the reservation as spent.
-            self.settle(ticket, 0, ticket.reserve_cost)
+            if not accounted:
+                # The worker may have called the upstream: hold the reservation as spent.
+                self.settle(ticket, 0, ticket.reserve_cost)
             if isinstance(exc, _DeadlinePassed):
                 assert self.timeout is not None
                 raise _deadline_error(self.timeout) from None
@@ -264,7 +277,8 @@ class _Run:
             return failure.error.kind in FAILOVER
         if self.router is not None:
             self.router.health.succeeded(deployment.id)
-        return Started(reply=reply, first=frame, deployment=deployment, ticket=ticket)
+        return Started(reply=reply, first=frame, deployment=deployment, ticket=ticket,
+                       sent_at=sent_at, lost=self.lost)
 
     def check_deadline(self) -> None:
         remaining = self.remaining()
@@ -329,15 +343,17 @@ async def start(
     heartbeat_timeout: float,
     admit: Admit,
     settle: Settle,
+    lost: Lost | None = None,
     caller: Caller = Caller(),
 ) -> Started:
     """Run attempts for ``plan`` (and, when it is a :class:`Plan`, its retries and
     fallbacks); return the first that answers, or raise the last failure as an
-    :class:`ApiError`."""
+    :class:`ApiError`. ``lost`` accounts an attempt whose worker goes silent; without it,
+    such an attempt's reservation is held as spent."""
     router = plan.router if isinstance(plan, Plan) else None
     run = _Run(dispatcher, router, request_id=request_id, endpoint=endpoint, body=body,
                stream=stream, heartbeat_interval=heartbeat_interval,
-               heartbeat_timeout=heartbeat_timeout, admit=admit, settle=settle,
+               heartbeat_timeout=heartbeat_timeout, admit=admit, settle=settle, lost=lost,
                caller=caller)
     started = await run.model(plan, model_alias)
     if started is not None:

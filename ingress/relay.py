@@ -1,7 +1,9 @@
 """Turning an attempt's frames into the client's HTTP response: JSON or SSE.
 
 Whatever way an attempt ends (done, error, silent worker, client gone), its admission
-ticket is settled exactly once, with the real cost when the worker reported one.
+ticket is settled exactly once, with the real cost when the worker reported one. A worker
+that goes silent never will: the attempt is accounted at the ingress instead, from what the
+client was sent of the answer (:mod:`ingress.lost`).
 
 When the request may be cached, a :class:`~ingress.cache.Capture` sees the answer go by
 (each chunk, then the done frame) and is told when it ends any other way.
@@ -24,6 +26,7 @@ from ingress.cache import Capture
 from ingress.dispatch import WorkerSilent
 from ingress.errors import ApiError
 from ingress.execution import Settle, Started
+from ingress.lost import Output, Silence
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind
 from schemas.usage import TokenUsage
 
@@ -35,6 +38,13 @@ COST_HEADER = "x-aigw-cost-usd"
 # How long a cancelled attempt's worker gets to report what the call used.
 _CANCEL_REPORT_SECONDS = 5.0
 _background: set[asyncio.Task[None]] = set()
+
+
+def _lost(started: Started, cause: WorkerSilent, output: Output | None = None) -> None:
+    """Account the attempt at the ingress if its silence means a lost worker."""
+    if started.lost is not None:
+        started.lost(Silence(started.reply.request, started.deployment, started.ticket,
+                             cause, started.sent_at, output))
 
 
 def _settle_frame(started: Started, settle: Settle, kind: FrameKind, body: bytes) -> None:
@@ -76,6 +86,7 @@ async def json_response(
         while frame.kind is FrameKind.HEARTBEAT:
             frame = await started.reply.next(heartbeat_timeout)
     except WorkerSilent as exc:
+        _lost(started, exc)
         _cancel_in_background(started, settle)
         if capture is not None:
             capture.abandon()
@@ -134,6 +145,8 @@ async def _events(
     reply = started.reply
     frame = started.first
     first_chunk: bytes | None = None
+    # Counted only to account the answer if the worker is lost (an estimate of its tokens).
+    output = Output() if started.lost is not None else None
     finished = False
     try:
         while True:
@@ -143,6 +156,8 @@ async def _events(
                 if capture is not None:
                     capture.chunk(frame.body)
                 yield b"data: " + frame.body + b"\n\n"
+                if output is not None:  # once sent: the count stays off the chunk's way
+                    output.add(frame.body)
             elif frame.kind is FrameKind.DONE:
                 finished = True
                 _settle_frame(started, settle, frame.kind, frame.body)
@@ -165,6 +180,7 @@ async def _events(
                 frame = await reply.next(heartbeat_timeout)
             except WorkerSilent as exc:
                 log.warning("stream of %s broken off: %s", reply.request.request_id, exc)
+                _lost(started, exc, output)
                 yield ApiError(504, f"the answer was cut short: {exc}", type="timeout_error",
                                code="worker_timeout").sse_event()
                 yield DONE

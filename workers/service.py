@@ -17,12 +17,12 @@ from decimal import Decimal
 
 from pydantic import ValidationError
 
+from schemas import estimate
 from schemas.config import Deployment, GatewayConfig
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind, headers
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
-from workers import estimate
 from workers.providers.base import Provider, UpstreamCall, UpstreamError
 
 log = logging.getLogger("aigw.worker")

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from ingress import execution, relay, replay
+from ingress import execution, lost, relay, replay
 from ingress.cache import CachedAnswer, Capture
 from ingress.cache_key import CachePolicy, cache_key, policy, scope_of
 from ingress.dedup import Lead
@@ -118,6 +118,11 @@ async def _start(
                                    endpoint, stream, exc)
             raise
 
+    def on_lost(silence: lost.Silence) -> bool:
+        return lost.account(silence, connected=gateway.dispatcher.connected,
+                            prices=lost.price_table(), publish=gateway.usage.submit,
+                            settle=gatekeeper.settle)
+
     return await execution.start(
         gateway.dispatcher,
         plan,
@@ -130,6 +135,7 @@ async def _start(
         heartbeat_timeout=gateway.settings.heartbeat_timeout,
         admit=admit,
         settle=gatekeeper.settle,
+        lost=on_lost,
         caller=_caller(principal, body),
     )
 

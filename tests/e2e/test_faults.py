@@ -1,5 +1,5 @@
 """Faults that take a process away mid-request: a worker killed while its stream is being
-relayed, and the NATS server itself killed and restarted.
+relayed or before it answers, and the NATS server itself killed and restarted.
 
 Every test here runs its own nats-server (on a fixed port, so it can come back where the
 gateway expects it), its own fake OpenAI server and its own gateway processes: killing
@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import nats
 import pytest
 
 from ingress.nats_server import NatsServer
-from schemas import subjects
+from schemas import estimate, subjects
 from tests.fakes import openai_server
 from tests.fakes.server import free_port, serve
 from tests.harness import Gateway, socket_owner, write_config
@@ -36,16 +37,22 @@ AUTH = {"authorization": f"Bearer {MASTER_KEY}"}
 HEARTBEAT_TIMEOUT = 2.0
 # What a loaded two-core machine may add to the heartbeat deadline before a stream ends.
 SLACK = 4.0
+# The prices of the ``hang`` group, per token.
+HANG_IN, HANG_OUT = Decimal("0.001"), Decimal("0.002")
 
 
 def faults_config(url: str) -> dict[str, object]:
-    def dep(alias: str, upstream: str) -> dict[str, object]:
+    def dep(alias: str, upstream: str, **extra: str) -> dict[str, object]:
         return {"model_name": alias, "litellm_params": {
-            "model": f"openai/{upstream}", "api_base": f"{url}/v1", "api_key": "sk-fake"}}
+            "model": f"openai/{upstream}", "api_base": f"{url}/v1", "api_key": "sk-fake",
+            **extra}}
 
+    priced = {"input_cost_per_token": str(HANG_IN), "output_cost_per_token": str(HANG_OUT)}
     return {
         "model_list": [dep("gpt-4o-mini", "gpt-4o-mini"), dep("stall", "stall-midstream"),
-                       dep("slow", "slow")],
+                       dep("slow", "slow"),
+                       # hangs the first time it sees a conversation: the next try answers
+                       dep("hang", "hang-once", **priced), dep("hang", "hang-once", **priced)],
         "general_settings": {"master_key": MASTER_KEY},
     }
 
@@ -236,10 +243,85 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error_event_and_no_r
     assert (error["type"], error["code"]) == ("timeout_error", "worker_timeout")
     assert call.text() == "Hello from the"  # nothing after the error, nothing repeated
     assert _upstream_calls(fake.state, call.content) == 1  # not retried on the other worker
-    # The killed worker's upstream call leaves no usage event: only the worker publishes
-    # one, and the ingress settles the budget reservation as spent without accounting it.
     # the surviving worker still serves
     assert _chat(gw.base_url).status_code == 200
+
+    # The killed worker never accounts its call: the ingress does, once, with an estimate
+    # of the prompt and of the three words it relayed (14 characters: 4 tokens).
+    assert call.request_id is not None
+    _eventually(lambda: bool(usage_events(gw.nats_url, call.request_id or "")), 10,
+                "the usage event of the lost attempt", gw)
+    [event] = usage_events(gw.nats_url, call.request_id)
+    assert event["event_id"] == f"{call.request_id}:0:worker"
+    assert (event["status"], event["error_type"], event["http_status"]) == (
+        "error", "timeout", 504)
+    assert event["usage_estimated"] is True
+    assert event["streamed"] is True
+    assert event["prompt_tokens"] == estimate.prompt_tokens({"messages": call.messages})
+    assert event["completion_tokens"] == 4
+    assert event["latency_ms"] >= HEARTBEAT_TIMEOUT * 1000
+
+
+def test_a_worker_killed_before_it_answers_is_accounted_once_and_the_next_one_answers(
+    gw: Gateway, fake: Fake
+) -> None:
+    content = uuid.uuid4().hex
+    messages = [{"role": "user", "content": content}]
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        result["response"] = httpx.post(
+            gw.base_url + "/v1/chat/completions", headers=AUTH, timeout=30,
+            json={"model": "hang", "messages": messages})
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    key = json.dumps(messages)
+    _eventually(lambda: key in fake.state.client_ports, 10, "the call reaches the upstream")
+    workers = [p for _, p in gw.workers]
+    owner = socket_owner(fake.state.client_ports[key], [p.pid for p in workers])
+    assert owner is not None, "no worker holds the upstream connection"
+    victim = next(p for p in workers if p.pid == owner)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(5)
+
+    thread.join(HEARTBEAT_TIMEOUT + SLACK + 10)
+    assert not thread.is_alive(), "the call did not end"
+    response: httpx.Response = result["response"]
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == openai_server.ANSWER
+    assert _upstream_calls(fake.state, content) == 2
+    request_id = response.headers["x-request-id"]
+
+    # two events: the lost attempt at its estimated prompt, the answer at its real usage
+    _eventually(lambda: len(usage_events(gw.nats_url, request_id)) >= 2, 10,
+                "the usage events of both attempts", gw)
+    lost, ok = sorted(usage_events(gw.nats_url, request_id), key=lambda e: e["attempt"])
+    prompt = estimate.prompt_tokens({"messages": messages})
+    assert (lost["attempt"], lost["event_id"]) == (0, f"{request_id}:0:worker")
+    assert (lost["status"], lost["error_type"], lost["http_status"]) == (
+        "error", "timeout", 504)
+    assert (lost["usage_estimated"], lost["streamed"]) == (True, False)
+    assert (lost["prompt_tokens"], lost["completion_tokens"]) == (prompt, 0)
+    assert Decimal(lost["cost"]) == prompt * HANG_IN
+    assert lost["price_version"] is not None
+    assert lost["deployment_id"] != ok["deployment_id"]  # failed over within the group
+
+    usage = response.json()["usage"]
+    assert (ok["attempt"], ok["status"], ok["usage_estimated"]) == (1, "ok", False)
+    assert (ok["prompt_tokens"], ok["completion_tokens"]) == (
+        usage["prompt_tokens"], usage["completion_tokens"])
+    assert Decimal(ok["cost"]) == (usage["prompt_tokens"] * HANG_IN
+                                   + usage["completion_tokens"] * HANG_OUT)
+    assert Decimal(response.headers["x-aigw-cost-usd"]) == Decimal(ok["cost"])
+
+    # the request's totals: each attempt once, nothing else
+    events = usage_events(gw.nats_url, request_id)
+    assert len(events) == 2
+    assert sum(e["prompt_tokens"] for e in events) == prompt + usage["prompt_tokens"]
+    assert sum(e["completion_tokens"] for e in events) == usage["completion_tokens"]
+    assert sum(Decimal(e["cost"]) for e in events) == (
+        (prompt + usage["prompt_tokens"]) * HANG_IN + usage["completion_tokens"] * HANG_OUT)
 
 
 # ---- NATS killed and restarted -------------------------------------------------------------

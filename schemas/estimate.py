@@ -1,11 +1,14 @@
-"""Token counts for a stream that ended before its provider said what it used.
+"""Token counts for a call whose provider never said what it used.
 
 OpenAI-style providers report usage only in the last chunk, so a stream cut off by the
 network, the upstream or the client leaves the call with no figures, although the
-provider bills the prompt and every token it sent. An account of zero would be wrong for
-certain; an estimate is closer, and is marked as one. The rule of thumb is the one
-OpenAI documents for English text: about four characters per token. The estimate never
-lowers a count the provider did report (Anthropic reports input tokens at the start).
+provider bills the prompt and every token it sent. A call whose worker died leaves no
+figures either, and the ingress accounts it from the request and the chunks it relayed
+(:mod:`ingress.lost`). An account of zero would be wrong for certain; an estimate is
+closer, and is marked as one; worker and ingress estimate by the same rules. The rule of
+thumb is the one OpenAI documents for English text: about four characters per token. The
+estimate never lowers a count the provider did report (Anthropic reports input tokens at
+the start).
 """
 
 from __future__ import annotations

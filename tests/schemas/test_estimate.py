@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from schemas import estimate
 from schemas.usage import TokenUsage
-from workers import estimate
 
 
 def test_prompt_estimate_counts_text_tools_images_and_messages() -> None:
