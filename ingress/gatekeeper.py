@@ -79,6 +79,7 @@ class Gatekeeper:
     ) -> None:
         self.admission = admission
         self._prices = prices
+        self.prices = prices
         self._alerts = alerts
         self._default_max_output = default_max_output
         self._settling: set[asyncio.Task[None]] = set()

@@ -37,7 +37,6 @@ disagree with it, counting spend that no record shows, until the next rebuild.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
@@ -171,10 +170,3 @@ def account(
                 "tokens)", event.attempt, event.request_id, silence.deployment.id,
                 event.prompt_tokens, event.completion_tokens)
     return True
-
-
-@functools.cache
-def price_table() -> PriceTable:
-    """The price table the ingress prices with (``ingress.app`` loads the same packaged
-    table), loaded on the first lost attempt: most processes never see one."""
-    return PriceTable.default()

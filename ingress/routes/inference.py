@@ -120,7 +120,7 @@ async def _start(
 
     def on_lost(silence: lost.Silence) -> bool:
         return lost.account(silence, connected=gateway.dispatcher.connected,
-                            prices=lost.price_table(), publish=gateway.usage.submit,
+                            prices=gatekeeper.prices, publish=gateway.usage.submit,
                             settle=gatekeeper.settle)
 
     return await execution.start(
