@@ -26,6 +26,7 @@ from ingress.dedup import InFlight
 from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import Dispatcher
 from ingress.gatekeeper import Gatekeeper
+from ingress.health_probe import HealthProbe
 from ingress.health_state import HealthBoard
 from ingress.keys import KeyStore
 from ingress.load import LoadTracker
@@ -163,6 +164,10 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
                 await reloader.start()
                 stack.push_async_callback(reloader.stop)
             app.state.config_reloader = reloader
+            # Always running: it reads the config each tick, so a reload can turn it on.
+            probe = HealthProbe(app.state.gateway)
+            probe.start()
+            stack.push_async_callback(probe.stop)
             yield
 
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None)

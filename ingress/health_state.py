@@ -9,6 +9,11 @@ burst of failures costs one write in flight per deployment, not one per failure.
 
 When NATS is unreachable the mirror keeps working for this replica alone: breakers still
 open and close locally, and the writes resume with the connection.
+
+The same bucket holds what the background health checks (:mod:`ingress.health_probe`)
+share: each deployment's last check (``c_<hash>``, last writer wins: one replica probes
+per interval) and the lease that says which replica probes (``probe_lease``,
+compare-and-set).
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ingress.bucket_watch import BucketWatch
 from ingress.cooldown import Availability, Breaker, availability
@@ -37,6 +43,42 @@ Transition = Callable[[HealthEntry | None, float], HealthEntry | None]
 
 _CAS_ATTEMPTS = 8
 _NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
+_BREAKER_PREFIX = "d_"
+_CHECK_PREFIX = "c_"
+LEASE_KEY = "probe_lease"
+
+
+class HealthCheck(BaseModel):
+    """A deployment's last background health check. ``at`` is Unix seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    deployment_id: str
+    at: float
+    ok: bool
+    latency_ms: float
+    error: str | None = None
+
+
+class ProbeLease(BaseModel):
+    """Which replica runs the background health checks, until when (Unix seconds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    holder: str
+    until: float
+
+
+def check_key(deployment_id: str) -> str:
+    return _CHECK_PREFIX + health_key(deployment_id).removeprefix(_BREAKER_PREFIX)
+
+
+def may_take(lease: ProbeLease | None, holder: str, now: float) -> bool:
+    """Whether ``holder`` may take the probe lease: nobody holds it, its holder's time is
+    up, or ``holder`` holds it already (it renews, so one replica keeps the job)."""
+    return lease is None or lease.holder == holder or lease.until <= now
 
 
 class HealthBoard:
@@ -56,6 +98,7 @@ class HealthBoard:
         self._kv: KeyValue | None = None
         # deployment id -> (KV revision, entry); revision 0 marks a local-only change.
         self._entries: dict[str, tuple[int, HealthEntry]] = {}
+        self._checks: dict[str, tuple[int, HealthCheck]] = {}
         self._pending: dict[str, list[Transition]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._watch: BucketWatch | None = None
@@ -74,7 +117,7 @@ class HealthBoard:
                 description="ai-gateway deployment health (circuit breakers)",
             )
         self._watch = BucketWatch(self._nc, self._kv, self._bucket,
-                                  lambda _, value, revision, op: self._apply(value, revision, op))
+                                  self._apply)
         await self._watch.start(timeout)
 
     async def stop(self) -> None:
@@ -84,9 +127,14 @@ class HealthBoard:
         if self._watch is not None:
             await self._watch.stop()
 
-    def _apply(self, value: bytes | None, revision: int, op: str | None) -> None:
+    def _apply(self, key: str, value: bytes | None, revision: int, op: str | None) -> None:
         if op in (KV_DEL, KV_PURGE) or not value:
             return  # entries are never deleted by us; a purge by hand changes nothing
+        if key.startswith(_CHECK_PREFIX):
+            self._apply_check(value, revision)
+            return
+        if not key.startswith(_BREAKER_PREFIX):
+            return  # the probe lease
         try:
             entry = HealthEntry.model_validate_json(value)
         except ValidationError:
@@ -180,9 +228,68 @@ class HealthBoard:
                 # Another replica wrote first: apply ours to its entry.
                 log.debug("health write for %s raced (%s); retrying", deployment_id, exc)
                 continue
-            self._apply(data, new_revision, None)
+            self._apply(key, data, new_revision, None)
             return
         log.warning("health of %s not written after %d races", deployment_id, _CAS_ATTEMPTS)
+
+    # ---- background health checks ------------------------------------------------------
+
+    def _apply_check(self, value: bytes, revision: int) -> None:
+        try:
+            check = HealthCheck.model_validate_json(value)
+        except ValidationError:
+            log.warning("unreadable health check at revision %d ignored", revision)
+            return
+        held = self._checks.get(check.deployment_id)
+        if held is not None and (0 < revision <= held[0] or held[1].at > check.at):
+            return
+        self._checks[check.deployment_id] = (revision, check)
+
+    def last_check(self, deployment_id: str) -> HealthCheck | None:
+        held = self._checks.get(deployment_id)
+        return held[1] if held is not None else None
+
+    async def record_check(self, check: HealthCheck) -> None:
+        """Keep ``check`` as its deployment's last, here at once and for every replica
+        through KV. A failed write is logged: the next round writes again."""
+        held = self._checks.get(check.deployment_id)
+        self._checks[check.deployment_id] = (held[0] if held else 0, check)
+        if self._kv is None:
+            return
+        data = check.model_dump_json().encode()
+        try:
+            await self._kv.put(check_key(check.deployment_id), data)
+        except _NATS_ERRORS as exc:
+            log.warning("health check of %s not shared (kept locally): %s",
+                        check.deployment_id, exc)
+
+    async def take_probe_lease(self, holder: str, seconds: float) -> bool:
+        """Whether ``holder`` runs this round of health checks: it takes (or renews) the
+        lease for ``seconds`` with compare-and-set, so of replicas that try at once one
+        wins. Without a bucket to share, this process is alone and always probes."""
+        if self._kv is None:
+            return self._nc is None
+        now = self._clock()
+        data = ProbeLease(holder=holder, until=now + seconds).model_dump_json().encode()
+        try:
+            try:
+                current = await self._kv.get(LEASE_KEY)
+            except nats.js.errors.KeyNotFoundError:
+                await self._kv.create(LEASE_KEY, data)
+                return True
+            try:
+                lease = ProbeLease.model_validate_json(current.value or b"")
+            except ValidationError:
+                lease = None  # unreadable: taken over
+            if not may_take(lease, holder, now):
+                return False
+            await self._kv.update(LEASE_KEY, data, last=current.revision)
+            return True
+        except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.APIError):
+            return False  # another replica took it first
+        except _NATS_ERRORS as exc:
+            log.warning("probe lease not taken: %s", exc)
+            return False
 
     # ---- reporting ---------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ _KNOWN_PARAMS = {"model", "api_key", "api_base", "base_url", "timeout", "rpm", "
 
 # Top-level and general_settings keys we act on. The rest are accepted and reported.
 _KNOWN_TOP = {"model_list", "general_settings", "litellm_settings", "router_settings"}
-_KNOWN_GENERAL = {"master_key"}
+_KNOWN_GENERAL = {"master_key", "background_health_checks", "health_check_interval"}
 
 # LiteLLM's routing strategy names; "usage-based-routing-v2" is the same strategy here.
 ROUTING_STRATEGIES = (
@@ -176,6 +176,17 @@ class CacheSettings(BaseModel):
         return self.ttl
 
 
+class HealthCheckSettings(BaseModel):
+    """``general_settings.background_health_checks`` and ``health_check_interval``: probe
+    every deployment once every ``interval`` seconds, in the background (LiteLLM's keys
+    and default)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    interval: float = Field(default=300.0, gt=0)
+
+
 class GatewayConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -183,6 +194,7 @@ class GatewayConfig(BaseModel):
     master_key: SecretStr | None = None
     router: RouterSettings = Field(default_factory=RouterSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    health_checks: HealthCheckSettings = Field(default_factory=HealthCheckSettings)
     ignored: tuple[str, ...] = ()
 
     @property
@@ -409,6 +421,21 @@ def parse_cache_settings(litellm: Mapping[str, Any]) -> tuple[CacheSettings, lis
     return CacheSettings(**values), ignored
 
 
+def parse_health_checks(general: Mapping[str, Any]) -> HealthCheckSettings:
+    enabled = general.get("background_health_checks")
+    if enabled is None:
+        enabled = False
+    if not isinstance(enabled, bool):
+        raise ConfigError("general_settings.background_health_checks: expected true or "
+                          f"false, got {enabled!r}")
+    interval = general.get("health_check_interval")
+    if interval is None:
+        return HealthCheckSettings(enabled=enabled)
+    return HealthCheckSettings(
+        enabled=enabled,
+        interval=_seconds(interval, "general_settings.health_check_interval"))
+
+
 def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     if raw is None:
         raw = {}
@@ -445,6 +472,7 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
         master_key=SecretStr(str(master)) if master else None,
         router=parse_router_settings(raw, {d.model_name for d in deployments}),
         cache=cache,
+        health_checks=parse_health_checks(general),
         ignored=tuple(ignored + cache_ignored),
     )
 

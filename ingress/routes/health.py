@@ -1,5 +1,6 @@
 """Liveness (the process answers), readiness (NATS is up and every provider has a worker),
-and ``GET /health``: every deployment's circuit breaker and load, as this replica sees it."""
+and ``GET /health``: every deployment's circuit breaker, load and last background health
+check, as this replica sees it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from ingress.cooldown import Availability
 from ingress.deps import AuthedGateway, GatewayDep
+from ingress.health_state import HealthCheck
 from schemas import subjects
 
 router = APIRouter()
@@ -59,6 +61,13 @@ def _iso(seconds: float | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
+def _check(check: HealthCheck | None) -> dict[str, Any] | None:
+    if check is None:
+        return None
+    return {"at": _iso(check.at), "ok": check.ok, "latency_ms": check.latency_ms,
+            "error": check.error}
+
+
 @router.get("/health")
 async def deployments(gateway: AuthedGateway) -> dict[str, Any]:
     """Read from memory: the KV mirror of the breakers and the shared load counters."""
@@ -79,6 +88,7 @@ async def deployments(gateway: AuthedGateway) -> dict[str, Any]:
                 Availability.PROBE_READY: "probe_ready",
                 Availability.PROBING: "probing",
             }[state],
+            "circuit": entry.state.value if entry else "closed",
             "cooldown_until": _iso(entry.until) if state is Availability.COOLING and entry
             else None,
             "recent_failures": len(entry.fails) if entry else 0,
@@ -88,10 +98,14 @@ async def deployments(gateway: AuthedGateway) -> dict[str, Any]:
             "ttft_ms": load.ttft_ms,
             "requests_this_minute": load.requests_this_minute,
             "tokens_this_minute": load.tokens_this_minute,
+            "last_check": _check(routing.health.last_check(d.id)),
         })
     healthy = sum(r["state"] in ("healthy", "probe_ready") for r in rows)
+    checks = gateway.config.health_checks
     return {
         "routing_strategy": routing.settings.routing_strategy,
+        "background_health_checks": checks.enabled,
+        "health_check_interval": checks.interval,
         "healthy_count": healthy,
         "unhealthy_count": len(rows) - healthy,
         "deployments": rows,

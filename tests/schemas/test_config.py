@@ -149,3 +149,34 @@ def test_config_text_parses_like_the_file_and_names_the_source() -> None:
     assert parse_config_text(text, {}, "kv").model_names == ["a"]
     with pytest.raises(ConfigError, match=r"^config kv is not valid YAML at line 3: "):
         parse_config_text("model_list:\n  - [unclosed\n", {}, "kv")
+
+
+def test_background_health_checks_are_off_by_default_every_300_s() -> None:
+    config = parse_config({"model_list": []}, {})
+    assert not config.health_checks.enabled
+    assert config.health_checks.interval == 300.0
+
+
+def test_background_health_checks_and_their_interval_are_read_not_ignored() -> None:
+    config = parse_config({"model_list": [], "general_settings": {
+        "background_health_checks": True, "health_check_interval": 15,
+        "health_check_details": False}}, {})
+    assert config.health_checks.enabled
+    assert config.health_checks.interval == 15.0
+    assert not [i for i in config.ignored if "background_health_checks" in i
+                or "health_check_interval" in i]
+    assert "general_settings.health_check_details" in config.ignored
+
+
+@pytest.mark.parametrize(("general", "message"), [
+    ({"background_health_checks": "yes"},
+     r"general_settings\.background_health_checks: expected true or false"),
+    ({"health_check_interval": 0},
+     r"general_settings\.health_check_interval: expected a number of seconds"),
+    ({"health_check_interval": "5m"}, r"general_settings\.health_check_interval"),
+])
+def test_malformed_health_check_settings_are_refused(
+    general: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"model_list": [], "general_settings": general}, {})
