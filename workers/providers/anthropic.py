@@ -33,7 +33,7 @@ from workers.providers.base import (
     status_for_kind,
     transport_error,
 )
-from workers.providers.sse import read_events
+from workers.providers.sse import drain, read_events
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -180,7 +180,8 @@ class AnthropicProvider:
                     error_from_anthropic(response.status_code, body, response.headers),
                     call.deployment,
                 )
-            async for event in read_events(response):
+            events = read_events(response)
+            async for event in events:
                 try:
                     data = json.loads(event.data)
                 except ValueError:
@@ -198,6 +199,7 @@ class AnthropicProvider:
                     # accounted with it.
                     yield translator.usage
                 if translator.done:
+                    await drain(events)
                     yield translator.usage
                     return
         except httpx.HTTPError as exc:

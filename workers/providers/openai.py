@@ -26,7 +26,7 @@ from workers.providers.base import (
     status_for_kind,
     transport_error,
 )
-from workers.providers.sse import read_events
+from workers.providers.sse import drain, read_events
 
 _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
 
@@ -162,7 +162,8 @@ class OpenAIProvider:
                 )
             usage: TokenUsage | None = None
             finished = False
-            async for event in read_events(response):
+            events = read_events(response)
+            async for event in events:
                 if event.data.startswith("[DONE]"):
                     finished = True
                     break
@@ -195,6 +196,7 @@ class OpenAIProvider:
                         ErrorKind.SERVER, f"{self._name} stream ended early", provider=self._name
                     )
                 )
+            await drain(events)
             yield usage or TokenUsage()
         except httpx.HTTPError as exc:
             raise transport_error(exc, self._name) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -35,3 +36,21 @@ async def read_events(response: httpx.Response) -> AsyncIterator[ServerEvent]:
             event = value
     if data:
         yield ServerEvent(event, "\n".join(data))
+
+
+# The end of a body follows its last event at once; an upstream that keeps the connection
+# busy past that is not worth waiting for (the connection is closed instead).
+DRAIN_SECONDS = 1.0
+
+
+async def drain(events: AsyncIterator[ServerEvent], within: float = DRAIN_SECONDS) -> None:
+    """Read what is left of a stream after its final event (as a rule only the chunked
+    body's terminator). httpcore hands a connection to the next call only once its
+    response was read to the end and closes it otherwise, which would cost every streamed
+    call a new TCP connection, and with a real provider a TLS handshake."""
+    try:
+        async with asyncio.timeout(within):
+            async for _ in events:
+                pass
+    except TimeoutError:
+        pass

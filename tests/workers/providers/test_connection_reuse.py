@@ -1,0 +1,71 @@
+"""Streamed calls leave their connection in the pool: the next call reuses it instead of
+opening a new one (for a real provider, a TCP and TLS handshake on every stream)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from schemas.config import Deployment
+from tests.fakes import anthropic_server, gemini_server, openai_server
+from tests.fakes.server import serve
+from workers.providers import create_provider
+from workers.providers.base import UpstreamCall
+
+Asgi = Callable[..., Any]
+
+
+class ClientPorts:
+    """ASGI middleware noting the client port of every HTTP request: one port per
+    connection the client opened."""
+
+    def __init__(self, app: Asgi) -> None:
+        self.app = app
+        self.ports: list[int] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Asgi, send: Asgi) -> None:
+        if scope["type"] == "http" and scope.get("client"):
+            self.ports.append(scope["client"][1])
+        await self.app(scope, receive, send)
+
+
+CASES = {
+    "openai": (lambda: openai_server.create_app(), "openai", "gpt-4o-mini", "sk-fake", "/v1"),
+    "anthropic": (lambda: anthropic_server.create_app(), "anthropic", "claude-test",
+                  anthropic_server.DEFAULT_KEY, ""),
+    "gemini": (lambda: gemini_server.create_app(), "gemini", "gemini-2.5-flash",
+               "test-gemini-key", ""),
+}
+
+
+@pytest.fixture(params=sorted(CASES))
+def upstream(request: pytest.FixtureRequest) -> Iterator[tuple[ClientPorts, Deployment]]:
+    make, provider, model, key, suffix = CASES[request.param]
+    app = ClientPorts(make())
+    with serve(app) as url:
+        yield app, Deployment(id=f"{provider}#1", model_name="m", provider=provider,
+                              upstream_model=model, api_key=SecretStr(key),
+                              api_base=url + suffix, timeout=10)
+
+
+async def test_finished_calls_hand_their_connection_to_the_next_call(
+    upstream: tuple[ClientPorts, Deployment],
+) -> None:
+    app, deployment = upstream
+    async with httpx.AsyncClient() as client:
+        provider = create_provider(deployment.provider, client)
+        for i in range(4):
+            call = UpstreamCall(deployment=deployment, request_id=f"r{i}", body={
+                "model": deployment.upstream_model,
+                "messages": [{"role": "user", "content": f"hello {i}"}]})
+            if i % 2:
+                items = [item async for item in provider.stream(call)]
+                assert items, "the stream answered"
+            else:
+                assert (await provider.complete(call)).response["choices"]
+    assert len(app.ports) == 4
+    assert len(set(app.ports)) == 1, f"a new connection per call: ports {app.ports}"
