@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ from ingress.nats_server import NatsServer
 from tests.e2e.conftest import MASTER_KEY
 from tests.fakes import openai_server
 from tests.fakes.server import free_port, serve
-from tests.harness import Gateway, write_config
+from tests.harness import Gateway, socket_owner, write_config
 from tests.redis_server import RedisServer
 
 PROVIDER = "hosted_vllm"
@@ -227,25 +226,6 @@ def _ready(base_url: str) -> bool:
         return False
 
 
-def _socket_owner(port: int, pids: list[int]) -> int | None:
-    """The process holding the local TCP port ``port`` (Linux /proc)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                link = fd.readlink().as_posix()
-            except OSError:
-                continue
-            if link.startswith("socket:[") and link[8:-1] in inodes:
-                return pid
-    return None
-
-
 def test_a_worker_killed_before_the_first_chunk_is_retried_on_another_worker(
     gw: Gateway, fake: tuple[str, openai_server.FakeOpenAIState]
 ) -> None:
@@ -267,7 +247,7 @@ def test_a_worker_killed_before_the_first_chunk_is_retried_on_another_worker(
     try:
         _eventually(lambda: key in state.client_ports)
         workers = [p for _, p in gw.workers if p.poll() is None]
-        owner = _socket_owner(state.client_ports[key], [p.pid for p in workers])
+        owner = socket_owner(state.client_ports[key], [p.pid for p in workers])
         assert owner is not None, "no worker holds the upstream connection"
         victim = next(p for p in workers if p.pid == owner)
         victim.send_signal(signal.SIGKILL)
