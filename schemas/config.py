@@ -9,12 +9,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from schemas.errors import ErrorKind
-from schemas.infer import Endpoint
+from schemas.cache_config import CACHE_KEYS, CacheSettings, parse_cache_settings
+from schemas.config_values import ConfigError, seconds
+from schemas.router_config import ROUTER_KEYS, RouterSettings, parse_router_settings
+
+__all__ = [
+    "CacheSettings", "ConfigError", "Deployment", "GatewayConfig", "HealthCheckSettings",
+    "RouterSettings", "load_config", "parse_config", "parse_config_text", "read_config_text",
+]
 
 ENV_PREFIX = "os.environ/"
 
@@ -48,51 +54,6 @@ _KNOWN_PARAMS = {"model", "api_key", "api_base", "base_url", "timeout", "rpm", "
 _KNOWN_TOP = {"model_list", "general_settings", "litellm_settings", "router_settings"}
 _KNOWN_GENERAL = {"master_key", "background_health_checks", "health_check_interval"}
 
-# LiteLLM's routing strategy names; "usage-based-routing-v2" is the same strategy here.
-ROUTING_STRATEGIES = (
-    "simple-shuffle",
-    "least-busy",
-    "latency-based-routing",
-    "cost-based-routing",
-    "usage-based-routing",
-    "usage-based-routing-v2",
-)
-
-# LiteLLM's ``retry_policy`` names and the error kinds each covers. Our own kind names
-# ("rate_limit", "server", ...) are accepted too.
-RETRY_POLICY_NAMES: dict[str, tuple[ErrorKind, ...]] = {
-    "BadRequestErrorRetries": (ErrorKind.INVALID_REQUEST,),
-    "AuthenticationErrorRetries": (ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION),
-    "TimeoutErrorRetries": (ErrorKind.TIMEOUT,),
-    "RateLimitErrorRetries": (ErrorKind.RATE_LIMIT,),
-    "ContentPolicyViolationErrorRetries": (ErrorKind.CONTENT_POLICY,),
-    "InternalServerErrorRetries": (ErrorKind.SERVER, ErrorKind.OVERLOADED, ErrorKind.CONNECTION),
-}
-
-# Routing keys we act on, in ``router_settings`` or ``litellm_settings`` (LiteLLM accepts
-# most of them in both places; ``router_settings`` wins when both say).
-_ROUTER_KEYS = {
-    "routing_strategy", "num_retries", "retry_after", "timeout", "request_timeout",
-    "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "allowed_fails",
-    "cooldown_time", "disable_cooldowns", "retry_policy",
-}
-
-# ``litellm_settings`` keys of the response cache, and LiteLLM's call type names for the
-# endpoints we cache (the others, such as ``atranscription``, are reported as ignored).
-_CACHE_KEYS = {"cache", "cache_params"}
-_KNOWN_CACHE_PARAMS = {"type", "ttl", "namespace", "supported_call_types", "mode"}
-CACHE_CALL_TYPES: dict[str, Endpoint] = {
-    "completion": Endpoint.CHAT,
-    "acompletion": Endpoint.CHAT,
-    "embedding": Endpoint.EMBEDDINGS,
-    "aembedding": Endpoint.EMBEDDINGS,
-}
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be served. The message names the offending entry."""
-
-
 class Deployment(BaseModel):
     """One ``model_list`` entry: an alias served by one upstream model at one provider."""
 
@@ -118,62 +79,6 @@ class Deployment(BaseModel):
         if base is None:
             raise ConfigError(f"deployment {self.model_name!r} needs api_base")
         return base.rstrip("/")
-
-
-class RouterSettings(BaseModel):
-    """How the ingress picks deployments, retries, falls back and cools deployments down.
-
-    Defaults follow LiteLLM where it has one (``allowed_fails`` 3 per minute, a 5 s
-    cooldown), except ``num_retries``: 0, so an error reaches the client at once unless
-    the config asks for retries (failing over inside a group needs no retries).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    routing_strategy: str = "simple-shuffle"
-    num_retries: int = Field(default=0, ge=0)
-    # The least wait before a retry round, in seconds (LiteLLM's ``retry_after``).
-    retry_after: float = Field(default=0.0, ge=0)
-    # The whole request's deadline in seconds, across attempts, backoffs and fallbacks.
-    timeout: float | None = Field(default=None, gt=0)
-    fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    context_window_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    content_policy_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    allowed_fails: int = Field(default=3, ge=0)
-    cooldown_time: float = Field(default=5.0, ge=0)
-    # Failures older than this no longer count toward ``allowed_fails``.
-    fail_window: float = Field(default=60.0, gt=0)
-    disable_cooldowns: bool = False
-    retry_policy: dict[ErrorKind, int] = Field(default_factory=dict)
-
-
-class CacheSettings(BaseModel):
-    """``litellm_settings.cache`` and ``cache_params``: the response cache's defaults.
-
-    ``enabled`` (``cache: true``) in mode "default_on" caches every request to one of
-    ``endpoints`` for ``ttl`` seconds unless the request says otherwise; in "default_off"
-    only requests that ask are cached. ``store`` "local" keeps entries in the process even
-    when Redis is configured; None means Redis when ``REDIS_URL`` is set. ``namespace``
-    prefixes every key. The store and the namespace apply with or without ``enabled``.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    enabled: bool = False
-    mode: Literal["default_on", "default_off"] = "default_on"
-    store: Literal["local", "redis"] | None = None
-    ttl: float = Field(default=600.0, gt=0)
-    namespace: str | None = None
-    endpoints: tuple[Endpoint, ...] = (Endpoint.CHAT, Endpoint.EMBEDDINGS)
-
-    def default_ttl(self, endpoint: Endpoint) -> float | None:
-        """How long a request to ``endpoint`` that says nothing is cached (0: not at all);
-        None when the config leaves that to the process settings (``AIGW_CACHE_TTL``)."""
-        if not self.enabled:
-            return None
-        if self.mode == "default_off" or endpoint not in self.endpoints:
-            return 0.0
-        return self.ttl
 
 
 class HealthCheckSettings(BaseModel):
@@ -299,128 +204,6 @@ def parse_deployment(
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def _fallbacks(value: Any, where: str, models: set[str]) -> dict[str, tuple[str, ...]]:
-    """LiteLLM's ``[{"gpt-4o": ["claude", "gemini"]}, ...]``, or one mapping."""
-    if value is None:
-        return {}
-    items: list[Any] = value if isinstance(value, list) else [value]
-    found: dict[str, tuple[str, ...]] = {}
-    for item in items:
-        if not isinstance(item, Mapping):
-            raise ConfigError(f"{where}: expected {{model: [fallback models]}}, got {item!r}")
-        for model, targets in item.items():
-            chain = [targets] if isinstance(targets, str) else targets
-            if not isinstance(chain, list) or not all(isinstance(t, str) for t in chain):
-                raise ConfigError(f"{where}.{model}: expected a list of model names")
-            # A fallback to an alias nobody serves would only surface at the worst time.
-            for name in (model, *chain):
-                if name not in models:
-                    raise ConfigError(f"{where}: {name!r} is not a model_name in model_list")
-            found[str(model)] = tuple(chain)
-    return found
-
-
-def _retry_policy(value: Any, where: str) -> dict[ErrorKind, int]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a mapping of error class to retries")
-    policy: dict[ErrorKind, int] = {}
-    for name, count in value.items():
-        if name in RETRY_POLICY_NAMES:
-            kinds = RETRY_POLICY_NAMES[name]
-        elif name in ErrorKind.__members__.values():
-            kinds = (ErrorKind(name),)
-        else:
-            known = ", ".join([*RETRY_POLICY_NAMES, *(k.value for k in ErrorKind)])
-            raise ConfigError(f"{where}: unknown error class {name!r} (known: {known})")
-        if not isinstance(count, int) or count < 0:
-            raise ConfigError(f"{where}.{name}: expected a count of retries, got {count!r}")
-        for kind in kinds:
-            policy[kind] = count
-    return policy
-
-
-def parse_router_settings(raw: Mapping[str, Any], models: set[str]) -> RouterSettings:
-    """Routing keys from ``litellm_settings`` then ``router_settings`` (which wins)."""
-    merged: dict[str, Any] = {}
-    for section in ("litellm_settings", "router_settings"):
-        body = raw.get(section) or {}
-        if isinstance(body, Mapping):
-            merged.update({k: (section, v) for k, v in body.items() if k in _ROUTER_KEYS})
-    if "request_timeout" in merged and "timeout" not in merged:
-        merged["timeout"] = merged["request_timeout"]
-    merged.pop("request_timeout", None)
-    values: dict[str, Any] = {}
-    for key, (section, value) in merged.items():
-        where = f"{section}.{key}"
-        if key in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
-            values[key] = _fallbacks(value, where, models)
-        elif key == "retry_policy":
-            values[key] = _retry_policy(value, where)
-        elif key == "routing_strategy":
-            if value not in ROUTING_STRATEGIES:
-                raise ConfigError(f"{where}: unknown strategy {value!r} "
-                                  f"(known: {', '.join(ROUTING_STRATEGIES)})")
-            values[key] = value
-        elif value is not None:
-            values[key] = value
-    try:
-        return RouterSettings(**values)
-    except ValueError as exc:
-        raise ConfigError(f"router_settings: {exc}") from exc
-
-
-def _seconds(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 or (
-            value == float("inf")):
-        raise ConfigError(f"{where}: expected a number of seconds above 0, got {value!r}")
-    return float(value)
-
-
-def parse_cache_settings(litellm: Mapping[str, Any]) -> tuple[CacheSettings, list[str]]:
-    """``litellm_settings.cache`` and ``cache_params``, and what of them is not acted on."""
-    where = "litellm_settings.cache_params"
-    enabled = litellm.get("cache", False)
-    if enabled is None:
-        enabled = False
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"litellm_settings.cache: expected true or false, got {enabled!r}")
-    params = litellm.get("cache_params") or {}
-    if not isinstance(params, Mapping):
-        raise ConfigError(f"{where}: expected a mapping")
-    ignored = [f"{where}.{k}" for k in params if k not in _KNOWN_CACHE_PARAMS]
-    values: dict[str, Any] = {"enabled": enabled}
-    kind = params.get("type")
-    if kind in ("local", "redis"):
-        values["store"] = kind
-    elif kind is not None:
-        # s3, disk, the semantic caches: the exact-match cache in Redis or memory serves.
-        ignored.append(f"{where}.type={kind}")
-    if params.get("ttl") is not None:
-        values["ttl"] = _seconds(params["ttl"], f"{where}.ttl")
-    mode = params.get("mode")
-    if mode is not None:
-        if mode not in ("default_on", "default_off"):
-            raise ConfigError(f"{where}.mode: expected default_on or default_off, got {mode!r}")
-        values["mode"] = mode
-    namespace = params.get("namespace")
-    if namespace is not None:
-        if not isinstance(namespace, str) or not namespace:
-            raise ConfigError(f"{where}.namespace: expected a non-empty string")
-        values["namespace"] = namespace
-    call_types = params.get("supported_call_types")
-    if call_types is not None:
-        if not isinstance(call_types, list) or not all(isinstance(c, str) for c in call_types):
-            raise ConfigError(f"{where}.supported_call_types: expected a list of call types")
-        endpoints = dict.fromkeys(CACHE_CALL_TYPES[c] for c in call_types
-                                  if c in CACHE_CALL_TYPES)
-        values["endpoints"] = tuple(endpoints)
-        ignored += [f"{where}.supported_call_types.{c}" for c in call_types
-                    if c not in CACHE_CALL_TYPES]
-    return CacheSettings(**values), ignored
-
-
 def parse_health_checks(general: Mapping[str, Any]) -> HealthCheckSettings:
     enabled = general.get("background_health_checks")
     if enabled is None:
@@ -433,7 +216,7 @@ def parse_health_checks(general: Mapping[str, Any]) -> HealthCheckSettings:
         return HealthCheckSettings(enabled=enabled)
     return HealthCheckSettings(
         enabled=enabled,
-        interval=_seconds(interval, "general_settings.health_check_interval"))
+        interval=seconds(interval, "general_settings.health_check_interval"))
 
 
 def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
@@ -463,8 +246,8 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
         body = raw.get(section) or {}
         if isinstance(body, Mapping):
             ignored += [f"{section}.{k}" for k in body
-                        if k not in _ROUTER_KEYS and not (
-                            section == "litellm_settings" and k in _CACHE_KEYS)]
+                        if k not in ROUTER_KEYS and not (
+                            section == "litellm_settings" and k in CACHE_KEYS)]
     litellm = raw.get("litellm_settings") or {}
     cache, cache_ignored = parse_cache_settings(litellm if isinstance(litellm, Mapping) else {})
     return GatewayConfig(
