@@ -102,6 +102,17 @@ class Reply:
                 if not self._dispatcher.connected:
                     raise WorkerSilent("the gateway lost its connection to NATS") from None
                 raise WorkerSilent() from None
+        return self._frame(msg)
+
+    def ready(self) -> Frame | None:
+        """The next frame if it has already arrived, else None (never waits)."""
+        try:
+            msg = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        return self._frame(msg)
+
+    def _frame(self, msg: nats.aio.msg.Msg) -> Frame:
         headers = msg.headers or {}
         kind = headers.get(KIND_HEADER)
         if kind is None:

@@ -69,6 +69,12 @@ class ObservedReply:
             self._observe(frame)
         return frame
 
+    def ready(self) -> Frame | None:
+        frame = self._reply.ready()
+        if frame is not None and frame.kind in (FrameKind.DONE, FrameKind.ERROR):
+            self._observe(frame)
+        return frame
+
     async def next_content(self, timeout: float) -> Frame:
         while True:
             frame = await self.next(timeout)

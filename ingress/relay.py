@@ -148,23 +148,39 @@ async def _events(
     # Counted only to account the answer if the worker is lost (an estimate of its tokens).
     output = Output() if started.lost is not None else None
     finished = False
+    broken: WorkerSilent | None = None
     try:
         while True:
             if frame.kind is FrameKind.CHUNK:
                 if first_chunk is None:
                     first_chunk = frame.body
+                # Chunks that have already arrived go out in one write: under load a
+                # stream's frames queue up, and each write is a system call.
+                bodies = [frame.body]
+                try:
+                    while (ready := reply.ready()) is not None and (
+                            ready.kind is FrameKind.CHUNK):
+                        bodies.append(ready.body)
+                except WorkerSilent as exc:  # raised again below, after what arrived
+                    ready, broken = None, exc
                 if capture is not None:
-                    capture.chunk(frame.body)
-                yield b"data: " + frame.body + b"\n\n"
+                    for body in bodies:
+                        capture.chunk(body)
+                yield b"".join([b"data: " + body + b"\n\n" for body in bodies])
                 if output is not None:  # once sent: the count stays off the chunk's way
-                    output.add(frame.body)
+                    for body in bodies:
+                        output.add(body)
+                if ready is not None:  # the frame after the run, already here
+                    frame = ready
+                    continue
             elif frame.kind is FrameKind.DONE:
                 finished = True
                 _settle_frame(started, settle, frame.kind, frame.body)
                 done = DoneFrame.model_validate_json(frame.body)
                 if include_usage:
-                    yield usage_chunk(first_chunk, done.usage, done.cost)
-                yield DONE
+                    yield usage_chunk(first_chunk, done.usage, done.cost) + DONE
+                else:
+                    yield DONE
                 # Only once the client has had it all: a stream it left is not an answer.
                 if capture is not None:
                     capture.done(done, started.deployment, streamed=True)
@@ -177,6 +193,8 @@ async def _events(
                 yield DONE
                 return
             try:
+                if broken is not None:
+                    raise broken
                 frame = await reply.next(heartbeat_timeout)
             except WorkerSilent as exc:
                 log.warning("stream of %s broken off: %s", reply.request.request_id, exc)
