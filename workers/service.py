@@ -121,9 +121,15 @@ class WorkerService:
         return found
 
     async def _send(self, attempt: Attempt, kind: FrameKind, body: bytes) -> None:
+        # Numbered before the publish, which may yield to the heartbeat loop: two frames
+        # must never share a number. The ingress reads a gap as frames lost in transit.
         attempt.seq += 1
         attempt.last_sent = time.monotonic()
-        await self._publish(attempt.reply, body, headers(kind, attempt.seq))
+        try:
+            await self._publish(attempt.reply, body, headers(kind, attempt.seq))
+        except FrameTooLarge:
+            attempt.seq -= 1  # refused before anything was sent (or could interleave)
+            raise
 
     async def handle(self, data: bytes, reply: str) -> None:
         """Run one attempt published by an ingress. Never raises for the caller."""
@@ -211,6 +217,7 @@ class WorkerService:
                 "for less at a time (fewer inputs, fewer choices).",
                 code="response_too_large", status=400,
             )
+            self._estimate_cut_stream(attempt)  # a chunk too large ends a paid stream
             await self._fail(attempt, error)
         except asyncio.CancelledError:
             cancelled = True

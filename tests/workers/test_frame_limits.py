@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from schemas.config import parse_config
-from schemas.frames import KIND_HEADER, ErrorFrame, FrameKind
+from schemas.frames import KIND_HEADER, SEQ_HEADER, ErrorFrame, FrameKind
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
 from workers.providers.base import Completion, StreamItem, UpstreamCall
@@ -46,6 +46,7 @@ async def test_a_done_frame_over_the_limit_becomes_a_response_too_large_error() 
     await service.handle(request.model_dump_json().encode(), "reply")
     [(headers, body)] = sent
     assert headers[KIND_HEADER] == FrameKind.ERROR.value
+    assert headers[SEQ_HEADER] == "1"  # the refused frame used no number: no gap
     frame = ErrorFrame.model_validate_json(body)
     assert frame.error.code == "response_too_large"
     assert frame.error.status == 400
