@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -48,6 +49,9 @@ _BLANK_IF_NONE = frozenset({
     "key_id", "team_id", "end_user", "deployment_id", "upstream_model", "error_type",
     "price_version", "batch_id",
 })
+
+# How far apart two events with one id may be stamped and still be found as one.
+SAME_ID_MARGIN = timedelta(days=1)
 
 INSERT_SETTINGS: dict[str, Any] = {
     # Synchronous: the consumer acks JetStream only once the rows are really stored.
@@ -121,7 +125,9 @@ class UsageStore:
 
     def existing_ids(self, events: Sequence[UsageEvent | EventKey]) -> set[str]:
         """Which of these events are already stored. The ts range prunes partitions and
-        granules; a re-delivered event carries the same ts as the first delivery."""
+        granules. A re-delivered event carries the same ts as the first delivery, but one
+        id can also come from two sources with their own clocks (the ingress accounting a
+        lost attempt, then its worker reporting late), hence the margin around it."""
         if not events:
             return set()
         result = self.client.query(
@@ -129,8 +135,8 @@ class UsageStore:
             "WHERE ts BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
             "AND event_id IN {ids:Array(String)}",
             parameters={
-                "lo": min(e.ts for e in events),
-                "hi": max(e.ts for e in events),
+                "lo": min(e.ts for e in events) - SAME_ID_MARGIN,
+                "hi": max(e.ts for e in events) + SAME_ID_MARGIN,
                 "ids": [e.event_id for e in events],
             },
         )

@@ -139,3 +139,16 @@ def test_rollup_totals_equal_raw_totals(
     ).result_rows == clickhouse.query(
         per_key.format(agg="sum(cost), uniqExactMerge(requests)", table="usage_daily")
     ).result_rows
+
+
+def test_one_id_stamped_hours_apart_by_two_sources_is_stored_once(
+    store: UsageStore, clickhouse: Any, event_factory: Callable[..., UsageEvent]
+) -> None:
+    """The ingress accounts a lost attempt; its worker, cut off from NATS, reports the same
+    attempt much later with its own clock: the first one stands."""
+    estimate = event_factory(1, ts=datetime.now(UTC) - timedelta(hours=3))
+    late = event_factory(1)
+    assert estimate.event_id == late.event_id
+    assert store.insert([estimate], "ingress") == 1
+    assert store.insert([late, event_factory(2)], "worker") == 1
+    assert totals(clickhouse)[0] == 2
