@@ -18,7 +18,15 @@ Who publishes, and when: only an ingress started with a config file, and only a 
 
 Writes are compare-and-set: when two replicas write at once, one wins and the other
 follows it. An invalid file is refused with one log line (``config reload refused: <path>:
-<error>; keeping the current config``) and changes nothing, anywhere.
+<error>; keeping the current config``) and changes nothing, anywhere. A file whose
+``api_key`` or ``master_key`` is written literally is published all the same, with one
+warning naming those entries: the document carries them in clear to every NATS client.
+
+NATS unreachable: an edit is applied here at once and shared when NATS is back. The watch,
+started again after the reconnect, first delivers the revision that edit replaced; it is
+not applied, and the file is published instead, whatever ``AIGW_CONFIG_WATCH_INTERVAL``
+says. The one exception follows the start-up rule: when the KV meanwhile holds a config from
+a newer file (by mtime), that config wins here too and this file is not published.
 
 What cannot change live: a reload that removes ``general_settings.master_key`` is refused
 (it would open the gateway to every caller; restart to run without one). A new provider
@@ -126,8 +134,9 @@ class ConfigReloader:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._sighup = False
-        self._unshared = False  # the last publish failed for want of NATS
+        self._unshared: ConfigFile | None = None  # applied here, not yet in the KV
         self._watched = 0  # the latest revision the watch delivered
+        self._revision = 0  # the newest revision whose config this ingress serves
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -156,19 +165,32 @@ class ConfigReloader:
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("config task %s failed", task.get_coro(), exc_info=exc)
 
     def _on_sighup(self) -> None:
         log.info("SIGHUP: re-reading %s", self.path)
         self._spawn(self.reload())
 
     async def _poll(self) -> None:
+        failed: str | None = None  # the last failure logged, to log a repeated one once
         while True:
             await asyncio.sleep(self._interval)
-            if await asyncio.to_thread(_stat, self.path) == self._seen:
-                continue
-            async with self._lock:
-                await self._check()
+            try:
+                if await asyncio.to_thread(_stat, self.path) == self._seen:
+                    continue
+                async with self._lock:
+                    await self._check()
+                failed = None
+            except Exception as exc:  # the poller must outlive anything one look raises
+                if repr(exc) != failed:
+                    log.exception("looking at config %s failed; looking again in %g s",
+                                  self.path, self._interval)
+                failed = repr(exc)
 
     async def reload(self) -> ReloadResult:
         """Re-read the file now (SIGHUP, the admin API), even if it looks unchanged."""
@@ -190,6 +212,8 @@ class ConfigReloader:
             config = parse_config_text(file.text, self._env, str(self.path))
         except ConfigError as exc:
             return self._refuse(str(exc), file.hash)
+        except Exception as exc:  # a shape the parser missed: refused all the same
+            return self._refuse(f"cannot be parsed ({type(exc).__name__}: {exc})", file.hash)
         problem = refusal(self.gateway.config, config)
         if problem is not None:
             return self._refuse(problem, file.hash)
@@ -197,14 +221,16 @@ class ConfigReloader:
             # The file was parsed by the CLI a moment ago: serve what it holds now.
             self._apply(file.hash, config, f"from {self.path}", quiet=True)
         changed = file.hash != self.applied_hash
+        # An edit applied during an outage yields to a newer file's config, as at start-up.
+        retry = self._unshared is not None and self._unshared.hash == file.hash
         try:
-            revision = await self._publish(file, at_start=at_start)
-            self._unshared = False
+            revision = await self._publish(file, newest_wins=at_start or retry)
+            self._unshared = None
         except NATS_ERRORS as exc:
-            if not self._unshared:  # once per outage, not once per look
+            if self._unshared is None:  # once per outage, not once per look
                 log.warning("config from %s not shared through NATS (%s); serving it here "
                             "and retrying", self.path, exc or type(exc).__name__)
-            self._unshared = True
+            self._unshared = file
             self._seen = self._file_hash = None  # the next look retries
             if not at_start:
                 self._apply(file.hash, config, f"{self.path}, not shared yet")
@@ -214,6 +240,7 @@ class ConfigReloader:
         # only when the watch lags behind.
         if revision is not None and not at_start and not await self._caught_up(revision):
             self._apply(file.hash, config, f"{self.path}, revision {revision}")
+            self._revision = max(self._revision, revision)
         return ReloadResult(applied=file.hash == self.applied_hash, hash=file.hash,
                             changed=changed and file.hash == self.applied_hash)
 
@@ -229,15 +256,16 @@ class ConfigReloader:
         log.error("config reload refused: %s: %s; keeping the current config", self.path, error)
         return ReloadResult(applied=False, hash=file_hash, error=error)
 
-    async def _publish(self, file: ConfigFile, *, at_start: bool) -> int | None:
-        """Put the file's document into KV when the rule says so; the revision that holds
-        it afterwards, or None."""
+    async def _publish(self, file: ConfigFile, *, newest_wins: bool) -> int | None:
+        """Put the file's document into KV when the rule says so (``newest_wins``: the
+        start-up rule, else whenever it differs); the revision that holds it afterwards,
+        or None."""
         doc = ConfigDocument.of(file.text, self._source, file.mtime)
         for _ in range(3):
             last, current = await self.feed.latest()
             if current is not None and current.hash == doc.hash:
                 return last
-            if at_start and current is not None and not publish_at_start(file, current):
+            if newest_wins and current is not None and not publish_at_start(file, current):
                 log.info("serving the config in NATS KV (hash %s, from %s): it comes from a "
                          "newer file than %s", current.short_hash, current.source, self.path)
                 return None
@@ -245,6 +273,11 @@ class ConfigReloader:
             if revision is not None:
                 log.info("config from %s published to NATS KV (revision %d, hash %s)",
                          self.path, revision, doc.short_hash)
+                if secrets := doc.literal_secrets():
+                    log.warning("config from %s holds secrets written literally (%s): NATS KV "
+                                "carries them in clear to every client of the bus; write "
+                                "os.environ/NAME instead to keep them off it",
+                                self.path, ", ".join(secrets))
                 return revision
         log.warning("config from %s not published: the KV entry kept changing", self.path)
         return None
@@ -252,9 +285,32 @@ class ConfigReloader:
     # ---- applying ----------------------------------------------------------------------
 
     def _on_revision(self, revision: Revision) -> None:
-        self._watched = max(self._watched, revision.number)
+        if revision.number < self._watched:  # the watch itself went back: a new KV
+            log.warning("config revisions start again at %d (the NATS KV was made anew); "
+                        "following them", revision.number)
+            self._revision = 0
+        self._watched = revision.number
         doc = revision.doc
+        if revision.number < self._revision:
+            return  # older than what this ingress serves (applied before the watch had it)
+        unshared = self._unshared
+        if unshared is not None and unshared.hash != doc.hash:
+            if unshared.mtime > doc.mtime:
+                # NATS is back and the watch starts again at the revision this ingress's
+                # unshared edit replaced: share the edit rather than roll it back.
+                log.info("config revision %d (hash %s) not applied: %s, applied here while "
+                         "NATS was unreachable, is newer; publishing it", revision.number,
+                         doc.short_hash, self.path)
+                self._spawn(self._share())
+                return
+            # A newer file's config reached the KV meanwhile: it wins, and the poll must not
+            # publish the older file over it.
+            self._unshared = None
+            self._file_hash = unshared.hash
+        elif unshared is not None:
+            self._unshared = None  # the KV holds this file already
         if doc.hash == self.applied_hash:
+            self._revision = revision.number
             return
         origin = f"revision {revision.number} from {doc.source}"
         try:
@@ -269,6 +325,18 @@ class ConfigReloader:
                       origin, doc.short_hash, problem)
             return
         self._apply(doc.hash, config, origin)
+        self._revision = revision.number
+
+    async def _share(self) -> None:
+        """Publish the file applied here while NATS was unreachable (or its latest edit),
+        trying again for a few seconds while JetStream recovers."""
+        for delay in (0.0, 0.5, 1.0, 2.0, 4.0):
+            await asyncio.sleep(delay)
+            async with self._lock:
+                if self._unshared is None:
+                    return
+                if (await self._check(forced=True)).error is not None:
+                    return  # the file is invalid now: refused, and this config stays
 
     def _apply(self, hash: str, config: GatewayConfig, origin: str, quiet: bool = False) -> None:
         old = self.gateway.config

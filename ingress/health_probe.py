@@ -6,11 +6,17 @@ deployment gets a one-token ``ping``, an embedding deployment embeds ``ping``. A
 is an ordinary upstream call, so its worker publishes a usage event; the event carries no
 key or team (nobody is charged) and the metadata ``aigw_probe: 1``.
 
+Which probe a deployment gets: the config's ``model_info.mode`` decides, as in LiteLLM,
+and without one the model's name (:func:`is_embedding`).
+
 A probe tells the deployment's circuit breaker what a request would: an error frame is
 reported as a failed request reports it, and an answer closes an open breaker, which is
-how a breaker recovers without any client request. A deployment that is cooling down,
-or whose probe another request holds, is left alone until its cooldown is over; then
-the check takes the probe the way a request would. Unlike a request, a check that the
+how a breaker recovers without any client request. An upstream that refuses the probe
+itself (not found, invalid request: an embedding model sent a chat ping, say) says the
+probe had the wrong shape, not that the deployment is unwell: the check records the
+failure, the breaker is not told. A deployment that is cooling down, or whose probe
+another request holds, is left alone until its cooldown is over; then the check takes
+the probe the way a request would. Unlike a request, a check that the
 upstream keeps busy past :data:`PROBE_TIMEOUT` counts as a timeout: a health check is
 there to notice exactly that.
 
@@ -57,11 +63,19 @@ PROBE_TIMEOUT = 30.0
 IDLE_TICK = 5.0
 
 
+# Errors that say the upstream did not take the probe's shape (a chat ping sent to a model
+# that only embeds, say), not that the deployment is unwell: the breaker is not told.
+PROBE_REFUSED = frozenset({ErrorKind.NOT_FOUND, ErrorKind.INVALID_REQUEST})
+
+
 def is_embedding(deployment: Deployment) -> bool:
-    """Whether the deployment only embeds. LiteLLM asks ``model_info.mode``, which our
-    config does not keep; every embedding model we know says so in its name
-    (``text-embedding-3-small``, ``nomic-embed-text``, ``embed-english-v3.0``,
-    ``gemini-embedding-001``), so the upstream model name or the alias decides."""
+    """Whether the deployment only embeds. The config's ``model_info.mode`` says so, as
+    LiteLLM asks it; without one, the upstream model name or the alias does, as most
+    embedding models' names do (``text-embedding-3-small``, ``nomic-embed-text``,
+    ``embed-english-v3.0``, ``gemini-embedding-001``). One that does not (``voyage-3``,
+    ``bge-m3``) gets a chat ping, which its upstream refuses (:data:`PROBE_REFUSED`)."""
+    if deployment.mode is not None:
+        return deployment.mode == "embedding"
     return any("embed" in name.lower()
                for name in (deployment.upstream_model, deployment.model_name))
 
@@ -104,7 +118,7 @@ class Probed(Protocol):
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one probe ended. ``fault`` is what the breaker is told; None when the probe
-    says nothing about the deployment (no worker, NATS away)."""
+    says nothing about the deployment (no worker, NATS away, the probe refused)."""
 
     ok: bool
     error: str | None = None
@@ -118,8 +132,11 @@ async def _last_frame(reply: Reply, heartbeat_timeout: float) -> Outcome:
             return Outcome(ok=True)
         if frame.kind is FrameKind.ERROR:
             failure = ErrorFrame.model_validate_json(frame.body).error
-            return Outcome(ok=False, error=f"{failure.kind.value}: {failure.message}",
-                           fault=failure)
+            error = f"{failure.kind.value}: {failure.message}"
+            if failure.kind in PROBE_REFUSED:
+                return Outcome(ok=False, error=f"{error} (the probe was refused; not "
+                                               "counted against the deployment)")
+            return Outcome(ok=False, error=error, fault=failure)
 
 
 class HealthProbe:

@@ -6,8 +6,9 @@ upstream may well have been called and billed. So when the ingress gives up on a
 for that reason (before its first frame or in the middle of its answer), it publishes the
 event itself: status ``error``, error type ``timeout``, HTTP 504, who and what from the
 request and the deployment, and tokens estimated as a worker estimates a stream cut short
-(:mod:`schemas.estimate`): the prompt, plus the output the client was sent, if any;
-``usage_estimated`` says so. The estimate is priced with the price table like a worker's.
+(:mod:`schemas.estimate`): the prompt (an embedding's input), plus the output the client
+was sent, if any; ``usage_estimated`` says so. The estimate is priced with the price
+table like a worker's.
 
 **First event wins.** The event carries the id the worker would have given it
 (``event_id(request_id, attempt)``). If the worker was only slow (a blocked event loop, a
@@ -37,7 +38,6 @@ disagree with it, counting spend that no record shows, until the next rebuild.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -50,8 +50,8 @@ from ingress.gatekeeper import Ticket
 from schemas import estimate
 from schemas.config import Deployment
 from schemas.errors import ErrorKind
-from schemas.infer import InferRequest
-from schemas.usage import UsageEvent, UsageStatus, event_id
+from schemas.infer import Endpoint, InferRequest
+from schemas.usage import TokenUsage, UsageEvent, UsageStatus, event_id
 
 log = logging.getLogger("aigw.ingress")
 
@@ -69,12 +69,10 @@ class Output:
         self.text_chunks = 0
 
     def add(self, chunk: bytes) -> None:
-        """Count one ``chat.completion.chunk`` as a worker sent it."""
-        try:
-            parsed = json.loads(chunk)
-        except ValueError:  # not ours to judge: the client had it as it came
-            return
-        chars = estimate.chunk_chars(parsed) if isinstance(parsed, dict) else 0
+        """Count one ``chat.completion.chunk`` as a worker sent it. The relay calls this
+        for every chunk of every stream, for the rare worker lost midway: so the chunk's
+        JSON is scanned, never parsed."""
+        chars = estimate.raw_chunk_chars(chunk)
         if chars:
             self.chars += chars
             self.text_chunks += 1
@@ -104,6 +102,14 @@ def worker_lost(cause: WorkerSilent, connected: bool) -> bool:
     return connected and not isinstance(cause, FramesLost)
 
 
+def _estimate(request: InferRequest, output: Output | None) -> TokenUsage:
+    if request.endpoint is Endpoint.EMBEDDINGS:  # an embedding generates no tokens
+        return TokenUsage(prompt_tokens=estimate.embedding_tokens(request.body),
+                          estimated=True)
+    return estimate.cut_stream(None, request.body, output.chars if output else 0,
+                               output.text_chunks if output else 0)
+
+
 def lost_event(
     request: InferRequest,
     deployment: Deployment,
@@ -113,8 +119,7 @@ def lost_event(
 ) -> UsageEvent:
     """The usage event of an attempt whose worker went silent, with the id the worker's
     own event would have had."""
-    usage = estimate.cut_stream(None, request.body, output.chars if output else 0,
-                                output.text_chunks if output else 0)
+    usage = _estimate(request, output)
     cost = prices.cost(
         deployment.provider,
         deployment.upstream_model,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from schemas.cache_config import CACHE_KEYS, CacheSettings, parse_cache_settings
 from schemas.config_values import ConfigError, seconds
@@ -72,6 +72,9 @@ class Deployment(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     input_cost_per_token: Decimal | None = None
     output_cost_per_token: Decimal | None = None
+    # LiteLLM's ``model_info.mode``: "chat", "embedding", "completion", ...; None when
+    # the config does not say.
+    mode: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -133,75 +136,120 @@ def resolve_env(value: Any, env: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def _deployment_id(occurrence: int, model_name: str, params: Mapping[str, Any]) -> str:
+def _kind(value: Any) -> str:
+    """What a value is, for an error message that must not quote it (it may be a secret)."""
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "nothing" if value is None else type(value).__name__
+
+
+def _mapping(value: Any, where: str) -> Mapping[Any, Any]:
+    """An optional section: absent or empty is ``{}``, anything but a mapping is refused."""
+    if value is None or value == [] or value == "":
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {_kind(value)}")
+    return value
+
+
+def _string(value: Any, where: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected a string, got {_kind(value)}")
+
+
+def _deployment_id(occurrence: int, model_name: str, model: str) -> str:
     # Stable across processes reading the same file, so the ingress can name a deployment
     # and a worker can find it without any secret crossing the bus; and stable across edits
     # of other entries (``occurrence`` counts only entries with this alias and model), so a
     # reloaded config keeps each deployment's health and load.
-    key = f"{occurrence}|{model_name}|{params.get('model')}"
+    key = f"{occurrence}|{model_name}|{model}"
     return f"{model_name}#{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def _decimal(value: Any, where: str) -> Decimal | None:
     if value is None:
         return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ConfigError(f"{where}: expected a number, got {_kind(value)}")
     try:
         return Decimal(str(value))
     except ArithmeticError as exc:
         raise ConfigError(f"{where}: {value!r} is not a number") from exc
 
 
+def _invalid(exc: ValidationError) -> str:
+    """Pydantic's complaints without the values it would quote (an api_key among them)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
 def parse_deployment(
     index: int, entry: Any, env: Mapping[str, str], occurrence: int = 0
 ) -> Deployment:
     if not isinstance(entry, Mapping):
-        raise ConfigError(f"model_list[{index}]: expected a mapping, got {type(entry).__name__}")
+        raise ConfigError(f"model_list[{index}]: expected a mapping, got {_kind(entry)}")
     model_name = entry.get("model_name")
-    if not isinstance(model_name, str) or not model_name:
+    if model_name is None or model_name == "":
         raise ConfigError(f"model_list[{index}]: model_name is missing")
+    if not isinstance(model_name, str):
+        raise ConfigError(f"model_list[{index}]: model_name must be a string, "
+                          f"got {_kind(model_name)}")
     where = f"model_list[{index}] ({model_name})"
     params = entry.get("litellm_params")
-    if not isinstance(params, Mapping):
+    if params is None:
         raise ConfigError(f"{where}: litellm_params is missing")
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{where}: litellm_params must be a mapping, got {_kind(params)}")
     model = params.get("model")
-    if not isinstance(model, str) or "/" not in model:
+    if not isinstance(model, str):
+        raise ConfigError(f"{where}: litellm_params.model must be 'provider/model', "
+                          f"got {_kind(model)}")
+    if "/" not in model:
         raise ConfigError(f"{where}: litellm_params.model must be 'provider/model', got {model!r}")
     provider, upstream = model.split("/", 1)
     if provider not in PROVIDER_BASES:
         known = ", ".join(sorted(PROVIDER_BASES))
         raise ConfigError(f"{where}: unknown provider {provider!r} (known: {known})")
+    model_info = _mapping(entry.get("model_info"), f"{where} model_info")
     resolved = {k: resolve_env(v, env, f"{where} litellm_params.{k}") for k, v in params.items()}
-    api_base = resolved.get("api_base") or resolved.get("base_url")
+    api_key = _string(resolved.get("api_key"), f"{where} litellm_params.api_key")
+    api_base = (_string(resolved.get("api_base"), f"{where} litellm_params.api_base")
+                or _string(resolved.get("base_url"), f"{where} litellm_params.base_url"))
     if api_base is None and PROVIDER_BASES[provider] is None and provider != "mock":
         raise ConfigError(f"{where}: provider {provider!r} needs litellm_params.api_base")
-    model_info = entry.get("model_info") or {}
     extra = {k: v for k, v in resolved.items() if k not in _KNOWN_PARAMS}
+    prices = {
+        key: _decimal(resolved.get(key, model_info.get(key)), f"{where} {key}")
+        for key in ("input_cost_per_token", "output_cost_per_token")
+    }
     try:
         return Deployment(
-            id=_deployment_id(occurrence, model_name, params),
+            id=_deployment_id(occurrence, model_name, model),
             model_name=model_name,
             provider=provider,
             upstream_model=upstream,
-            api_key=resolved.get("api_key"),
+            api_key=api_key,
             api_base=api_base,
             timeout=float(resolved.get("timeout") or 600.0),
             rpm=resolved.get("rpm"),
             tpm=resolved.get("tpm"),
             weight=float(resolved.get("weight") or 1.0),
             extra=extra,
-            input_cost_per_token=_decimal(
-                resolved.get("input_cost_per_token", model_info.get("input_cost_per_token")),
-                where,
-            ),
-            output_cost_per_token=_decimal(
-                resolved.get("output_cost_per_token", model_info.get("output_cost_per_token")),
-                where,
-            ),
+            **prices,
+            mode=_string(model_info.get("mode"), f"{where} model_info.mode"),
         )
-    except (ValueError, TypeError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"{where}: {exc}") from exc
+    except ConfigError:
+        raise
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_invalid(exc)}") from None
+    except (ValueError, TypeError) as exc:  # float() of a string or a list
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def parse_health_checks(general: Mapping[str, Any]) -> HealthCheckSettings:
@@ -220,36 +268,40 @@ def parse_health_checks(general: Mapping[str, Any]) -> HealthCheckSettings:
 
 
 def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
+    """The config in decoded YAML. Every shape that cannot be served raises ``ConfigError``
+    naming the entry, never another exception: a reload refuses it in one line."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError("config: the top level must be a mapping")
+        raise ConfigError(f"config: the top level must be a mapping, got {_kind(raw)}")
     entries = raw.get("model_list") or []
     if not isinstance(entries, list):
-        raise ConfigError("config: model_list must be a list")
-    seen: dict[tuple[object, object], int] = {}
+        raise ConfigError(f"config: model_list must be a list, got {_kind(entries)}")
+    seen: dict[tuple[str, str], int] = {}
     parsed: list[Deployment] = []
     for i, entry in enumerate(entries):
         params = entry.get("litellm_params") if isinstance(entry, Mapping) else None
-        same = (entry.get("model_name") if isinstance(entry, Mapping) else None,
-                params.get("model") if isinstance(params, Mapping) else None)
-        parsed.append(parse_deployment(i, entry, env, seen.get(same, 0)))
-        seen[same] = seen.get(same, 0) + 1
+        name = entry.get("model_name") if isinstance(entry, Mapping) else None
+        model = params.get("model") if isinstance(params, Mapping) else None
+        # Only an entry with a string alias and model can be served (and counted).
+        same = (name, model) if isinstance(name, str) and isinstance(model, str) else None
+        occurrence = seen.get(same, 0) if same is not None else 0
+        parsed.append(parse_deployment(i, entry, env, occurrence))
+        if same is not None:
+            seen[same] = occurrence + 1
     deployments = tuple(parsed)
-    general = raw.get("general_settings") or {}
-    if not isinstance(general, Mapping):
-        raise ConfigError("config: general_settings must be a mapping")
+    general = _mapping(raw.get("general_settings"), "general_settings")
     master = resolve_env(general.get("master_key"), env, "general_settings.master_key")
+    if isinstance(master, bool) or not isinstance(master, str | int | None):
+        raise ConfigError(f"general_settings.master_key: expected a string, got {_kind(master)}")
+    sections = {s: _mapping(raw.get(s), s) for s in ("litellm_settings", "router_settings")}
     ignored = [f"{k}" for k in raw if k not in _KNOWN_TOP]
     ignored += [f"general_settings.{k}" for k in general if k not in _KNOWN_GENERAL]
-    for section in ("litellm_settings", "router_settings"):
-        body = raw.get(section) or {}
-        if isinstance(body, Mapping):
-            ignored += [f"{section}.{k}" for k in body
-                        if k not in ROUTER_KEYS and not (
-                            section == "litellm_settings" and k in CACHE_KEYS)]
-    litellm = raw.get("litellm_settings") or {}
-    cache, cache_ignored = parse_cache_settings(litellm if isinstance(litellm, Mapping) else {})
+    for section, body in sections.items():
+        ignored += [f"{section}.{k}" for k in body
+                    if k not in ROUTER_KEYS and not (
+                        section == "litellm_settings" and k in CACHE_KEYS)]
+    cache, cache_ignored = parse_cache_settings(sections["litellm_settings"])
     return GatewayConfig(
         deployments=deployments,
         master_key=SecretStr(str(master)) if master else None,
@@ -277,17 +329,40 @@ DEFAULT_CONFIG: dict[str, Any] = {
 }
 
 
+def _yaml_error(exc: Exception) -> str:
+    """Where and why the YAML is broken, without the snippet of the line that yaml's own
+    message quotes: that line may hold a literal ``api_key``, and this message is logged
+    and returned by ``POST /admin/config/reload``."""
+    import yaml
+
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        if mark is None:
+            return f": {problem}"
+        found = f" at line {mark.line + 1}: {problem} (column {mark.column + 1}"
+        if exc.problem and exc.context and exc.context_mark is not None:
+            found += (f", {exc.context} from line {exc.context_mark.line + 1}, "
+                      f"column {exc.context_mark.column + 1}")
+        return found + ")"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f": {exc.reason} (character {exc.position + 1})"
+    if isinstance(exc, RecursionError):
+        return ": nested too deeply"
+    if isinstance(exc, ValueError):  # a date yaml recognises but cannot build (2024-13-01)
+        return f": {exc}"
+    return f": {type(exc).__name__}"
+
+
 def parse_config_text(text: str, env: Mapping[str, str], source: str) -> GatewayConfig:
-    """Parse the YAML text of a config file; ``source`` names it in error messages."""
+    """Parse the YAML text of a config file; ``source`` names it in error messages. Any
+    text raises ``ConfigError`` or returns a config."""
     import yaml  # only the processes that read files need it
 
     try:
         raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = " ".join(str(exc).split())  # one line, for one log line
-        raise ConfigError(f"config {source} is not valid YAML{where}: {problem}") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        raise ConfigError(f"config {source} is not valid YAML{_yaml_error(exc)}") from None
     return parse_config(raw, env)
 
 

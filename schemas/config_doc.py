@@ -2,8 +2,10 @@
 
 The document holds the file's YAML text as written, not the parsed config: each process
 resolves ``os.environ/NAME`` from its own environment, so a secret given that way never
-travels on the bus (one written literally in the file does). ``hash`` names the content, so
-a process can tell an edit from a re-publish of what it already serves.
+travels on the bus. One written literally in the file does, in clear, to every NATS client:
+:meth:`ConfigDocument.literal_secrets` names those entries so the publisher can warn.
+``hash`` names the content, so a process can tell an edit from a re-publish of what it
+already serves.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.config import GatewayConfig, parse_config_text
+from schemas.config import ENV_PREFIX, ConfigError, GatewayConfig, parse_config_text
 
 
 def content_hash(text: str) -> str:
@@ -24,6 +26,13 @@ def content_hash(text: str) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _literal(value: Any) -> bool:
+    """A secret written into the file itself rather than named as ``os.environ/NAME``."""
+    if value is None or value == "":
+        return False
+    return not (isinstance(value, str) and value.startswith(ENV_PREFIX))
 
 
 class ConfigDocument(BaseModel):
@@ -47,8 +56,38 @@ class ConfigDocument(BaseModel):
         return self.hash[:12]
 
     def parse(self, env: Mapping[str, str]) -> GatewayConfig:
-        """The config this process serves from the document; raises ``ConfigError``."""
-        return parse_config_text(self.text, env, self.source)
+        """The config this process serves from the document; raises ``ConfigError`` and
+        nothing else, so one revision this parser trips on cannot stop a follower."""
+        try:
+            return parse_config_text(self.text, env, self.source)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"config {self.source} cannot be parsed "
+                              f"({type(exc).__name__}: {exc})") from exc
+
+    def literal_secrets(self) -> list[str]:
+        """The entries whose ``api_key`` or ``master_key`` the text holds literally (not as
+        ``os.environ/NAME``): the document carries them to every NATS client. Names only,
+        never the values."""
+        import yaml
+
+        try:
+            raw = yaml.safe_load(self.text)
+        except (yaml.YAMLError, ValueError, RecursionError):
+            return []
+        if not isinstance(raw, Mapping):
+            return []
+        found: list[str] = []
+        entries = raw.get("model_list")
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            params = entry.get("litellm_params") if isinstance(entry, Mapping) else None
+            if isinstance(params, Mapping) and _literal(params.get("api_key")):
+                found.append(f"model_list[{i}] ({entry.get('model_name')}) litellm_params.api_key")
+        general = raw.get("general_settings")
+        if isinstance(general, Mapping) and _literal(general.get("master_key")):
+            found.append("general_settings.master_key")
+        return found
 
     def encode(self) -> bytes:
         return self.model_dump_json().encode()

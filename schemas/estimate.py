@@ -13,6 +13,7 @@ the start).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from schemas.usage import TokenUsage
@@ -65,6 +66,26 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     return _tokens(chars) + TOKENS_PER_MESSAGE * len(messages) + TOKENS_PER_IMAGE * images
 
 
+def embedding_tokens(body: dict[str, Any]) -> int:
+    """An estimate of the input tokens of an OpenAI embeddings request body. ``input`` is
+    a string, a list of strings (each tokenized on its own), or tokens already: a list of
+    token ids or a list of such lists, whose length is the count."""
+    value = body.get("input")
+    if isinstance(value, str):
+        return _tokens(len(value))
+    if not isinstance(value, list):
+        return 0
+    tokens = 0
+    for item in value:
+        if isinstance(item, str):
+            tokens += _tokens(len(item))
+        elif isinstance(item, list):
+            tokens += len(item)
+        elif isinstance(item, int):
+            tokens += 1
+    return tokens
+
+
 def chunk_chars(chunk: dict[str, Any]) -> int:
     """Characters of generated output in one OpenAI ``chat.completion.chunk``."""
     chars = 0
@@ -81,6 +102,28 @@ def chunk_chars(chunk: dict[str, Any]) -> int:
                 function = call.get("function") or {}
                 chars += len(str(function.get("name") or ""))
                 chars += len(str(function.get("arguments") or ""))
+    return chars
+
+
+# The string values of the fields :func:`chunk_chars` reads, found in a chunk's JSON
+# without parsing it. In JSON text a quote inside a string is always escaped, so a key
+# never matches inside another field's value.
+_OUTPUT_FIELD = re.compile(
+    rb'"(?:content|reasoning_content|refusal|name|arguments)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+_ESCAPE = re.compile(rb"\\u[0-9a-fA-F]{4}|\\.")
+
+
+def raw_chunk_chars(chunk: bytes) -> int:
+    """:func:`chunk_chars` of a chunk's JSON text, read without parsing it: the ingress
+    counts every chunk it relays, and ``json.loads`` alone costs nearly three times as
+    much. An escape counts as the one character it stands for, as parsing would count
+    it; a surrogate pair (``\\ud83d\\ude00``) counts two where parsing counts one."""
+    chars = 0
+    for value in _OUTPUT_FIELD.findall(chunk):
+        count = len(value) if value.isascii() else len(value.decode("utf-8", "replace"))
+        if b"\\" in value:
+            count -= sum(len(escape) - 1 for escape in _ESCAPE.findall(value))
+        chars += count
     return chars
 
 

@@ -6,6 +6,11 @@ parse (an ``os.environ/`` variable missing on this host) is logged, and the work
 its config. An attempt that names a deployment unknown here makes the worker read the
 latest revision at once, so an ingress that applied a reload a moment earlier does not
 fail its first requests.
+
+Revisions apply in order: the watch and those reads race, so one older than the newest the
+worker has taken (a read answered just before the watch delivered the next revision) is
+ignored rather than rolling the config back. The watch itself going back means the KV was
+made anew (a NATS store lost): its numbers start again, and they are followed.
 """
 
 from __future__ import annotations
@@ -40,22 +45,35 @@ class ConfigFollower:
         self._env = env
         self._feed: ConfigFeed | None = None
         self._hash: str | None = None
+        self._revision = 0  # the newest revision whose config this worker serves
+        self._watched = 0  # the latest revision the watch delivered
         self._refreshed_at = 0.0
         self._refreshing: asyncio.Task[None] | None = None
 
     async def start(self, nc: Client) -> None:
         feed = ConfigFeed(nc, self._key)
         await feed.open()
-        await feed.follow(self.apply)
+        await feed.follow(self._on_watch)
         self._feed = feed
 
     async def stop(self) -> None:
         if self._feed is not None:
             await self._feed.stop()
 
+    def _on_watch(self, revision: Revision) -> None:
+        if revision.number < self._watched:
+            log.warning("config revisions start again at %d (the NATS KV was made anew); "
+                        "following them", revision.number)
+            self._revision = 0
+        self._watched = revision.number
+        self.apply(revision)
+
     def apply(self, revision: Revision) -> None:
         doc = revision.doc
+        if revision.number < self._revision:
+            return  # older than what this worker serves: a read that lost the race
         if doc.hash == self._hash:
+            self._revision = revision.number
             return
         try:
             config = doc.parse(self._env)
@@ -64,6 +82,7 @@ class ConfigFollower:
                       "current config", revision.number, doc.short_hash, exc)
             return
         self._hash = doc.hash
+        self._revision = revision.number
         service = self._service
         old, provider = service.config, service.provider_name
         if config == old:

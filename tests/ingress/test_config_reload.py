@@ -21,7 +21,7 @@ from accounting.publisher import UsagePublisher
 from ingress.admission import LocalAdmission
 from ingress.alerts import BudgetAlerts
 from ingress.auth import Authenticator
-from ingress.config_feed import ConfigFeed
+from ingress.config_feed import NATS_ERRORS, ConfigFeed, Revision
 from ingress.config_reload import ConfigFile, ConfigReloader, publish_at_start, refusal
 from ingress.dispatch import Dispatcher
 from ingress.errors import ApiError
@@ -278,3 +278,154 @@ async def test_a_new_master_key_is_checked_from_the_next_request(
     assert caller("sk-rotated").master
     with pytest.raises(ApiError):
         caller("sk-master")
+
+
+# ---- malformed files, secrets, and NATS coming back ----------------------------------------
+
+
+MALFORMED = {
+    "model_info": "model_list:\n  - model_name: a\n    model_info: 3\n"
+                  "    litellm_params: {model: openai/a}\n",
+    "model_name": "model_list:\n  - model_name: [a, b]\n    litellm_params: {model: openai/a}\n",
+    "model": "model_list:\n  - model_name: a\n    litellm_params: {model: {openai: a}}\n",
+}
+
+
+@pytest.mark.parametrize("broken", list(MALFORMED.values()), ids=list(MALFORMED))
+async def test_a_malformed_entry_is_refused_and_the_file_is_still_watched(
+    replica: Replica, tmp_path: Path, caplog: pytest.LogCaptureFixture, broken: str
+) -> None:
+    path = write(tmp_path / "c.yaml", config_text("a"))
+    reloader = await replica(path)
+    with caplog.at_level(logging.ERROR, logger="aigw.config"):
+        write(path, broken)
+        await until(lambda: any("refused" in r.getMessage() for r in caplog.records))
+    (refused,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused.startswith(f"config reload refused: {path}: model_list[0]")
+    result = await reloader.reload()  # SIGHUP and POST /admin/config/reload: a 400, not a 500
+    assert not result.applied and result.error is not None
+    assert result.error.startswith("model_list[0]")
+    write(path, config_text("a", "b"))
+    await until(lambda: "b" in reloader.gateway.router)
+
+
+async def test_a_yaml_error_is_refused_without_quoting_the_secret_on_its_line(
+    replica: Replica, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "c.yaml", config_text("a"))
+    reloader = await replica(path)
+    write(path, config_text("a").replace("os.environ/OPENAI_KEY", '"sk-live-SECRET123'))
+    with caplog.at_level(logging.DEBUG, logger="aigw"):
+        result = await reloader.reload()
+    assert result.error is not None and "not valid YAML at line" in result.error
+    assert "SECRET123" not in result.error
+    assert not [r for r in caplog.records if "SECRET123" in r.getMessage()]
+
+
+def test_a_document_names_the_secrets_written_literally_never_their_values() -> None:
+    text = yaml.safe_dump({
+        "model_list": [
+            {"model_name": "env", "litellm_params": {"model": "openai/a",
+                                                     "api_key": "os.environ/OPENAI_KEY"}},
+            {"model_name": "lit", "litellm_params": {"model": "openai/b", "api_key": "sk-lit"}},
+            {"model_name": "none", "litellm_params": {"model": "mock/c"}},
+        ],
+        "general_settings": {"master_key": "sk-master"},
+    })
+    found = ConfigDocument.of(text, "h:/c.yaml", 1.0).literal_secrets()
+    assert found == ["model_list[1] (lit) litellm_params.api_key", "general_settings.master_key"]
+    assert ConfigDocument.of(config_text("a", master="os.environ/MK"), "h:/c.yaml",
+                             1.0).literal_secrets() == []
+
+
+async def test_publishing_literal_secrets_warns_once_naming_the_entries(
+    replica: Replica, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path / "c.yaml", config_text("a"))
+    reloader = await replica(path)  # publishes a literal master_key: warned about
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="aigw.config"):
+        write(path, config_text("a", "b").replace("os.environ/OPENAI_KEY", "sk-in-the-file"))
+        assert (await reloader.reload()).applied
+    (warning,) = [r.getMessage() for r in caplog.records if "literally" in r.getMessage()]
+    assert "model_list[0] (a) litellm_params.api_key" in warning
+    assert "model_list[1] (b) litellm_params.api_key" in warning
+    assert "general_settings.master_key" in warning and "os.environ/NAME" in warning
+    assert "sk-in-the-file" not in warning and "sk-master" not in warning
+
+
+async def test_a_revision_older_than_the_one_served_is_not_applied(
+    replica: Replica, tmp_path: Path
+) -> None:
+    path = write(tmp_path / "c.yaml", config_text("a"))
+    reloader = await replica(path)
+    old = await reloader.feed.latest()
+    write(path, config_text("a", "b"))
+    assert (await reloader.reload()).applied
+    number, doc = old
+    assert doc is not None
+    # A watch a step behind the direct apply: it delivers the old revision only now.
+    reloader._watched = number - 1
+    reloader._on_revision(Revision(number, doc))
+    assert reloader.gateway.config.model_names == ["a", "b"]
+
+
+async def test_a_watch_that_starts_again_at_a_lower_revision_is_followed(
+    replica: Replica, tmp_path: Path
+) -> None:
+    """The KV made anew (a NATS store lost) numbers its revisions from 1 again; another
+    replica's edit published there must not be ignored as old."""
+    path = write(tmp_path / "c.yaml", config_text("a"))
+    reloader = await replica(path)
+    assert reloader._watched >= 1
+    reloader._watched = reloader._revision = 50  # many reloads before the store was lost
+    fresh = ConfigDocument.of(config_text("a", "z"), "other:/c.yaml", 2_000_000_000.0)
+    reloader._on_revision(Revision(1, fresh))
+    assert reloader.gateway.config.model_names == ["a", "z"]
+
+
+async def test_an_edit_applied_while_nats_was_down_is_published_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    # No buffering while disconnected: a KV call fails at once instead of after 5 s.
+    nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                            pending_size=0)
+    path = write(tmp_path / "c.yaml", config_text("a"), mtime=1_000_000_000)
+    config = load_config(str(path), ENV)
+    gateway = Gateway(
+        settings=IngressSettings(AIGW_CONFIG=path), config=config, nc=nc,
+        dispatcher=Dispatcher(nc), router=Router(config), auth=Authenticator("sk-master"),
+        keys=KeyStore(nc), usage=UsagePublisher(nc.jetstream()),
+        gatekeeper=Gatekeeper(LocalAdmission(), PriceTable.default(), BudgetAlerts(None)),
+    )
+    # Polling off: nothing but the reconnect can publish the edit.
+    reloader = ConfigReloader(gateway, ConfigFeed(nc, "gateway"), path, interval=0, env=ENV)
+    try:
+        await reloader.start()
+        server.kill()
+        await until(lambda: not nc.is_connected)
+        edited = write(path, config_text("a", "b"), mtime=2_000_000_000).read_text()
+        result = await reloader.reload()
+        assert result.applied and result.changed and "b" in gateway.router
+        server.start()
+
+        async def shared() -> bool:
+            try:
+                _, doc = await reloader.feed.latest()
+            except NATS_ERRORS:
+                return False
+            return doc is not None and doc.hash == content_hash(edited)
+
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await shared():
+            assert asyncio.get_running_loop().time() < deadline, "the edit was not published"
+            assert gateway.config.model_names == ["a", "b"], "rolled back to the old revision"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the watch delivers the new revision too
+        assert gateway.config.model_names == ["a", "b"]
+    finally:
+        await reloader.stop()
+        await nc.close()
+        server.stop()

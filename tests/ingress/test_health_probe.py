@@ -29,7 +29,13 @@ from ingress.health_state import HealthBoard, HealthCheck, ProbeLease, may_take
 from ingress.nats_server import NatsServer
 from ingress.routing import Router
 from ingress.settings import IngressSettings
-from schemas.config import Deployment, GatewayConfig, RouterSettings, parse_config
+from schemas.config import (
+    ConfigError,
+    Deployment,
+    GatewayConfig,
+    RouterSettings,
+    parse_config,
+)
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind
 from schemas.health import CircuitState
@@ -56,6 +62,33 @@ def test_a_deployment_embeds_when_its_model_or_alias_says_so(
     alias: str, model: str, embeds: bool
 ) -> None:
     assert is_embedding(deployment(alias, model)) is embeds
+
+
+@pytest.mark.parametrize(("alias", "model", "mode", "embeds"), [
+    ("vectors", "openai_compatible/voyage-3", "embedding", True),
+    ("local-vectors", "ollama/all-minilm", "embedding", True),
+    ("embedder", "hosted_vllm/bge-m3", "embedding", True),
+    # the config's word wins over the name
+    ("embed-chat", "openai/embed-chat-v1", "chat", False),
+    ("writer", "openai/gpt-3.5-turbo-instruct", "completion", False),
+])
+def test_a_deployment_embeds_when_its_model_info_mode_says_so(
+    alias: str, model: str, mode: str, embeds: bool
+) -> None:
+    config = parse_config({"model_list": [{
+        "model_name": alias, "model_info": {"mode": mode},
+        "litellm_params": {"model": model, "api_base": "http://upstream/v1"}}]}, {})
+    [d] = config.deployments
+    assert d.mode == mode
+    assert is_embedding(d) is embeds
+    assert probe_body(d)[0] is (Endpoint.EMBEDDINGS if embeds else Endpoint.CHAT)
+
+
+def test_a_model_info_mode_that_is_no_string_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"model_info\.mode"):
+        parse_config({"model_list": [{
+            "model_name": "vectors", "model_info": {"mode": ["embedding"]},
+            "litellm_params": {"model": "openai/voyage-3", "api_base": "http://u/v1"}}]}, {})
 
 
 def test_a_chat_deployment_is_probed_with_a_one_token_ping() -> None:
@@ -107,10 +140,18 @@ DONE = frame(FrameKind.DONE, DoneFrame(usage=TokenUsage(prompt_tokens=1)).model_
              .encode())
 
 
+# Upstream models whose probe the worker answers with an error frame.
+FAILURES: dict[str, tuple[ErrorKind, str]] = {
+    "fail-500": (ErrorKind.SERVER, "upstream said 500"),
+    "fail-404": (ErrorKind.NOT_FOUND, "no such endpoint for this model"),
+    "fail-400": (ErrorKind.INVALID_REQUEST, "'messages' is not supported"),
+}
+
+
 class Workers:
     """Answer a probe by its deployment's upstream model, a little later, as a worker
-    would: ``fail-500`` an error frame, ``hang`` heartbeats until cancelled, ``nobody``
-    NATS's no-responders status, anything else a done frame."""
+    would: one of :data:`FAILURES` an error frame, ``hang`` heartbeats until cancelled,
+    ``nobody`` NATS's no-responders status, anything else a done frame."""
 
     connected = True
 
@@ -144,8 +185,8 @@ class Workers:
             return
         if model == "nobody":
             msg = Msg({"Status": "503"}, b"")
-        elif model == "fail-500":
-            error = ErrorInfo.of(ErrorKind.SERVER, "upstream said 500")
+        elif model in FAILURES:
+            error = ErrorInfo.of(*FAILURES[model])
             msg = frame(FrameKind.ERROR, ErrorFrame(error=error).model_dump_json().encode())
         else:
             msg = DONE
@@ -226,6 +267,24 @@ async def test_a_cooling_deployment_is_left_alone_until_its_probe_closes_it() ->
     entry = board.entry(d.id)
     assert entry is not None and entry.state is CircuitState.CLOSED
     assert board.availability(d.id) is Availability.HEALTHY
+
+
+@pytest.mark.parametrize(("model", "error"), [
+    ("fail-404", "not_found: no such endpoint for this model"),
+    ("fail-400", "invalid_request: 'messages' is not supported"),
+])
+async def test_a_probe_the_upstream_refuses_as_malformed_is_recorded_but_leaves_the_breaker(
+    model: str, error: str
+) -> None:
+    # e.g. a chat ping sent to an embedding model the config did not mark as one
+    gw = running([model])
+    d = dep(gw, model)
+    check = await HealthProbe(gw).probe(d)
+    assert check is not None and not check.ok
+    assert check.error is not None and check.error.startswith(error)
+    assert gw.router.health.last_check(d.id) == check
+    assert gw.router.health.entry(d.id) is None
+    assert gw.router.health.availability(d.id) is Availability.HEALTHY
 
 
 async def test_no_worker_is_recorded_but_says_nothing_about_the_deployment() -> None:

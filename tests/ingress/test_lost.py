@@ -76,6 +76,23 @@ def test_a_stream_cut_short_adds_what_the_client_was_sent_as_the_worker_counts_i
     assert event.completion_tokens == 6
 
 
+def test_a_lost_embedding_is_accounted_its_estimated_input() -> None:
+    lost = InferRequest(
+        request_id="req-2", attempt=0, endpoint=Endpoint.EMBEDDINGS,
+        deployment_id="vectors#1", model_alias="vectors", stream=False,
+        body={"model": "vectors", "input": ["x" * 40, "y" * 40]})
+    vectors = Deployment(id="vectors#1", model_name="vectors", provider="openai",
+                         upstream_model="text-embedding-3-small")
+    event = lost_event(lost, vectors, None, 5.0, PRICES)
+    assert (event.endpoint, event.prompt_tokens, event.completion_tokens) == (
+        "embeddings", 20, 0)
+    assert event.usage_estimated
+    assert event.cost == Decimal("0.00000002") * 20
+    # tokens sent as ids are counted exactly
+    tokens = lost.model_copy(update={"body": {"model": "vectors", "input": [[1, 2, 3], [4]]}})
+    assert lost_event(tokens, vectors, None, 5.0, PRICES).prompt_tokens == 4
+
+
 def test_the_deployments_own_prices_win_and_an_unpriced_model_has_no_cost() -> None:
     priced = deployment(input_cost_per_token=Decimal("0.001"),
                         output_cost_per_token=Decimal("0.002"))

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from schemas.config import ConfigError, load_config, parse_config, parse_config_text
 from schemas.infer import Endpoint
@@ -180,3 +181,144 @@ def test_malformed_health_check_settings_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config({"model_list": [], "general_settings": general}, {})
+
+
+# ---- malformed shapes: a ConfigError naming the entry, never another exception ------------
+
+
+def one_entry(**fields: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model_name": "a", "litellm_params": {"model": "openai/x"}}
+    entry.update(fields)
+    return {"model_list": [entry]}
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    (one_entry(model_name=["a", "b"]),
+     r"^model_list\[0\]: model_name must be a string, got a list$"),
+    (one_entry(model_name={"a": 1}), r"^model_list\[0\]: model_name must be a string"),
+    (one_entry(litellm_params={"model": ["openai/x"]}),
+     r"^model_list\[0\] \(a\): litellm_params\.model must be 'provider/model', got a list$"),
+    (one_entry(litellm_params={"model": {"openai": "x"}}),
+     r"^model_list\[0\] \(a\): litellm_params\.model must be .*got a mapping$"),
+    (one_entry(litellm_params=["openai/x"]), r"^model_list\[0\] \(a\): litellm_params must be"),
+    (one_entry(model_info=3),
+     r"^model_list\[0\] \(a\) model_info: expected a mapping, got a number$"),
+    (one_entry(model_info=["x"]), r"^model_list\[0\] \(a\) model_info: expected a mapping"),
+    (one_entry(model_info={"input_cost_per_token": [1]}),
+     r"^model_list\[0\] \(a\) input_cost_per_token: expected a number, got a list$"),
+    (one_entry(litellm_params={"model": "openai/x", "api_base": ["http://h"]}),
+     r"^model_list\[0\] \(a\) litellm_params\.api_base: expected a string"),
+    (one_entry(litellm_params={"model": "openai/x", "timeout": [1]}), r"^model_list\[0\] \(a\): "),
+    ({"model_list": [], "general_settings": {"master_key": ["sk"]}},
+     r"^general_settings\.master_key: expected a string, got a list$"),
+    ({"model_list": [], "general_settings": "sk"}, r"^general_settings: expected a mapping"),
+    ({"model_list": [], "litellm_settings": ["cache"]}, r"^litellm_settings: expected a mapping"),
+    ({"model_list": [], "router_settings": 3}, r"^router_settings: expected a mapping"),
+    ({"model_list": {"a": 1}}, r"^config: model_list must be a list, got a mapping$"),
+])
+def test_a_malformed_shape_is_refused_naming_the_entry(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw, {})
+
+
+def test_a_literal_api_key_of_the_wrong_type_is_refused_without_quoting_it() -> None:
+    raw = one_entry(litellm_params={"model": "openai/x", "api_key": 123456789, "rpm": "many"})
+    with pytest.raises(ConfigError) as refused:
+        parse_config(raw, {})
+    assert "api_key: expected a string, got a number" in str(refused.value)
+    assert "123456789" not in str(refused.value)
+    with pytest.raises(ConfigError, match=r"^model_list\[0\] \(a\): rpm: .*integer") as bad_rpm:
+        parse_config(one_entry(litellm_params={"model": "openai/x", "rpm": "many"}), {})
+    assert "\n" not in str(bad_rpm.value)
+
+
+# Every position of a config that uses each section we act on, and values of every YAML
+# shape to put there.
+FULL: dict[str, Any] = {
+    "model_list": [
+        {"model_name": "a", "litellm_params": {
+            "model": "openai/x", "api_key": "os.environ/K", "api_base": "http://h/v1",
+            "timeout": 5, "rpm": 1, "tpm": 2, "weight": 1, "input_cost_per_token": 1e-7},
+         "model_info": {"output_cost_per_token": 2e-7}},
+        {"model_name": "b", "litellm_params": {"model": "anthropic/y"}},
+    ],
+    "general_settings": {"master_key": "sk", "background_health_checks": True,
+                         "health_check_interval": 5},
+    "litellm_settings": {"cache": True, "num_retries": 1, "fallbacks": [{"a": ["b"]}],
+                         "cache_params": {"type": "redis", "ttl": 5, "namespace": "n",
+                                          "mode": "default_on",
+                                          "supported_call_types": ["acompletion"]}},
+    "router_settings": {"routing_strategy": "simple-shuffle", "retry_policy": {
+        "RateLimitErrorRetries": 2}, "context_window_fallbacks": {"a": "b"}},
+}
+SHAPES: list[Any] = [None, 0, 3, 1.5, True, "x", "", "os.environ/NOPE", [], [1], [[1]], {},
+                     {"k": 1}, {1: [2]}]
+
+
+def positions(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(
+        node, list) else []
+    for key, child in children:
+        found += positions(child, (*path, key))
+    return found
+
+
+def replaced(path: tuple[Any, ...], value: Any) -> Any:
+    root = yaml.safe_load(yaml.safe_dump(FULL))
+    if not path:
+        return value
+    node = root
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return root
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=repr)
+def test_any_shape_anywhere_is_served_or_refused_with_a_config_error(shape: Any) -> None:
+    assert parse_config(FULL, {"K": "k"}).model_names == ["a", "b"]
+    for path in positions(FULL):
+        try:
+            parse_config(replaced(path, shape), {"K": "k"})
+        except ConfigError:
+            pass
+        except Exception as exc:
+            pytest.fail(f"{path} = {shape!r}: {type(exc).__name__}: {exc}")
+
+
+@pytest.mark.parametrize("broken", [
+    "model_list:\n  - model_name: a\n    model_info: 3\n    litellm_params: {model: openai/x}\n",
+    "model_list:\n  - model_name: [a, b]\n    litellm_params: {model: openai/x}\n",
+    "model_list:\n  - model_name: a\n    litellm_params: {model: {openai: x}}\n",
+])
+def test_a_malformed_file_stops_start_up_with_one_line(tmp_path: Path, broken: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(broken)
+    with pytest.raises(ConfigError, match=r"^model_list\[0\]") as refused:
+        load_config(str(path), {})
+    assert "\n" not in str(refused.value)
+
+
+SECRET_LINE = ('model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/x\n'
+               '      api_key: "sk-live-SECRET123\n')
+
+
+def test_a_yaml_error_says_where_and_why_but_never_quotes_the_line() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config_text(SECRET_LINE, {}, "c.yaml")
+    message = str(refused.value)
+    assert "SECRET123" not in message and "sk-live" not in message
+    assert message == ("config c.yaml is not valid YAML at line 6: found unexpected end of "
+                       "stream (column 1, while scanning a quoted scalar from line 5, "
+                       "column 16)")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("when: 2024-13-01\n", r"^config c\.yaml is not valid YAML: month must be in 1\.\.12$"),
+    ("[" * 5000, r"^config c\.yaml is not valid YAML: nested too deeply$"),
+    ("a: \x01\n", r"^config c\.yaml is not valid YAML: special characters are not allowed"),
+])
+def test_yaml_that_cannot_be_built_is_a_config_error(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config_text(text, {}, "c.yaml")

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pytest
+
 from schemas import estimate
 from schemas.usage import TokenUsage
 
@@ -41,3 +46,40 @@ def test_a_cut_stream_keeps_reported_figures_and_estimates_the_rest() -> None:
     usage = estimate.cut_stream(reported, body, output_chars=400, text_chunks=5)
     assert usage == TokenUsage(prompt_tokens=900, cached_tokens=800, completion_tokens=100,
                                estimated=True)
+
+
+def test_embedding_input_counts_text_by_characters_and_token_arrays_exactly() -> None:
+    assert estimate.embedding_tokens({"input": "x" * 40}) == 10
+    # each string is tokenized on its own: at least a token each
+    assert estimate.embedding_tokens({"input": ["y" * 8, "z", ""]}) == 2 + 1 + 0
+    assert estimate.embedding_tokens({"input": [101, 2023, 102]}) == 3
+    assert estimate.embedding_tokens({"input": [[101, 2023], [7, 8, 9]]}) == 5
+    assert estimate.embedding_tokens({"input": None}) == 0
+    assert estimate.embedding_tokens({"messages": [{"role": "user", "content": "x"}]}) == 0
+
+
+@pytest.mark.parametrize("chunk", [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+    {"choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]},
+    {"choices": [{"index": 0, "delta": {"content": 'say "hi"\nback\\slash \u00e9t\u00e9 \u4e2d'}}]},
+    {"choices": [{"index": 0, "delta": {"reasoning_content": "hm", "refusal": "no"}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function",
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}]},
+    {"choices": [{"index": 0, "delta": {"content": "a"},
+                  "logprobs": {"content": [{"token": "a", "logprob": -0.1}]}}]},
+    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+])
+def test_a_chunk_counted_in_its_bytes_gives_what_parsing_it_gives(
+    chunk: dict[str, Any],
+) -> None:
+    # as a worker frames it: compact, non-ASCII escaped
+    raw = json.dumps(chunk, separators=(",", ":")).encode()
+    assert estimate.raw_chunk_chars(raw) == estimate.chunk_chars(chunk)
+    spaced = json.dumps(chunk, ensure_ascii=False).encode()
+    assert estimate.raw_chunk_chars(spaced) == estimate.chunk_chars(chunk)
+
+
+def test_bytes_that_are_no_chunk_count_nothing() -> None:
+    assert estimate.raw_chunk_chars(b"[DONE]") == 0
+    assert estimate.raw_chunk_chars(b'{"content": 3, "name": null}') == 0

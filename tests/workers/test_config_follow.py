@@ -15,7 +15,7 @@ import pytest
 import yaml
 from nats.aio.client import Client
 
-from ingress.config_feed import ConfigFeed
+from ingress.config_feed import ConfigFeed, Revision
 from ingress.nats_server import NatsServer
 from schemas.config import GatewayConfig, parse_config_text
 from schemas.config_doc import ConfigDocument
@@ -149,3 +149,30 @@ async def test_a_changed_deployment_gets_a_fresh_adapter(worker: Worker) -> None
     await publish(feed, text_of("a", reply="changed"))
     await until(lambda: service.config.group("a")[0].extra.get("mock_response") == "changed")
     assert service._provider is not adapter
+
+
+async def test_a_read_answered_before_the_watch_moved_on_does_not_roll_the_config_back(
+    worker: Worker,
+) -> None:
+    service, feed, follower = worker.service, worker.feed, worker.follower
+    older = await publish(feed, text_of("a", "b"))
+    await until(lambda: service.config.model_names == ["a", "b"])
+    _, stale = await feed.latest()  # what a refresh() read at this moment returns
+    assert stale is not None
+    await publish(feed, text_of("a", "b", "c"))
+    await until(lambda: service.config.model_names == ["a", "b", "c"])
+    follower.apply(Revision(older, stale))  # ...applied only now
+    assert service.config.model_names == ["a", "b", "c"]
+
+
+async def test_a_watch_that_starts_again_at_a_lower_revision_is_followed(
+    worker: Worker,
+) -> None:
+    """The KV made anew (a NATS store lost) numbers its revisions from 1 again."""
+    service, follower = worker.service, worker.follower
+    follower._on_watch(Revision(40, ConfigDocument.of(text_of("a", "b"), "test:/c.yaml", 1.0)))
+    assert service.config.model_names == ["a", "b"]
+    follower._on_watch(Revision(1, ConfigDocument.of(text_of("a", "z"), "test:/c.yaml", 2.0)))
+    assert service.config.model_names == ["a", "z"]
+    follower.apply(Revision(0, ConfigDocument.of(text_of("old"), "test:/c.yaml", 0.5)))
+    assert service.config.model_names == ["a", "z"]  # a stale read still is not applied
