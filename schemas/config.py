@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from schemas.cache_config import CACHE_KEYS, CacheSettings, parse_cache_settings
-from schemas.config_values import ConfigError, seconds
+from schemas.config_values import ConfigError, problems, seconds
 from schemas.router_config import ROUTER_KEYS, RouterSettings, parse_router_settings
 
 __all__ = [
@@ -184,11 +184,6 @@ def _decimal(value: Any, where: str) -> Decimal | None:
         raise ConfigError(f"{where}: {value!r} is not a number") from exc
 
 
-def _invalid(exc: ValidationError) -> str:
-    """Pydantic's complaints without the values it would quote (an api_key among them)."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-
-
 def parse_deployment(
     index: int, entry: Any, env: Mapping[str, str], occurrence: int = 0
 ) -> Deployment:
@@ -247,7 +242,7 @@ def parse_deployment(
     except ConfigError:
         raise
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_invalid(exc)}") from None
+        raise ConfigError(f"{where}: {problems(exc)}") from None
     except (ValueError, TypeError) as exc:  # float() of a string or a list
         raise ConfigError(f"{where}: {exc}") from None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be served. The message names the offending entry."""
@@ -15,3 +17,9 @@ def seconds(value: Any, where: str) -> float:
             value == float("inf")):
         raise ConfigError(f"{where}: expected a number of seconds above 0, got {value!r}")
     return float(value)
+
+
+def problems(exc: ValidationError) -> str:
+    """Pydantic's complaints on one line, without the values it would quote (an api_key
+    among them)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

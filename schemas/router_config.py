@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.config_values import ConfigError
+from schemas.config_values import ConfigError, problems
 from schemas.errors import ErrorKind
 
 # LiteLLM's routing strategy names; "usage-based-routing-v2" is the same strategy here.
@@ -135,5 +135,5 @@ def parse_router_settings(raw: Mapping[str, Any], models: set[str]) -> RouterSet
             values[key] = value
     try:
         return RouterSettings(**values)
-    except ValueError as exc:
-        raise ConfigError(f"router_settings: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigError(f"router_settings: {problems(exc)}") from None

@@ -322,3 +322,11 @@ def test_a_yaml_error_says_where_and_why_but_never_quotes_the_line() -> None:
 def test_yaml_that_cannot_be_built_is_a_config_error(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config_text(text, {}, "c.yaml")
+
+
+def test_a_router_setting_of_the_wrong_type_is_one_line_naming_it() -> None:
+    raw = {"model_list": [{"model_name": "a", "litellm_params": {"model": "openai/x"}}],
+           "router_settings": {"num_retries": [1]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, {})
+    assert str(caught.value) == "router_settings: num_retries: Input should be a valid integer"
