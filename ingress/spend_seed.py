@@ -1,11 +1,13 @@
 """Rebuilding live spend counters from ClickHouse, the source of truth for spend.
 
 Redis (or the in-process store) keeps spend per key and team for the current UTC day and
-month. When it starts cold, after a restart, those counters would read zero and budgets
-would hold again from scratch. So the ingress asks the accounting service for this day's
-and this month's spend per key and team and seeds every counter that does not exist yet
-(SET NX: a counter that exists has seen settles ClickHouse may not have yet). It does so
-once before serving and then every few minutes, which also covers a Redis restart.
+month, from the settles of the requests the ingress admits. Two kinds of spend never pass
+through there: everything before Redis started cold (a restart), and calls no ingress
+admitted (batch items, run by workers off the work queue). So the ingress asks the
+accounting service for this day's and this month's spend per key and team and raises every
+counter that is below ClickHouse's figure. It never lowers one: a counter can be ahead of
+ClickHouse by the settles not ingested yet. It does so once before serving and then every
+minute, so batch spend reaches the budgets within about a minute of being accounted.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ async def seed_once(
     nc: nats.aio.client.Client, admission: Admission, now: datetime | None = None,
     timeout: float = 5.0,
 ) -> int:
-    """Seed every cold counter; the number seeded. Raises if accounting does not answer."""
+    """Raise every counter that is below ClickHouse's figure; the number raised. Raises
+    if accounting does not answer."""
     now = now or datetime.now(UTC)
     day_key, month_key = period_keys(now)
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -56,7 +59,7 @@ async def seed_once(
 
 
 async def keep_seeded(
-    nc: nats.aio.client.Client, admission: Admission, every: float = 300.0
+    nc: nats.aio.client.Client, admission: Admission, every: float = 60.0
 ) -> None:
     """The background loop: retry soon while accounting is not up, then every ``every``."""
     delay = 1.0
@@ -64,7 +67,7 @@ async def keep_seeded(
         try:
             seeded = await seed_once(nc, admission)
             if seeded:
-                log.info("seeded %d spend counters from ClickHouse", seeded)
+                log.info("raised %d spend counters to ClickHouse's figures", seeded)
             delay = every
         except (nats.errors.Error, AdmissionUnavailable, RuntimeError, ValueError) as exc:
             log.debug("spend seeding postponed: %s", exc)

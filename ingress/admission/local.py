@@ -239,9 +239,10 @@ class LocalAdmission:
     ) -> bool:
         key = outcome.spend_key(period_key)
         state = self._state(scope_kind, scope_id)
-        if key in state.spend:
+        nanos = to_nanos(amount)
+        if state.spend.get(key, -1) >= nanos:
             return False
-        state.spend[key] = to_nanos(amount)
+        state.spend[key] = nanos
         return True
 
     async def status(

@@ -330,3 +330,16 @@ for i = 1, #KEYS do
 end
 return joined(out)
 """
+
+
+# Raise one spend counter to ClickHouse's figure when that is higher (spend the live
+# counters never saw: batch items, a counter lost with Redis). Never lowers it: the counter
+# may hold settles ClickHouse has not ingested yet. KEYS[1] the counter; ARGV: nanos, ttl ms.
+RAISE_SPEND = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return '1'
+end
+return '0'
+"""

@@ -129,6 +129,7 @@ class RedisAdmission:
     _admit_script = _Script(lua.ADMIT)
     _settle_script = _Script(lua.SETTLE)
     _status_script = _Script(lua.STATUS)
+    _raise_spend_script = _Script(lua.RAISE_SPEND)
 
     def __init__(
         self,
@@ -151,7 +152,8 @@ class RedisAdmission:
     async def load(self) -> None:
         """Load the scripts ahead of the first request (call from the app lifespan)."""
         try:
-            for script in (self._admit_script, self._settle_script, self._status_script):
+            for script in (self._admit_script, self._settle_script, self._status_script,
+                           self._raise_spend_script):
                 await script.load(self.client)
         except UNAVAILABLE as exc:
             raise AdmissionUnavailable(f"redis unavailable: {exc}") from exc
@@ -227,15 +229,14 @@ class RedisAdmission:
     async def seed_spend(
         self, scope_kind: ScopeKind, scope_id: str, period_key: str, amount: Decimal
     ) -> bool:
-        """Set a cold spend counter from ClickHouse; a counter that exists is newer."""
+        """Raise a spend counter to ClickHouse's figure when that is higher (a cold
+        counter, or spend it never saw); never lower it. True when it was raised."""
         suffix = outcome.spend_key(period_key)
         key = f"{self.scope_key(scope_kind, scope_id)}:s{suffix[0]}:{suffix[2:]}"
         ttl = DAY_SPEND_TTL if suffix[0] == "d" else MONTH_SPEND_TTL
-        try:
-            done = await self.client.set(key, to_nanos(amount), nx=True, px=_ms(ttl))
-        except UNAVAILABLE as exc:
-            raise AdmissionUnavailable(f"redis unavailable: {exc}") from exc
-        return bool(done)
+        raised = await self._run(self._raise_spend_script, [key],
+                                 [to_nanos(amount), _ms(ttl)])
+        return raised == [1]
 
     async def status(
         self, scopes: Sequence[Scope], now: datetime | None = None

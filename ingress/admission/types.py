@@ -222,7 +222,10 @@ class Admission(Protocol):
 
     async def seed_spend(
         self, scope_kind: ScopeKind, scope_id: str, period_key: str, amount: Decimal
-    ) -> bool: ...
+    ) -> bool:
+        """Raise a spend counter to ``amount`` (ClickHouse's figure) if it is lower; True
+        when it was raised."""
+        ...
 
     async def status(
         self, scopes: Sequence[Scope], now: datetime | None = None

@@ -348,11 +348,14 @@ async def test_a_late_settle_still_records_spend_once(admission: Admission) -> N
     assert not (await admission.settle(gone, 10, USD("0.1"), now=at(late + 5 + settle_ttl))).settled
 
 
-async def test_seed_spend_sets_a_cold_counter_once(admission: Admission) -> None:
+async def test_seed_spend_raises_a_counter_and_never_lowers_it(admission: Admission) -> None:
     key = Scope("key", uid(), daily_budget=USD(1), monthly_budget=USD(20))
     day = T0.strftime("%Y%m%d")
-    assert await admission.seed_spend("key", key.id, day, USD("0.95"))
+    assert await admission.seed_spend("key", key.id, day, USD("0.75"))
     assert not await admission.seed_spend("key", key.id, day, USD("0.10"))
+    assert not await admission.seed_spend("key", key.id, day, USD("0.75"))
+    # spend the counter never saw (a batch) and ClickHouse did: raised to its figure
+    assert await admission.seed_spend("key", key.id, day, USD("0.95"))
     assert await admission.seed_spend("key", key.id, T0.strftime("%Y%m"), USD("7"))
     refused = await admission.admit(ask([key], 0, reserve=USD("0.10")))
     assert refused.reason == f"key {key.id}: daily_budget"
