@@ -20,6 +20,8 @@ from ingress.admission import Admission, LocalAdmission, RedisAdmission, Resilie
 from ingress.admission.redis_impl import connect as connect_redis
 from ingress.alerts import BudgetAlerts
 from ingress.auth import Authenticator
+from ingress.batch_finalizer import Finalizer
+from ingress.batch_store import BatchStore
 from ingress.cache import MemoryCache, RedisCache, ResponseCache
 from ingress.config_reload import reloader_for
 from ingress.dedup import InFlight
@@ -31,7 +33,7 @@ from ingress.health_state import HealthBoard
 from ingress.keys import KeyStore
 from ingress.load import LoadTracker
 from ingress.middleware import RequestIdMiddleware, RootPathMiddleware
-from ingress.routes import admin, health, inference, models, usage
+from ingress.routes import admin, batches, files, health, inference, models, usage
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from ingress.state import Gateway
@@ -54,14 +56,16 @@ async def _admission(settings: IngressSettings, stack: AsyncExitStack) -> Admiss
     return ResilientAdmission(store, LocalAdmission(), settings.on_redis_error)
 
 
-async def _seed_spend(nc: NatsClient, admission: Admission, stack: AsyncExitStack) -> None:
+async def _seed_spend(
+    nc: NatsClient, admission: Admission, every: float, stack: AsyncExitStack
+) -> None:
     """Spend counters from ClickHouse before serving (when accounting answers), then kept
-    seeded in the background."""
+    up with it in the background."""
     try:
         await spend_seed.seed_once(nc, admission, timeout=2.0)
     except Exception as exc:
         log.info("spend counters not seeded yet (%s); retrying in the background", exc)
-    task = asyncio.create_task(spend_seed.keep_seeded(nc, admission))
+    task = asyncio.create_task(spend_seed.keep_seeded(nc, admission, every))
     stack.callback(task.cancel)
 
 
@@ -143,7 +147,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             )
             stack.push_async_callback(gatekeeper.drain)
             stack.push_async_callback(relay.drain)
-            await _seed_spend(nc, gatekeeper.admission, stack)
+            await _seed_spend(nc, gatekeeper.admission, settings.spend_seed_interval, stack)
             master = config.master_key.get_secret_value() if config.master_key else None
             app.state.gateway = Gateway(
                 settings=settings,
@@ -168,6 +172,12 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             probe = HealthProbe(app.state.gateway)
             probe.start()
             stack.push_async_callback(probe.stop)
+            app.state.batch_store = BatchStore(nc)
+            await app.state.batch_store.start()
+            stack.push_async_callback(app.state.batch_store.stop)
+            finalizer = Finalizer(app.state.batch_store)
+            finalizer.start()
+            stack.push_async_callback(finalizer.stop)
             yield
 
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -176,6 +186,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
         app.include_router(inference.router, prefix=prefix)
         app.include_router(models.router, prefix=prefix)
         app.include_router(usage.router, prefix=prefix)
+        app.include_router(files.router, prefix=prefix)
+        app.include_router(batches.router, prefix=prefix)
     app.include_router(admin.router, prefix="/admin")
     app.include_router(health.router)
     wrapped: ASGIApp = RequestIdMiddleware(app)

@@ -61,3 +61,29 @@ def analytics(query: str) -> str:
 CONFIG_BUCKET = "aigw_config"
 CONFIG_KEY = "gateway"
 CONFIG_HISTORY = 5
+
+
+# The Batch API (``schemas.batch``): one work-queue message per input line, on a subject
+# per provider and batch, so a cancel can purge one batch's items that have not started.
+BATCH_STREAM = "AIGW_BATCH"
+BATCH_SUBJECTS = f"{PREFIX}.batch.>"
+# Batch records (status, counts, cancel), item results, uploaded files and their bytes.
+BATCH_BUCKET = "aigw_batches"
+BATCH_RESULTS_BUCKET = "aigw_batch_results"
+FILES_BUCKET = "aigw_files"
+FILES_OBJECTS = "aigw_files"
+
+
+def batch_items(provider: str, batch_id: str) -> str:
+    """Subject of ``batch_id``'s items for workers of ``provider``."""
+    return f"{PREFIX}.batch.{provider}.{batch_id}"
+
+
+def batch_provider_items(provider: str) -> str:
+    """Every batch item for ``provider``: the filter of its workers' pull consumer."""
+    return f"{PREFIX}.batch.{provider}.>"
+
+
+def batch_consumer(provider: str) -> str:
+    """The durable pull consumer that ``provider``'s workers share."""
+    return f"batch-{provider}"

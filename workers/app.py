@@ -17,6 +17,7 @@ from accounting.publisher import UsagePublisher
 from schemas import subjects
 from schemas.config import Deployment, GatewayConfig
 from schemas.usage import TokenUsage
+from workers.batch import BatchRunner
 from workers.config_follow import ConfigFollower
 from workers.providers import create_provider
 from workers.service import FrameTooLarge, Outcome, WorkerService
@@ -63,11 +64,15 @@ class Worker:
         # Hot reload: the config in NATS KV, when this worker was started with a file.
         self.follower = ConfigFollower(self.service, self.client, settings.config_key)
         self.service.refresh = self.follower.refresh
+        self.batch = BatchRunner(self.provider_name, self.service, settings.concurrency)
         self.usage: UsagePublisher | None = None
         self._heartbeats: asyncio.Task[None] | None = None
         self._register()
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        if self.batch.takes(subject):  # a batch item's frames stay in the process
+            self.batch.deliver(subject, body, headers)
+            return
         connection = self.broker.connection
         try:
             await connection.publish(subject, body, headers=headers)
@@ -128,6 +133,7 @@ class Worker:
         self.usage = UsagePublisher(self.broker.connection.jetstream())
         await self.usage.start()
         self._heartbeats = asyncio.create_task(self.service.heartbeat_forever())
+        await self.batch.start(self.broker.connection)
         if self.settings.config_path is not None:
             await self.follower.start(self.broker.connection)
         log.info("worker for %s connected to %s", self.provider_name, self.settings.nats_url)
@@ -138,6 +144,7 @@ class Worker:
         for sub in self.broker.subscribers:
             with contextlib.suppress(Exception):
                 await sub.stop()
+        await self.batch.stop(deadline)
         while self.service.in_flight and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
         if self._heartbeats is not None:

@@ -1,0 +1,222 @@
+"""Finishing batches: the output and error files once every item has a result, and the
+partial ones of a cancelled batch.
+
+It runs in the ingress, next to the files API that serves what it writes and the batch
+records it changes (the accounting process owns ClickHouse and nothing else). Every
+replica runs the loop; which one finishes a batch is decided per batch by a lease in its
+record (``claimed_by`` / ``claim_until``, compare-and-set), so files are written once,
+and a replica that dies mid-way is replaced when its lease runs out. Finishing is
+idempotent (file ids are derived from the batch id), so a takeover simply redoes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from ingress.batch_store import BatchStore
+from schemas.batch import (
+    BatchError,
+    BatchErrors,
+    BatchRecord,
+    BatchStatus,
+    BatchUsage,
+    FileObject,
+    FileRecord,
+    ItemResult,
+    RequestCounts,
+    error_file_id,
+    output_file_id,
+)
+
+log = logging.getLogger("aigw.batch")
+
+LEASE_SECONDS = 60.0
+# A batch still ``validating`` this long after it was created lost its ingress mid-way
+# (validation runs inside the create request): it fails, and may be submitted again.
+VALIDATION_TIMEOUT = 600.0
+# A cancelled batch waits this long for workers to skip its queued items and finish the
+# running ones (whose results it keeps); then what is still queued is dropped.
+CANCEL_GRACE = 30.0
+
+
+def render(results: list[ItemResult]) -> tuple[bytes, bytes, RequestCounts, BatchUsage]:
+    """The output file, the error file, the counts and the token totals of a batch's
+    results, in input order; a line with two results (a redelivered item two workers
+    both ran) appears once, its success preferred."""
+    by_line: dict[int, ItemResult] = {}
+    for result in results:
+        held = by_line.get(result.line)
+        if held is None or (result.ok and not held.ok):
+            by_line[result.line] = result
+    ok: list[bytes] = []
+    failed: list[bytes] = []
+    prompt = completion = cached = reasoning = 0
+    for line in sorted(by_line):
+        result = by_line[line]
+        text = json.dumps(result.output, separators=(",", ":")).encode()
+        (ok if result.ok else failed).append(text)
+        prompt += result.prompt_tokens
+        completion += result.completion_tokens
+        cached += result.cached_tokens
+        reasoning += result.reasoning_tokens
+    usage = BatchUsage(
+        input_tokens=prompt, input_tokens_details={"cached_tokens": cached},
+        output_tokens=completion, output_tokens_details={"reasoning_tokens": reasoning},
+        total_tokens=prompt + completion,
+    )
+    counts = RequestCounts(total=0, completed=len(ok), failed=len(failed))
+    return (b"".join(x + b"\n" for x in ok), b"".join(x + b"\n" for x in failed), counts,
+            usage)
+
+
+def _claim(holder: str, now: float) -> Callable[[BatchRecord], BatchRecord | None]:
+    def change(record: BatchRecord) -> BatchRecord | None:
+        if record.batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
+                                       BatchStatus.CANCELLING):
+            return None
+        if (record.claimed_by not in (None, holder) and record.claim_until is not None
+                and record.claim_until > now):
+            return None
+        return record.model_copy(update={"claimed_by": holder,
+                                         "claim_until": now + LEASE_SECONDS})
+    return change
+
+
+class Finalizer:
+    def __init__(self, store: BatchStore, tick: float = 0.5) -> None:
+        self._store = store
+        self._tick = tick
+        self._id = uuid.uuid4().hex
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:  # NATS away, a record we cannot read: next tick
+                log.warning("batch finalizer: %s", exc)
+            await asyncio.sleep(self._tick)
+
+    async def run_once(self) -> None:
+        now = time.time()
+        for record in self._store.active():
+            batch = record.batch
+            status = batch.status
+            if status is BatchStatus.CANCELLING:
+                since = now - (batch.cancelling_at or batch.created_at)
+                if since > CANCEL_GRACE or not await self._store.waiting(record):
+                    await self._finish(record)
+            elif status is BatchStatus.FINALIZING:
+                await self._finish(record)
+            elif status is BatchStatus.IN_PROGRESS:
+                if batch.expires_at is not None and now >= batch.expires_at:
+                    await self._finish(record)
+                    continue
+                ok, failed = await self._store.progress(batch.id)
+                if len(ok) + len(failed) >= batch.request_counts.total:
+                    await self._finish(record)
+            elif status is BatchStatus.VALIDATING and now - batch.created_at > VALIDATION_TIMEOUT:
+                await self._store.update(batch.id, _interrupted(int(now)))
+
+    async def _finish(self, record: BatchRecord) -> None:
+        batch_id = record.batch.id
+        now = time.time()
+        claimed = await self._store.update(batch_id, _claim(self._id, now))
+        if claimed is None or claimed.claimed_by != self._id:
+            return
+        expired = False
+        if (claimed.batch.status is not BatchStatus.CANCELLING
+                and claimed.batch.expires_at is not None and now >= claimed.batch.expires_at):
+            ok, failed = await self._store.progress(batch_id)
+            expired = len(ok) + len(failed) < claimed.batch.request_counts.total
+        if claimed.batch.status is BatchStatus.IN_PROGRESS:
+            claimed = await self._store.update(batch_id, _to_finalizing(self._id))
+            if claimed is None or claimed.batch.status is BatchStatus.IN_PROGRESS:
+                return
+        if claimed.batch.status is BatchStatus.CANCELLING or expired:
+            await self._store.drop_items(claimed)
+        output, errors, counts, usage = render(await self._store.results(batch_id))
+        out_id = await self._write(claimed, output_file_id(batch_id), output, now)
+        err_id = await self._write(claimed, error_file_id(batch_id), errors, now)
+        done = await self._store.update(
+            batch_id,
+            _finished(self._id, out_id, err_id, counts, usage, int(time.time()), expired))
+        if done is not None and done.batch.status in (BatchStatus.COMPLETED,
+                                                      BatchStatus.CANCELLED,
+                                                      BatchStatus.EXPIRED):
+            await self._store.drop_results(batch_id)
+            log.info("batch %s %s: %d ok, %d failed", batch_id, done.batch.status.value,
+                     counts.completed, counts.failed)
+
+    async def _write(self, record: BatchRecord, file_id: str, data: bytes,
+                     now: float) -> str | None:
+        if not data:
+            return None
+        await self._store.put_file(FileRecord(
+            file=FileObject(id=file_id, bytes=len(data), created_at=int(now),
+                            filename=f"{file_id}.jsonl", purpose="batch_output"),
+            owner=record.owner), data)
+        return file_id
+
+
+def _to_finalizing(holder: str) -> Callable[[BatchRecord], BatchRecord | None]:
+    def change(record: BatchRecord) -> BatchRecord | None:
+        if record.batch.status is not BatchStatus.IN_PROGRESS or record.claimed_by != holder:
+            return None
+        batch = record.batch.model_copy(update={"status": BatchStatus.FINALIZING,
+                                                "finalizing_at": int(time.time())})
+        return record.model_copy(update={"batch": batch})
+    return change
+
+
+def _finished(
+    holder: str, out_id: str | None, err_id: str | None, counts: RequestCounts,
+    usage: BatchUsage, now: int, expired: bool = False,
+) -> Callable[[BatchRecord], BatchRecord | None]:
+    def change(record: BatchRecord) -> BatchRecord | None:
+        status = record.batch.status
+        if record.claimed_by != holder or status not in (BatchStatus.FINALIZING,
+                                                         BatchStatus.CANCELLING):
+            return None
+        total = record.batch.request_counts.total
+        update: dict[str, object] = {
+            "output_file_id": out_id, "error_file_id": err_id, "usage": usage,
+            "request_counts": counts.model_copy(update={"total": total}),
+        }
+        if status is BatchStatus.CANCELLING:
+            update |= {"status": BatchStatus.CANCELLED, "cancelled_at": now}
+        elif expired:
+            update |= {"status": BatchStatus.EXPIRED, "expired_at": now}
+        else:
+            update |= {"status": BatchStatus.COMPLETED, "completed_at": now}
+        return record.model_copy(update={"batch": record.batch.model_copy(update=update),
+                                         "claimed_by": None, "claim_until": None})
+    return change
+
+
+def _interrupted(now: int) -> Callable[[BatchRecord], BatchRecord | None]:
+    def change(record: BatchRecord) -> BatchRecord | None:
+        if record.batch.status is not BatchStatus.VALIDATING:
+            return None
+        errors = BatchErrors(data=[BatchError(
+            code="validation_interrupted",
+            message="The gateway restarted while validating this batch; submit it again.")])
+        batch = record.batch.model_copy(update={"status": BatchStatus.FAILED, "failed_at": now,
+                                                "errors": errors})
+        return record.model_copy(update={"batch": batch})
+    return change

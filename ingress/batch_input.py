@@ -1,0 +1,181 @@
+"""Reading a batch's input file into items, or into the errors that fail the batch.
+
+Pure: the caller says which deployments serve a model for this caller (``Resolve``), so
+this module needs neither the router nor NATS. As OpenAI does, one bad line fails the whole
+batch, and every bad line is listed with its (1-based) line number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from schemas.batch import (
+    ENDPOINTS,
+    MAX_LINES,
+    BatchError,
+    BatchItem,
+    InputLine,
+    item_request_id,
+)
+from schemas.config import Deployment
+from schemas.infer import Endpoint, InferRequest
+from schemas.openai import ChatCompletionRequest, EmbeddingRequest
+
+# More than this many errors would only make the batch object huge: the first ones say it.
+MAX_ERRORS = 100
+
+
+class ModelRefused(Exception):
+    """The caller may not use a model, or no deployment serves it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# Deployments for a model alias, in the order to spread items over; raises ModelRefused.
+Resolve = Callable[[str], list[Deployment]]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: str | None
+    team_id: str | None
+
+
+@dataclass(slots=True)
+class Parsed:
+    # Each item with the provider whose workers run it.
+    items: list[tuple[str, BatchItem]] = field(default_factory=list)
+    errors: list[BatchError] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)
+
+    def fail(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(BatchError(code=code, message=message, param=param, line=line))
+
+
+_BODIES: dict[Endpoint, type[BaseModel]] = {
+    Endpoint.CHAT: ChatCompletionRequest,
+    Endpoint.EMBEDDINGS: EmbeddingRequest,
+}
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0]
+    param = ".".join(str(p) for p in first["loc"]) or None
+    return (f"{param}: {first['msg']}" if param else str(first["msg"])), param
+
+
+def parse(
+    data: bytes, batch_id: str, endpoint: str, caller: Caller, resolve: Resolve,
+    heartbeat_interval: float = 2.0,
+) -> Parsed:
+    """The items of an input file for ``endpoint``, or the errors that fail the batch."""
+    out = Parsed()
+    kind = ENDPOINTS[endpoint]
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        out.fail(None, "invalid_file", "The input file is not UTF-8 text.")
+        return out
+    seen: set[str] = set()
+    deployments: dict[str, list[Deployment]] = {}
+    lines = text.splitlines()
+    if sum(1 for raw in lines if raw.strip()) > MAX_LINES:
+        out.fail(None, "too_many_requests",
+                 f"The input file has more than {MAX_LINES} requests.")
+        return out
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            out.fail(number, "invalid_json_line", "This line is not valid JSON.")
+            continue
+        try:
+            entry = InputLine.model_validate(value)
+        except ValidationError as exc:
+            message, param = _first_error(exc)
+            out.fail(number, "invalid_request", message, param)
+            continue
+        if entry.url != endpoint:
+            out.fail(number, "mismatched_endpoint",
+                     f"The url {entry.url!r} does not match the batch endpoint {endpoint!r}.",
+                     "url")
+            continue
+        if entry.custom_id in seen:
+            out.fail(number, "duplicate_custom_id",
+                     f"The custom_id {entry.custom_id!r} appears more than once.", "custom_id")
+            continue
+        seen.add(entry.custom_id)
+        try:
+            body = _BODIES[kind].model_validate(entry.body)
+        except ValidationError as exc:
+            message, param = _first_error(exc)
+            out.fail(number, "invalid_request", message, f"body.{param}" if param else "body")
+            continue
+        if entry.body.get("stream"):
+            out.fail(number, "invalid_request", "Batch requests cannot be streamed.",
+                     "body.stream")
+            continue
+        model: str = body.model  # type: ignore[attr-defined]
+        if model not in deployments:
+            try:
+                deployments[model] = resolve(model)
+            except ModelRefused as exc:
+                deployments[model] = []
+                out.fail(number, exc.code, exc.message, "body.model")
+                continue
+        group = deployments[model]
+        if not group:
+            out.fail(number, "model_not_found",
+                     f"The model `{model}` does not exist or you do not have access to it.",
+                     "body.model")
+            continue
+        out.models.add(model)
+        if out.errors:
+            continue  # the batch fails: building more items is wasted work
+        deployment = group[number % len(group)]
+        out.items.append((deployment.provider, _item(
+            batch_id, number, entry, kind, deployment, caller, heartbeat_interval)))
+    if not out.items and not out.errors:
+        out.fail(None, "empty_file", "The input file has no requests.")
+    if out.errors:
+        out.items.clear()
+    return out
+
+
+def _item(
+    batch_id: str, line: int, entry: InputLine, kind: Endpoint, deployment: Deployment,
+    caller: Caller, heartbeat_interval: float,
+) -> BatchItem:
+    body = entry.body
+    end_user = body.get("safety_identifier") or body.get("user")
+    metadata = body.get("metadata")
+    return BatchItem(
+        batch_id=batch_id,
+        line=line,
+        custom_id=entry.custom_id,
+        request=InferRequest(
+            request_id=item_request_id(batch_id, entry.custom_id),
+            endpoint=kind,
+            deployment_id=deployment.id,
+            model_alias=deployment.model_name,
+            body=body,
+            heartbeat_interval=heartbeat_interval,
+            key_id=caller.key_id,
+            team_id=caller.team_id,
+            end_user=end_user if isinstance(end_user, str) else None,
+            metadata={k: v for k, v in metadata.items() if isinstance(v, str)}
+            if isinstance(metadata, dict) else {},
+            batch_id=batch_id,
+        ),
+    )

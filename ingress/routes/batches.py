@@ -1,0 +1,243 @@
+"""``/v1/batches``: create, retrieve, list and cancel batches (OpenAI's Batch API).
+
+Creating a batch reads and validates its input file at once (the batch is ``validating``
+meanwhile): a bad line, a model that does not exist or that the key may not use fails the
+batch with every such line in ``errors``. Otherwise each line becomes one work-queue
+message for the provider of the deployment it was given, and the batch is
+``in_progress``. Workers run the items (:mod:`workers.batch`); the finalizer
+(:mod:`ingress.batch_finalizer`) writes the output files.
+
+Budget: a key (or team) whose daily or monthly budget is spent may not start a batch
+(429 ``insufficient_quota``). Items are not admitted one by one: each is accounted as it
+runs, so a batch started with budget left can overshoot it by what its items cost.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import nats.errors
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from ingress import batch_input
+from ingress.batch_input import ModelRefused
+from ingress.deps import AuthedGateway
+from ingress.errors import ApiError, invalid
+from ingress.gatekeeper import scopes_for
+from ingress.principal import Principal, allowed
+from ingress.routes.files import StoreDep, StoreRoute, may_see, visible_file
+from ingress.routes.inference import read_body
+from ingress.state import Gateway
+from schemas.batch import (
+    COMPLETION_WINDOW,
+    ENDPOINTS,
+    WINDOW_SECONDS,
+    Batch,
+    BatchError,
+    BatchErrors,
+    BatchRecord,
+    BatchStatus,
+    RequestCounts,
+)
+from schemas.config import Deployment
+
+router = APIRouter(route_class=StoreRoute)
+
+
+class CreateBatch(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input_file_id: str = Field(min_length=1)
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str] | None = None
+
+
+def _not_found(batch_id: str) -> ApiError:
+    return ApiError(404, f"No batch found with id '{batch_id}'.", param="batch_id",
+                    code="batch_not_found")
+
+
+async def _budget_spent(gateway: Gateway, principal: Principal) -> str | None:
+    """Which of the caller's budgets has nothing left, if any."""
+    scopes = [s for s in scopes_for(principal, None) if s.has_budget]
+    if not scopes:
+        return None
+    status = await gateway.gatekeeper.admission.status(scopes)
+    for entry in status["scopes"]:
+        for period in ("daily", "monthly"):
+            budget = entry.get(period)
+            if budget and Decimal(budget["remaining"]) <= 0:
+                return f"the {entry['kind']} {entry['label'] or entry['id']}'s {period} budget"
+    return None
+
+
+def _resolver(gateway: Gateway, principal: Principal) -> batch_input.Resolve:
+    def resolve(model: str) -> list[Deployment]:
+        if not allowed(principal, model):
+            raise ModelRefused("model_not_allowed", f"This key may not use the model `{model}`.")
+        plan = list(gateway.router.plan(model))
+        if not plan:
+            raise ModelRefused(
+                "model_not_found",
+                f"The model `{model}` does not exist or you do not have access to it.")
+        return plan
+    return resolve
+
+
+@router.post("/batches")
+async def create_batch(request: Request, gateway: AuthedGateway, store: StoreDep) -> Batch:
+    parsed, _ = await read_body(request, CreateBatch)
+    principal: Principal = request.state.principal
+    if parsed.endpoint not in ENDPOINTS:
+        raise invalid(f"The endpoint {parsed.endpoint!r} is not supported for batches here; "
+                      f"use one of {sorted(ENDPOINTS)}.", param="endpoint",
+                      code="unsupported_endpoint")
+    if parsed.completion_window != COMPLETION_WINDOW:
+        raise invalid(f"completion_window must be '{COMPLETION_WINDOW}'.",
+                      param="completion_window")
+    if parsed.metadata is not None and len(parsed.metadata) > 16:
+        raise invalid("metadata may have at most 16 pairs.", param="metadata")
+    source = await visible_file(request, store, parsed.input_file_id)
+    if source.file.purpose != "batch":
+        raise invalid(f"The file {source.file.id} was not uploaded with purpose 'batch'.",
+                      param="input_file_id", code="invalid_file_purpose")
+    spent = await _budget_spent(gateway, principal)
+    if spent is not None:
+        raise ApiError(429, f"This batch cannot start: {spent} is spent.",
+                       type="insufficient_quota", code="budget_exceeded")
+    data = await store.content(source.file.id)
+    if data is None:
+        raise ApiError(404, f"No such File object: {source.file.id}", param="input_file_id",
+                       code="file_not_found")
+    now = int(time.time())
+    batch_id = f"batch_{uuid.uuid4().hex}"
+    batch = Batch(id=batch_id, endpoint=parsed.endpoint, input_file_id=source.file.id,
+                  status=BatchStatus.VALIDATING, created_at=now,
+                  expires_at=now + WINDOW_SECONDS, metadata=parsed.metadata)
+    record = BatchRecord(batch=batch, owner=principal.key_id, team_id=principal.team_id)
+    await store.create_batch(record)
+    items = batch_input.parse(
+        data, batch_id, parsed.endpoint,
+        batch_input.Caller(key_id=principal.key_id, team_id=principal.team_id),
+        _resolver(gateway, principal), gateway.settings.heartbeat_interval)
+    now = int(time.time())
+    if items.errors:
+        failed = batch.model_copy(update={
+            "status": BatchStatus.FAILED, "failed_at": now,
+            "errors": BatchErrors(data=items.errors)})
+        record = record.model_copy(update={"batch": failed})
+    else:
+        routed = items.items
+        providers = sorted({p for p, _ in routed})
+        # The count and providers are stored before the items go out, so the finalizer
+        # knows what to wait for as soon as the first result lands.
+        record = record.model_copy(update={"providers": providers, "batch": batch.model_copy(
+            update={"request_counts": RequestCounts(total=len(routed))})})
+        counted = await store.update(batch_id, partial(_still_validating, record))
+        if counted is None or counted.batch.status is not BatchStatus.VALIDATING:
+            return (counted or record).batch  # cancelled meanwhile: nothing to run
+        try:
+            await store.publish_items(routed)
+        except (nats.errors.Error, TimeoutError):
+            # Items that went out are skipped by workers once the batch is failed.
+            await store.update(batch_id, partial(_still_validating, _failed(
+                record, "publish_failed", "The gateway could not queue this batch's "
+                "requests; submit it again.")))
+            raise
+        record = record.model_copy(update={"batch": record.batch.model_copy(
+            update={"status": BatchStatus.IN_PROGRESS, "in_progress_at": now})})
+
+    stored = await store.update(batch_id, partial(_still_validating, record))
+    return (stored or record).batch
+
+
+def _still_validating(new: BatchRecord, current: BatchRecord) -> BatchRecord | None:
+    """``new``, unless the batch left ``validating`` meanwhile (a cancel)."""
+    return new if current.batch.status is BatchStatus.VALIDATING else None
+
+
+def _failed(record: BatchRecord, code: str, message: str) -> BatchRecord:
+    batch = record.batch.model_copy(update={
+        "status": BatchStatus.FAILED, "failed_at": int(time.time()),
+        "errors": BatchErrors(data=[BatchError(code=code, message=message)])})
+    return record.model_copy(update={"batch": batch})
+
+
+async def _visible(request: Request, store: StoreDep, batch_id: str) -> BatchRecord:
+    record = await store.batch(batch_id)
+    if record is None or not may_see(request.state.principal, record.owner):
+        raise _not_found(batch_id)
+    return record
+
+
+async def _live(store: StoreDep, record: BatchRecord) -> Batch:
+    """The batch with its counts as of now while its items run."""
+    batch = record.batch
+    if batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
+                            BatchStatus.CANCELLING):
+        return batch
+    ok, failed = await store.progress(batch.id)
+    counts = batch.request_counts.model_copy(update={"completed": len(ok),
+                                                     "failed": len(failed)})
+    return batch.model_copy(update={"request_counts": counts})
+
+
+@router.get("/batches/{batch_id}")
+async def retrieve_batch(
+    request: Request, gateway: AuthedGateway, store: StoreDep, batch_id: str
+) -> Batch:
+    return await _live(store, await _visible(request, store, batch_id))
+
+
+@router.get("/batches")
+async def list_batches(
+    request: Request, gateway: AuthedGateway, store: StoreDep, after: str | None = None,
+    limit: int = 20,
+) -> dict[str, Any]:
+    if not 1 <= limit <= 100:
+        raise invalid("limit must be between 1 and 100.", param="limit")
+    principal: Principal = request.state.principal
+    records = sorted((r for r in await store.batches() if may_see(principal, r.owner)),
+                     key=lambda r: (r.batch.created_at, r.batch.id), reverse=True)
+    if after is not None:
+        ids = [r.batch.id for r in records]
+        records = records[ids.index(after) + 1:] if after in ids else []
+    page = [await _live(store, r) for r in records[:limit]]
+    return {"object": "list", "data": [b.model_dump(mode="json") for b in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None, "has_more": len(records) > limit}
+
+
+_CANCELLABLE = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING)
+
+
+@router.post("/batches/{batch_id}/cancel")
+async def cancel_batch(
+    request: Request, gateway: AuthedGateway, store: StoreDep, batch_id: str
+) -> Batch:
+    record = await _visible(request, store, batch_id)
+    if record.batch.status not in (*_CANCELLABLE, BatchStatus.CANCELLING):
+        raise ApiError(409, f"Cannot cancel a batch with status '{record.batch.status.value}'.",
+                       code="batch_not_cancellable")
+
+    def cancel(current: BatchRecord) -> BatchRecord | None:
+        if current.batch.status not in _CANCELLABLE:
+            return None
+        batch = current.batch.model_copy(update={"status": BatchStatus.CANCELLING,
+                                                 "cancelling_at": int(time.time())})
+        return current.model_copy(update={"batch": batch})
+
+    updated = await store.update(batch_id, cancel)
+    if updated is None:
+        raise _not_found(batch_id)
+    if updated.batch.status in (BatchStatus.COMPLETED, BatchStatus.FAILED,
+                                BatchStatus.EXPIRED):
+        raise ApiError(409, f"Cannot cancel a batch with status '{updated.batch.status.value}'.",
+                       code="batch_not_cancellable")
+    return await _live(store, updated)

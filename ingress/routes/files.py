@@ -1,0 +1,151 @@
+"""``/v1/files``: upload, list, retrieve, read and delete files (the Batch API's input
+and output). A file belongs to the key that uploaded it; the master key sees every file.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+import nats.errors
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+
+from ingress import form
+from ingress.batch_store import BatchStore
+from ingress.deps import AuthedGateway
+from ingress.errors import ApiError, invalid
+from ingress.principal import Principal
+from schemas.batch import FILE_PURPOSES, MAX_FILE_BYTES, FileObject, FileRecord
+
+
+class StoreRoute(APIRoute):
+    """NATS unreachable or timing out while a file or batch is read or written: a 503 the
+    client may retry, not a 500."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (nats.errors.Error, TimeoutError) as exc:
+                raise ApiError(503, f"The batch store is unavailable ({type(exc).__name__}); "
+                               "try again shortly.", type="server_error",
+                               code="nats_unavailable") from None
+
+        return guarded
+
+
+router = APIRouter(route_class=StoreRoute)
+
+
+async def batch_store(request: Request, gateway: AuthedGateway) -> BatchStore:
+    store: BatchStore = request.app.state.batch_store
+    return store
+
+
+StoreDep = Annotated[BatchStore, Depends(batch_store)]
+
+
+def owner_of(principal: Principal) -> str | None:
+    return principal.key_id
+
+
+def may_see(principal: Principal, owner: str | None) -> bool:
+    """A key sees what it created; the master key (or anybody, with no master key) all."""
+    return principal.master or principal.key is None or owner == principal.key_id
+
+
+def _not_found(file_id: str) -> ApiError:
+    return ApiError(404, f"No such File object: {file_id}", param="file_id",
+                    code="file_not_found")
+
+
+async def visible_file(request: Request, store: BatchStore, file_id: str) -> FileRecord:
+    record = await store.file(file_id)
+    if record is None or not may_see(request.state.principal, record.owner):
+        raise _not_found(file_id)
+    return record
+
+
+@router.post("/files")
+async def upload(request: Request, store: StoreDep) -> FileObject:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_FILE_BYTES + 65536:
+        raise ApiError(413, f"A file may be at most {MAX_FILE_BYTES:,} bytes.",
+                       code="file_too_large", param="file")
+    try:
+        parts = form.parse(request.headers.get("content-type", ""), await request.body())
+    except form.FormError as exc:
+        raise invalid(str(exc), code="invalid_form") from None
+    purpose = parts.get("purpose")
+    if purpose is None:
+        raise invalid("Missing required parameter: 'purpose'.", param="purpose")
+    purpose_text = purpose.data.decode(errors="replace").strip()
+    if purpose_text not in FILE_PURPOSES:
+        raise invalid(f"'{purpose_text}' is not one of {sorted(FILE_PURPOSES)} - 'purpose'",
+                      param="purpose")
+    upload = parts.get("file")
+    if upload is None or upload.filename is None:
+        raise invalid("Missing required parameter: 'file'.", param="file")
+    if len(upload.data) > MAX_FILE_BYTES:
+        raise ApiError(413, f"A file may be at most {MAX_FILE_BYTES:,} bytes.",
+                       code="file_too_large", param="file")
+    if not upload.data:
+        raise invalid("The file is empty.", param="file", code="empty_file")
+    record = FileRecord(
+        file=FileObject(id=f"file-{uuid.uuid4().hex}", bytes=len(upload.data),
+                        created_at=int(time.time()), filename=upload.filename or "upload",
+                        purpose=purpose_text),
+        owner=owner_of(request.state.principal),
+    )
+    await store.put_file(record, upload.data)
+    return record.file
+
+
+@router.get("/files")
+async def list_files(
+    request: Request, store: StoreDep, purpose: str | None = None, limit: int = 10_000,
+    order: str = "desc", after: str | None = None,
+) -> dict[str, Any]:
+    if not 1 <= limit <= 10_000:
+        raise invalid("limit must be between 1 and 10000.", param="limit")
+    if order not in ("asc", "desc"):
+        raise invalid("order must be 'asc' or 'desc'.", param="order")
+    principal: Principal = request.state.principal
+    files = sorted((r.file for r in await store.files()
+                    if may_see(principal, r.owner) and (purpose is None
+                                                        or r.file.purpose == purpose)),
+                   key=lambda f: (f.created_at, f.id), reverse=order == "desc")
+    if after is not None:
+        ids = [f.id for f in files]
+        files = files[ids.index(after) + 1:] if after in ids else []
+    page = files[:limit]
+    return {"object": "list", "data": [f.model_dump() for f in page],
+            "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None, "has_more": len(files) > limit}
+
+
+@router.get("/files/{file_id}")
+async def retrieve(request: Request, store: StoreDep, file_id: str) -> FileObject:
+    return (await visible_file(request, store, file_id)).file
+
+
+@router.get("/files/{file_id}/content")
+async def content(request: Request, store: StoreDep, file_id: str) -> Response:
+    await visible_file(request, store, file_id)
+    data = await store.content(file_id)
+    if data is None:
+        raise _not_found(file_id)
+    return Response(data, media_type="application/octet-stream")
+
+
+@router.delete("/files/{file_id}")
+async def delete(request: Request, store: StoreDep, file_id: str) -> dict[str, Any]:
+    await visible_file(request, store, file_id)
+    await store.delete_file(file_id)
+    return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,424 @@
+"""The Batch API through the official openai SDK: files in, batches run by real workers over
+a real nats-server, output and error files out, each item accounted once."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types import Batch
+
+from ingress.nats_server import NatsServer
+from tests.e2e.conftest import MASTER_KEY, make_key
+from tests.fakes import openai_server
+from tests.fakes.server import free_port, serve
+from tests.harness import Gateway, write_config
+
+pytestmark = pytest.mark.e2e
+
+MASTER = {"authorization": f"Bearer {MASTER_KEY}"}
+DONE = ("completed", "failed", "cancelled", "expired")
+
+
+def _client(gateway: Gateway, key: str = MASTER_KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0)
+
+
+def _chat_line(
+    custom_id: str, model: str = "gpt-4o-mini", text: str = "Say hello"
+) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": text}]}}
+
+
+def _upload(client: openai.OpenAI, lines: list[Any]) -> str:
+    raw = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n"
+                  for line in lines)
+    return client.files.create(file=("input.jsonl", io.BytesIO(raw.encode())),
+                               purpose="batch").id
+
+
+def _submit(client: openai.OpenAI, lines: list[Any],
+            endpoint: str = "/v1/chat/completions") -> Batch:
+    return client.batches.create(input_file_id=_upload(client, lines),
+                                 endpoint=endpoint,  # type: ignore[arg-type]
+                                 completion_window="24h")
+
+
+def _wait(client: openai.OpenAI, batch_id: str, within: float = 20.0) -> Batch:
+    deadline = time.monotonic() + within
+    batch = client.batches.retrieve(batch_id)
+    while batch.status not in DONE:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"batch still {batch.status} after {within}s: {batch}")
+        time.sleep(0.1)
+        batch = client.batches.retrieve(batch_id)
+    return batch
+
+
+def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
+
+
+# ---- against the session's gateway ---------------------------------------------------------
+
+
+def test_chat_batch_completes_with_one_output_line_per_request(gateway: Gateway) -> None:
+    _, secret = make_key(gateway, alias="batch-chat")
+    client = _client(gateway, secret)
+    batch = _submit(client, [_chat_line(f"req-{i}") for i in range(5)])
+    assert batch.status == "in_progress"
+    assert batch.request_counts is not None and batch.request_counts.total == 5
+
+    done = _wait(client, batch.id)
+    assert done.status == "completed", done
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (5, 0)
+    assert done.error_file_id is None and done.completed_at is not None
+    output = _lines(client, done.output_file_id)
+    assert sorted(o["custom_id"] for o in output) == [f"req-{i}" for i in range(5)]
+    for line in output:
+        assert line["error"] is None
+        assert line["response"]["status_code"] == 200
+        body = line["response"]["body"]
+        assert body["choices"][0]["message"]["content"] == "Hello from the fake OpenAI server."
+        assert line["response"]["request_id"] == f"{batch.id}-{line['custom_id']}"
+    output_file = client.files.retrieve(done.output_file_id)  # type: ignore[arg-type]
+    assert output_file.purpose == "batch_output"
+
+
+def test_embeddings_batch_completes(gateway: Gateway) -> None:
+    client = _client(gateway)
+    lines = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "text-embedding-3-small", "input": f"text {i}"}}
+             for i in range(3)]
+    done = _wait(client, _submit(client, lines, "/v1/embeddings").id)
+    assert done.status == "completed", done
+    output = _lines(client, done.output_file_id)
+    assert len(output) == 3
+    assert all(o["response"]["body"]["data"][0]["object"] == "embedding" for o in output)
+
+
+def test_bad_lines_fail_the_batch_with_their_line_numbers(gateway: Gateway) -> None:
+    client = _client(gateway)
+    batch = _submit(client, [
+        _chat_line("ok"),
+        "{not json",
+        _chat_line("unknown", model="no-such-model"),
+        {**_chat_line("wrong-url"), "url": "/v1/embeddings"},
+        _chat_line("ok"),  # duplicate custom_id
+    ])
+    assert batch.status == "failed"
+    assert batch.errors is not None and batch.errors.data is not None
+    by_line = {e.line: e.code for e in batch.errors.data}
+    assert by_line == {2: "invalid_json_line", 3: "model_not_found",
+                       4: "mismatched_endpoint", 5: "duplicate_custom_id"}
+    assert client.batches.retrieve(batch.id).status == "failed"
+
+
+def test_a_model_the_key_may_not_use_fails_the_batch(gateway: Gateway) -> None:
+    _, secret = make_key(gateway, allowed_models=["gpt-4o-mini"])
+    client = _client(gateway, secret)
+    batch = _submit(client, [_chat_line("a"), _chat_line("b", model="pricey")])
+    assert batch.status == "failed"
+    assert batch.errors is not None and batch.errors.data is not None
+    assert [(e.line, e.code) for e in batch.errors.data] == [(2, "model_not_allowed")]
+
+
+def test_items_the_upstream_refuses_go_to_the_error_file(gateway: Gateway) -> None:
+    client = _client(gateway)
+    done = _wait(client, _submit(client, [
+        _chat_line("fine"), _chat_line("gone", model="missing-upstream"),
+        _chat_line("long", model="tiny-context")]).id)
+    assert done.status == "completed", done
+    assert done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (1, 2)
+    errors = {e["custom_id"]: e["response"] for e in _lines(client, done.error_file_id)}
+    assert errors["gone"]["status_code"] == 404
+    assert errors["long"]["status_code"] == 400
+    assert errors["long"]["body"]["error"]["code"] == "context_length_exceeded"
+    assert [o["custom_id"] for o in _lines(client, done.output_file_id)] == ["fine"]
+
+
+def test_a_key_sees_only_its_own_files_and_batches(gateway: Gateway) -> None:
+    _, secret_a = make_key(gateway, alias="batch-owner-a")
+    _, secret_b = make_key(gateway, alias="batch-owner-b")
+    a, b = _client(gateway, secret_a), _client(gateway, secret_b)
+    batch = _submit(a, [_chat_line("mine")])
+    with pytest.raises(openai.NotFoundError):
+        b.batches.retrieve(batch.id)
+    with pytest.raises(openai.NotFoundError):
+        b.files.content(batch.input_file_id)
+    with pytest.raises(openai.NotFoundError):
+        b.batches.create(input_file_id=batch.input_file_id, endpoint="/v1/chat/completions",
+                         completion_window="24h")
+    assert batch.id not in [x.id for x in b.batches.list()]
+    assert batch.id in [x.id for x in a.batches.list()]
+    assert _client(gateway).batches.retrieve(batch.id).id == batch.id  # the master sees all
+    done = _wait(a, batch.id)
+    with pytest.raises(openai.NotFoundError):
+        b.files.content(done.output_file_id)  # type: ignore[arg-type]
+
+
+def test_a_key_whose_budget_is_spent_cannot_start_a_batch(gateway: Gateway) -> None:
+    _, secret = make_key(gateway, limits={"daily_budget_usd": "0"})
+    client = _client(gateway, secret)
+    file_id = _upload(client, [_chat_line("x")])
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    assert caught.value.code == "budget_exceeded"
+
+
+def test_what_a_batch_spends_reaches_the_keys_budget(gateway: Gateway) -> None:
+    """Batch items are run by workers, not admitted by an ingress: their spend reaches the
+    live budget counters from ClickHouse (AIGW_SPEND_SEED_INTERVAL, 1 s here)."""
+    key_id, secret = make_key(gateway, limits={"daily_budget_usd": "0.05"})
+    client = _client(gateway, secret)
+
+    def ask() -> None:
+        client.chat.completions.create(model="pricey", max_tokens=5,
+                                       messages=[{"role": "user", "content": "x"}])
+
+    ask()  # a few cents at most: within the budget, and so would the next one be
+    batch = _wait(client, _submit(client, [_chat_line(f"p{i}", model="pricey")
+                                           for i in range(4)]).id)
+    assert batch.status == "completed" and batch.request_counts is not None
+    assert batch.request_counts.completed == 4
+    items = _usage(gateway, key_id, batch.id, expected=4)
+    assert sum(Decimal(r["cost"]) for r in items) > Decimal("0.05")  # past the budget
+    time.sleep(2.5)  # two rounds of raising the live counters to ClickHouse's figures
+    with pytest.raises(openai.RateLimitError) as caught:
+        ask()
+    assert caught.value.code == "budget_exceeded"
+
+
+def test_bad_requests_get_openai_errors(gateway: Gateway) -> None:
+    client = _client(gateway)
+    file_id = _upload(client, [_chat_line("x")])
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
+                              completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nope")
+    r = httpx.post(gateway.base_url + "/v1/files", headers=MASTER, json={"purpose": "batch"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(gateway.base_url + "/v1/files", headers=MASTER, data={"purpose": "batch"},
+                   files={"other": ("x", b"1")})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+
+
+def test_files_can_be_listed_retrieved_and_deleted(gateway: Gateway) -> None:
+    _, secret = make_key(gateway, alias="batch-files")
+    client = _client(gateway, secret)
+    file_id = _upload(client, [_chat_line("x")])
+    assert client.files.retrieve(file_id).purpose == "batch"
+    assert [f.id for f in client.files.list()] == [file_id]
+    assert json.loads(client.files.content(file_id).text)["custom_id"] == "x"
+    assert client.files.delete(file_id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(file_id)
+
+
+def test_every_item_is_one_usage_event_with_the_batch_id(gateway: Gateway) -> None:
+    key_id, secret = make_key(gateway, alias="batch-usage")
+    client = _client(gateway, secret)
+    done = _wait(client, _submit(client, [_chat_line(f"u{i}") for i in range(3)]).id)
+    assert done.status == "completed"
+    rows = _usage(gateway, key_id, done.id, expected=3)
+    assert sorted(r["request_id"] for r in rows) == sorted(
+        f"{done.id}-u{i}" for i in range(3))
+
+
+def _usage(gateway: Gateway, key_id: str | None, batch_id: str,
+           expected: int, within: float = 20.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    rows: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 1000, "days": 1}
+    if key_id is not None:
+        params["key_id"] = key_id
+    while time.monotonic() < deadline:
+        r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER, timeout=10,
+                      params=params)
+        if r.status_code == 200:
+            rows = [x for x in r.json()["data"] if x.get("batch_id") == batch_id]
+            if len(rows) >= expected:
+                return rows
+        time.sleep(0.2)
+    raise AssertionError(f"{len(rows)} usage events for {batch_id}, expected {expected}")
+
+
+# ---- a gateway of its own: slow upstream, workers killed ------------------------------------
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[tuple[str, openai_server.FakeOpenAIState]]:
+    state = openai_server.FakeOpenAIState(slow_seconds=1.0)
+    with serve(openai_server.create_app(state)) as url:
+        yield url, state
+
+
+@pytest.fixture
+def slow_fake(
+    slow_upstream: tuple[str, openai_server.FakeOpenAIState]
+) -> openai_server.FakeOpenAIState:
+    return slow_upstream[1]
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """This test's own server, on a port fixed for its life so a restart comes back there."""
+    server = NatsServer(tmp_path / "nats", port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_gateway(
+    slow_upstream: tuple[str, openai_server.FakeOpenAIState], own_nats: NatsServer,
+    tmp_path: Path,
+) -> Iterator[Gateway]:
+    server = own_nats
+    url = slow_upstream[0]
+    dep = {"api_base": f"{url}/v1", "api_key": "sk-fake"}
+    config = write_config(tmp_path / "config.yaml", {
+        "model_list": [
+            {"model_name": "slow", "litellm_params": {"model": "openai/slow", **dep}},
+            {"model_name": "gpt-4o-mini", "litellm_params": {"model": "openai/gpt-4o-mini",
+                                                             **dep}}],
+        "general_settings": {"master_key": MASTER_KEY},
+    })
+    gw = Gateway(nats_url=server.url, config_path=config, log_dir=tmp_path,
+                 env={"AIGW_ACCOUNTING_BATCH_AGE": "0.2"})
+    gw.start_accounting(tmp_path / "data")
+    gw.start_worker("openai")
+    gw.start_ingress()
+    gw.wait_ready()
+    yield gw
+    gw.stop()
+
+
+def _slow_calls(state: openai_server.FakeOpenAIState) -> Counter[str]:
+    return Counter(r["messages"][0]["content"] for r in state.requests
+                   if r.get("model") == "slow")
+
+
+def test_a_batch_survives_its_worker_being_killed(
+    own_gateway: Gateway, slow_fake: openai_server.FakeOpenAIState
+) -> None:
+    client = _client(own_gateway)
+    total = 20
+    batch = _submit(client, [_chat_line(f"k{i}", model="slow", text=f"kill-{i}")
+                             for i in range(total)])
+    deadline = time.monotonic() + 10
+    while not _slow_calls(slow_fake):  # items are running upstream
+        assert time.monotonic() < deadline, own_gateway.all_logs()
+        time.sleep(0.02)
+    _, worker = own_gateway.workers[0]
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(5)
+    own_gateway.start_worker("openai")
+
+    done = _wait(client, batch.id, within=25)
+    assert done.status == "completed", own_gateway.all_logs()
+    output = _lines(client, done.output_file_id)
+    assert Counter(o["custom_id"] for o in output) == Counter(f"k{i}" for i in range(total))
+    assert _slow_calls(slow_fake).total() > total  # the killed worker's items ran again
+    rows = _usage(own_gateway, None, batch.id, expected=total)
+    time.sleep(1.0)  # a duplicate would land by now
+    rows = _usage(own_gateway, None, batch.id, expected=total)
+    assert Counter(r["request_id"] for r in rows) == Counter(
+        f"{batch.id}-k{i}" for i in range(total))
+
+
+def test_cancel_skips_items_not_yet_started(
+    own_gateway: Gateway, slow_fake: openai_server.FakeOpenAIState
+) -> None:
+    client = _client(own_gateway)
+    total = 60
+    batch = _submit(client, [_chat_line(f"c{i}", model="slow", text=f"cancel-{i}")
+                             for i in range(total)])
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    done = _wait(client, batch.id)
+    assert done.status == "cancelled" and done.cancelled_at is not None
+    assert done.request_counts is not None
+    finished = done.request_counts.completed + done.request_counts.failed
+    assert finished < total
+    # what was running when the cancel came finished and is in the output; nothing else ran
+    ran = {f"c{text.removeprefix('cancel-')}" for text in _slow_calls(slow_fake)}
+    assert {o["custom_id"] for o in _lines(client, done.output_file_id)} == ran
+    assert done.request_counts.completed == len(ran)
+    time.sleep(2.5)  # anything still queued would have started by now
+    assert len(_slow_calls(slow_fake)) == len(ran)
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(_wait(client, _submit(client, [_chat_line("x")]).id).id)
+
+
+def test_replicas_share_batches_and_finish_each_once(own_gateway: Gateway) -> None:
+    other = free_port()
+    own_gateway.start_replica(other)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{other}/health/readiness").status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, own_gateway.all_logs()
+        time.sleep(0.1)
+    a = _client(own_gateway)
+    b = openai.OpenAI(base_url=f"http://127.0.0.1:{other}/v1", api_key=MASTER_KEY,
+                      max_retries=0)
+    batches = [_submit(a, [_chat_line(f"r{n}-{i}") for i in range(3)]) for n in range(3)]
+    for batch in batches:
+        done = _wait(b, batch.id)
+        assert done.status == "completed", own_gateway.all_logs()
+        assert len(_lines(b, done.output_file_id)) == 3
+        assert a.batches.retrieve(batch.id).output_file_id == done.output_file_id
+
+
+def test_a_batch_survives_a_nats_restart(
+    own_gateway: Gateway, own_nats: NatsServer, slow_fake: openai_server.FakeOpenAIState
+) -> None:
+    client = _client(own_gateway)
+    total = 24
+    batch = _submit(client, [_chat_line(f"n{i}", model="slow", text=f"nats-{i}")
+                             for i in range(total)])
+    deadline = time.monotonic() + 10
+    while not _slow_calls(slow_fake):
+        assert time.monotonic() < deadline, own_gateway.all_logs()
+        time.sleep(0.02)
+    own_nats.kill()
+    time.sleep(1.5)  # the running calls end while NATS is away
+    own_nats.start()
+
+    deadline = time.monotonic() + 25
+    while True:
+        try:
+            done = client.batches.retrieve(batch.id)
+            if done.status in DONE:
+                break
+        except (openai.APIStatusError, openai.APIConnectionError):
+            pass
+        assert time.monotonic() < deadline, own_gateway.all_logs()
+        time.sleep(0.2)
+    assert done.status == "completed", done
+    output = _lines(client, done.output_file_id)
+    assert Counter(o["custom_id"] for o in output) == Counter(f"n{i}" for i in range(total))

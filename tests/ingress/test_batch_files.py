@@ -1,0 +1,51 @@
+"""The finalizer's files and the multipart reader, without NATS."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from ingress import form
+from ingress.batch_finalizer import render
+from schemas.batch import ItemResult, error_line, output_line
+
+
+def _ok(line: int, custom_id: str, tokens: int = 1) -> ItemResult:
+    return ItemResult(line=line, custom_id=custom_id, ok=True, prompt_tokens=tokens,
+                      completion_tokens=2 * tokens,
+                      output=output_line("b", custom_id, f"b-{custom_id}", 200, {"n": line}))
+
+
+def _failed(line: int, custom_id: str) -> ItemResult:
+    return ItemResult(line=line, custom_id=custom_id, ok=False,
+                      output=error_line("b", custom_id, "x", "failed"))
+
+
+def test_output_follows_input_order_and_counts_each_line_once() -> None:
+    output, errors, counts, usage = render(
+        [_ok(3, "c"), _failed(2, "b"), _ok(1, "a"), _failed(3, "c"), _ok(1, "a")])
+    assert [json.loads(x)["custom_id"] for x in output.splitlines()] == ["a", "c"]
+    assert [json.loads(x)["custom_id"] for x in errors.splitlines()] == ["b"]
+    assert (counts.completed, counts.failed) == (2, 1)
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (2, 4, 6)
+
+
+def test_no_results_make_empty_files() -> None:
+    output, errors, counts, _ = render([])
+    assert (output, errors, counts.completed, counts.failed) == (b"", b"", 0, 0)
+
+
+def test_a_multipart_upload_is_read_byte_for_byte() -> None:
+    data = b'{"a": 1}\n\xff\x00\r\n--not-a-boundary\r\n'
+    request = httpx.Request("POST", "http://x", data={"purpose": "batch"},
+                            files={"file": ("in.jsonl", data)})
+    parts = form.parse(request.headers["content-type"], request.read())
+    assert parts["purpose"].data == b"batch"
+    assert (parts["file"].filename, parts["file"].data) == ("in.jsonl", data)
+
+
+def test_a_body_that_is_not_multipart_is_refused() -> None:
+    with pytest.raises(form.FormError):
+        form.parse("application/json", b"{}")

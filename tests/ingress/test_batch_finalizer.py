@@ -1,0 +1,158 @@
+"""The batch finalizer against a real nats-server: files written once by one of several
+replicas, leases taken over, cancel and expiry with partial results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from ingress.batch_finalizer import CANCEL_GRACE, VALIDATION_TIMEOUT, Finalizer
+from ingress.batch_store import BatchStore
+from ingress.nats_server import NatsServer
+from schemas.batch import (
+    Batch,
+    BatchItem,
+    BatchRecord,
+    BatchStatus,
+    ItemResult,
+    RequestCounts,
+    output_line,
+    result_key,
+)
+from schemas.infer import Endpoint, InferRequest
+
+
+@pytest.fixture
+async def store(nats_server: NatsServer) -> AsyncIterator[BatchStore]:
+    nc: Client = await nats.connect(nats_server.url)
+    store = BatchStore(nc)
+    await store.start()
+    yield store
+    await nc.close()
+
+
+async def _batch(store: BatchStore, total: int, status: BatchStatus = BatchStatus.IN_PROGRESS,
+                 lease: dict[str, object] | None = None, **fields: object) -> BatchRecord:
+    batch_id = f"batch_{uuid.uuid4().hex}"
+    now = int(time.time())
+    record = BatchRecord(
+        batch=Batch(id=batch_id, endpoint="/v1/chat/completions", input_file_id="file-x",
+                    status=status, created_at=int(fields.pop("created_at", now)),  # type: ignore[call-overload]
+                    expires_at=now + 3600,
+                    request_counts=RequestCounts(total=total)).model_copy(update=fields),
+        owner="key-1", providers=["p"]).model_copy(update=lease or {})
+    await store.create_batch(record)
+    await store.publish_items(
+        ("p", BatchItem(batch_id=batch_id, line=line, custom_id=f"c{line}",
+                        request=InferRequest(request_id=f"{batch_id}-c{line}",
+                                             endpoint=Endpoint.CHAT, deployment_id="d",
+                                             model_alias="m", body={}, batch_id=batch_id)))
+        for line in range(1, total + 1))
+    deadline = time.monotonic() + 5
+    while batch_id not in {r.batch.id for r in store.active()}:  # the finalizer's mirror
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+    return record
+
+
+async def _result(store: BatchStore, batch_id: str, line: int, ok: bool = True) -> None:
+    result = ItemResult(line=line, custom_id=f"c{line}", ok=ok,
+                        output=output_line(batch_id, f"c{line}", "r", 200 if ok else 500, {}))
+    await store.buckets.results.create(result_key(batch_id, ok, line),
+                                       result.model_dump_json().encode())
+
+
+async def _status(store: BatchStore, batch_id: str) -> BatchStatus:
+    record = await store.batch(batch_id)
+    assert record is not None
+    return record.batch.status
+
+
+async def test_a_batch_is_finished_once_by_one_of_several_replicas(store: BatchStore) -> None:
+    record = await _batch(store, 3)
+    batch_id = record.batch.id
+    await _result(store, batch_id, 1)
+    await _result(store, batch_id, 2, ok=False)
+    replicas = [Finalizer(store), Finalizer(store)]
+    await asyncio.gather(*(f.run_once() for f in replicas))
+    assert await _status(store, batch_id) is BatchStatus.IN_PROGRESS
+
+    await _result(store, batch_id, 3)
+    await asyncio.gather(*(f.run_once() for f in replicas))
+    done = await store.batch(batch_id)
+    assert done is not None and done.batch.status is BatchStatus.COMPLETED
+    assert done.batch.request_counts == RequestCounts(total=3, completed=2, failed=1)
+    assert done.claimed_by is None
+    assert done.batch.output_file_id is not None and done.batch.error_file_id is not None
+    output = await store.content(done.batch.output_file_id)
+    assert output is not None and len(output.splitlines()) == 2
+    file = await store.file(done.batch.output_file_id)
+    assert file is not None and file.owner == "key-1" and file.file.purpose == "batch_output"
+    assert await store.progress(batch_id) == (set(), set())  # results dropped
+
+
+async def test_a_live_lease_of_another_replica_is_respected_and_a_stale_one_taken(
+    store: BatchStore,
+) -> None:
+    record = await _batch(store, 1, lease={"claimed_by": "other",
+                                           "claim_until": time.time() + 60})
+    await _result(store, record.batch.id, 1)
+    await Finalizer(store).run_once()
+    assert await _status(store, record.batch.id) is BatchStatus.IN_PROGRESS
+
+    await store.update(record.batch.id,
+                       lambda r: r.model_copy(update={"claim_until": time.time() - 1}))
+    await Finalizer(store).run_once()
+    assert await _status(store, record.batch.id) is BatchStatus.COMPLETED
+
+
+async def test_a_cancelled_batch_waits_for_workers_to_skip_its_items(store: BatchStore) -> None:
+    record = await _batch(store, 2, status=BatchStatus.CANCELLING,
+                          cancelling_at=int(time.time()))
+    await Finalizer(store).run_once()
+    assert await _status(store, record.batch.id) is BatchStatus.CANCELLING
+    await store.drop_items(record)  # as if workers had skipped them
+    await Finalizer(store).run_once()
+    assert await _status(store, record.batch.id) is BatchStatus.CANCELLED
+
+
+async def test_a_cancelled_batch_drops_its_queued_items_after_a_grace_and_keeps_its_results(
+    store: BatchStore,
+) -> None:
+    record = await _batch(store, 5, status=BatchStatus.CANCELLING,
+                          cancelling_at=int(time.time() - CANCEL_GRACE - 1))
+    await _result(store, record.batch.id, 2)
+    assert await store.waiting(record) == 5
+    await Finalizer(store).run_once()
+    done = await store.batch(record.batch.id)
+    assert done is not None and done.batch.status is BatchStatus.CANCELLED
+    assert done.batch.request_counts == RequestCounts(total=5, completed=1, failed=0)
+    assert await store.waiting(record) == 0
+
+
+async def test_a_batch_past_its_window_expires_with_what_it_has(store: BatchStore) -> None:
+    record = await _batch(store, 2, expires_at=int(time.time()) - 1)
+    await _result(store, record.batch.id, 1)
+    await Finalizer(store).run_once()
+    done = await store.batch(record.batch.id)
+    assert done is not None and done.batch.status is BatchStatus.EXPIRED
+    assert done.batch.request_counts.completed == 1
+    assert await store.waiting(record) == 0
+
+
+async def test_a_batch_left_validating_by_a_dead_ingress_fails(store: BatchStore) -> None:
+    stale = await _batch(store, 0, status=BatchStatus.VALIDATING,
+                         created_at=time.time() - VALIDATION_TIMEOUT - 1)
+    fresh = await _batch(store, 0, status=BatchStatus.VALIDATING)
+    await Finalizer(store).run_once()
+    failed = await store.batch(stale.batch.id)
+    assert failed is not None and failed.batch.status is BatchStatus.FAILED
+    assert failed.batch.errors is not None
+    assert failed.batch.errors.data[0].code == "validation_interrupted"
+    assert await _status(store, fresh.batch.id) is BatchStatus.VALIDATING

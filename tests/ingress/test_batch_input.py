@@ -1,0 +1,95 @@
+"""Reading a batch input file: items for good files, numbered errors for bad lines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ingress.batch_input import MAX_ERRORS, Caller, ModelRefused, parse
+from schemas.config import Deployment, parse_config
+from schemas.infer import Endpoint
+
+CONFIG = parse_config({"model_list": [
+    {"model_name": "chat", "litellm_params": {"model": "openai/a"}},
+    {"model_name": "chat", "litellm_params": {"model": "anthropic/b",
+                                              "api_base": "http://x"}},
+    {"model_name": "embed", "litellm_params": {"model": "openai/e"}},
+    {"model_name": "secret", "litellm_params": {"model": "openai/s"}},
+]}, {})
+CALLER = Caller(key_id="key-1", team_id="team-1")
+CHAT = "/v1/chat/completions"
+
+
+def resolve(model: str) -> list[Deployment]:
+    if model == "secret":
+        raise ModelRefused("model_not_allowed", "no")
+    return [d for d in CONFIG.deployments if d.model_name == model]
+
+
+def chat(custom_id: str, model: str = "chat", **body: Any) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": CHAT,
+                       "body": {"model": model, "messages": [{"role": "user", "content": "hi"}],
+                                **body}})
+
+
+def file(*lines: str) -> bytes:
+    return "\n".join(lines).encode() + b"\n"
+
+
+def test_each_line_becomes_an_item_with_a_deterministic_request_id() -> None:
+    parsed = parse(file(chat("a"), "", chat("b", metadata={"team": "x"})),
+                   "batch_1", CHAT, CALLER, resolve)
+    assert parsed.errors == []
+    assert [(i.line, i.custom_id) for _, i in parsed.items] == [(1, "a"), (3, "b")]
+    first = parsed.items[0][1].request
+    assert first.request_id == "batch_1-a"
+    assert (first.batch_id, first.key_id, first.team_id) == ("batch_1", "key-1", "team-1")
+    assert first.endpoint is Endpoint.CHAT and first.attempt == 0 and not first.stream
+    assert parsed.items[1][1].request.metadata == {"team": "x"}
+    assert parse(file(chat("a")), "batch_1", CHAT, CALLER, resolve).items[0][1].request == first
+
+
+def test_items_of_a_group_are_spread_over_its_deployments_and_providers() -> None:
+    parsed = parse(file(*(chat(f"c{i}") for i in range(4))), "b", CHAT, CALLER, resolve)
+    assert sorted({p for p, _ in parsed.items}) == ["anthropic", "openai"]
+
+
+def test_an_unsafe_custom_id_is_hashed_in_the_request_id() -> None:
+    parsed = parse(file(chat("a b\nc")), "b", CHAT, CALLER, resolve)
+    rid = parsed.items[0][1].request.request_id
+    assert rid.startswith("b-") and " " not in rid and len(rid) == len("b-") + 24
+
+
+@pytest.mark.parametrize(("line", "code"), [
+    ("{nope", "invalid_json_line"),
+    ('{"custom_id": "x", "method": "GET", "url": "/v1/chat/completions", "body": {}}',
+     "invalid_request"),
+    (chat("x", model="unknown"), "model_not_found"),
+    (chat("x", model="secret"), "model_not_allowed"),
+    (chat("x", stream=True), "invalid_request"),
+    (json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/embeddings",
+                 "body": {"model": "embed", "input": "x"}}), "mismatched_endpoint"),
+    (json.dumps({"custom_id": "x", "method": "POST", "url": CHAT, "body": {"model": "chat"}}),
+     "invalid_request"),
+])
+def test_a_bad_line_fails_the_batch_with_its_line_number(line: str, code: str) -> None:
+    parsed = parse(file(chat("ok"), line), "b", CHAT, CALLER, resolve)
+    assert parsed.items == []
+    assert [(e.line, e.code) for e in parsed.errors] == [(2, code)]
+
+
+def test_a_repeated_custom_id_is_an_error() -> None:
+    parsed = parse(file(chat("a"), chat("a")), "b", CHAT, CALLER, resolve)
+    assert [(e.line, e.code) for e in parsed.errors] == [(2, "duplicate_custom_id")]
+
+
+def test_an_empty_or_binary_file_is_an_error() -> None:
+    assert parse(b"\n\n", "b", CHAT, CALLER, resolve).errors[0].code == "empty_file"
+    assert parse(b"\xff\xfe", "b", CHAT, CALLER, resolve).errors[0].code == "invalid_file"
+
+
+def test_errors_are_capped() -> None:
+    parsed = parse(file(*(["{"] * (MAX_ERRORS + 5))), "b", CHAT, CALLER, resolve)
+    assert len(parsed.errors) == MAX_ERRORS

@@ -1,0 +1,305 @@
+"""Running batch items: a small pull consumer beside a worker's interactive subscription.
+
+Items come from the work-queue stream (one durable pull consumer per provider, shared by
+that provider's workers) and run through the very path an interactive attempt takes
+(:class:`workers.service.WorkerService`), so the provider adapter, pricing and the usage
+event (carrying ``batch_id``) are the same. Their frames never cross the bus: the runner
+hands the service a local reply subject and :meth:`BatchRunner.deliver` takes the frames.
+
+Interactive requests come first: the runner fetches only while the worker has room
+(interactive in-flight below half its concurrency) and never runs more than
+:data:`CONCURRENCY` items at once.
+
+Exactly once, as the files see it: a result is written with a KV ``create`` keyed by the
+item's line, which fails if one is there, and a redelivered item whose result exists is
+acknowledged without a call. An item whose worker died mid-call is redelivered after
+:data:`ACK_WAIT` (kept short; running items are marked in progress) and runs again under
+the same request id and attempt number, so its usage event has the same id and is
+deduplicated by JetStream and ClickHouse. Retryable failures (429, 5xx, timeouts) are
+retried here, each retry a new attempt number, before the item goes to the error file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.client import JetStreamContext
+
+from ingress.batch_store import Buckets, ensure
+from schemas import subjects
+from schemas.batch import (
+    STOPPED,
+    BatchItem,
+    BatchRecord,
+    BatchStatus,
+    ItemResult,
+    error_line,
+    output_line,
+    result_key,
+)
+from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
+from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind
+from workers.service import WorkerService
+
+log = logging.getLogger("aigw.worker")
+
+LOCAL_PREFIX = "_AIGW_BATCH_LOCAL."
+CONCURRENCY = 16
+ACK_WAIT = 5.0
+# Deliveries after which an item that keeps killing its worker goes to the error file.
+MAX_DELIVERIES = 5
+ATTEMPTS = 3
+STATUS_TTL = 1.0
+
+
+def _result(item: BatchItem, frame: DoneFrame | ErrorFrame) -> ItemResult:
+    """An item's result from the last frame of its call."""
+    request_id = item.request.request_id
+    usage = frame.usage
+    tokens = {
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "cached_tokens": usage.cached_tokens if usage else 0,
+        "reasoning_tokens": usage.reasoning_tokens if usage else 0,
+    }
+    if isinstance(frame, DoneFrame):
+        body = dict(frame.response or {})
+        answer = body.get("usage")
+        if frame.cost is not None and isinstance(answer, dict):
+            body["usage"] = {**answer, "cost": float(frame.cost)}
+        line = output_line(item.batch_id, item.custom_id, request_id, 200, body)
+        return ItemResult(line=item.line, custom_id=item.custom_id, ok=True, output=line,
+                          **tokens)
+    error = frame.error
+    body = {"error": {"message": error.message, "type": error.openai_type,
+                      "param": error.param, "code": error.code}}
+    line = output_line(item.batch_id, item.custom_id, request_id, error.status, body)
+    return ItemResult(line=item.line, custom_id=item.custom_id, ok=False, output=line, **tokens)
+
+
+def backoff(attempt: int, error: ErrorInfo) -> float:
+    """Seconds before retry ``attempt`` (1, 2, ...): the provider's hint, else doubling."""
+    if error.retry_after is not None:
+        return min(float(error.retry_after), 30.0)
+    return min(0.5 * 2.0 ** (attempt - 1), 8.0)
+
+
+class BatchRunner:
+    def __init__(self, provider: str, service: WorkerService, concurrency: int) -> None:
+        self._provider = provider
+        self._service = service
+        self._worker_concurrency = concurrency
+        self._capacity = min(CONCURRENCY, concurrency)
+        self._waiting: dict[str, asyncio.Future[DoneFrame | ErrorFrame]] = {}
+        self._active: set[asyncio.Task[None]] = set()
+        self._status: dict[str, tuple[float, BatchStatus | None]] = {}
+        self._buckets: Buckets | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._stopping = False
+
+    # ---- local replies -----------------------------------------------------------------
+
+    @staticmethod
+    def takes(subject: str) -> bool:
+        return subject.startswith(LOCAL_PREFIX)
+
+    def deliver(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        """A frame the service sent to a local reply subject."""
+        future = self._waiting.get(subject)
+        if future is None or future.done():
+            return
+        kind = headers.get(KIND_HEADER)
+        if kind == FrameKind.DONE.value:
+            future.set_result(DoneFrame.model_validate_json(body))
+        elif kind == FrameKind.ERROR.value:
+            future.set_result(ErrorFrame.model_validate_json(body))
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, nc: Client) -> None:
+        js = nc.jetstream()
+        self._buckets = await ensure(js)
+        self._loop_task = asyncio.create_task(self._run_forever(js))
+
+    async def stop(self, deadline: float) -> None:
+        """Stop fetching; let running items finish until ``deadline`` (loop time); an item
+        cut off is not acknowledged, so another worker runs it."""
+        self._stopping = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._sub is not None:
+            # A pull subscription left open holds up the connection's drain.
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        loop = asyncio.get_running_loop()
+        while self._active and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for task in list(self._active):
+            task.cancel()
+
+    @property
+    def running(self) -> int:
+        return len(self._active)
+
+    def _room(self) -> int:
+        interactive = self._service.in_flight - len(self._active)
+        if interactive * 2 >= self._worker_concurrency:
+            return 0
+        return min(self._capacity - len(self._active),
+                   self._worker_concurrency - self._service.in_flight)
+
+    async def _subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT,
+                                max_ack_pending=10_000)
+        return await js.pull_subscribe(
+            subjects.batch_provider_items(self._provider),
+            durable=subjects.batch_consumer(self._provider),
+            stream=subjects.BATCH_STREAM, config=config)
+
+    async def _run_forever(self, js: JetStreamContext) -> None:
+        sub: JetStreamContext.PullSubscription | None = None
+        while not self._stopping:
+            try:
+                if sub is None:
+                    sub = self._sub = await self._subscribe(js)
+                room = self._room()
+                if room <= 0:
+                    await asyncio.sleep(0.05)
+                    continue
+                try:
+                    msgs = await sub.fetch(room, timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                for msg in msgs:
+                    task = asyncio.create_task(self._handle(msg))
+                    self._active.add(task)
+                    task.add_done_callback(self._active.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS away or the consumer gone: try again shortly
+                log.warning("batch consumer for %s: %s", self._provider, exc)
+                sub = None
+                await asyncio.sleep(1.0)
+
+    # ---- one item ------------------------------------------------------------------------
+
+    async def _handle(self, msg: Msg) -> None:
+        keepalive = asyncio.create_task(self._keep_alive(msg))
+        try:
+            await self._process(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("batch item failed inside the worker; it will be redelivered")
+        finally:
+            keepalive.cancel()
+
+    @staticmethod
+    async def _keep_alive(msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(ACK_WAIT / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _process(self, msg: Msg) -> None:
+        try:
+            item = BatchItem.model_validate_json(msg.data)
+        except ValueError:
+            log.error("dropping a batch item that cannot be read")
+            await msg.term()
+            return
+        if await self._has_result(item) or await self._stopped(item.batch_id):
+            await msg.ack()
+            return
+        if msg.metadata.num_delivered is not None and (
+                msg.metadata.num_delivered > MAX_DELIVERIES):
+            await self._store(item, ItemResult(
+                line=item.line, custom_id=item.custom_id, ok=False,
+                output=error_line(item.batch_id, item.custom_id, "delivery_limit",
+                                  f"The request was tried {MAX_DELIVERIES} times and never "
+                                  "finished.")))
+            await msg.ack()
+            return
+        frame = await self._call(item)
+        if frame is None:  # cancelled with the worker: leave it for redelivery
+            return
+        await self._store(item, _result(item, frame))
+        await msg.ack()
+
+    async def _call(self, item: BatchItem) -> DoneFrame | ErrorFrame | None:
+        frame: DoneFrame | ErrorFrame | None = None
+        for attempt in range(ATTEMPTS):
+            request = item.request.model_copy(update={"attempt": attempt})
+            frame = await self._attempt(request.model_dump_json().encode())
+            if not isinstance(frame, ErrorFrame):
+                return frame
+            error = frame.error
+            if error.kind is ErrorKind.CANCELLED:
+                return None
+            if error.kind not in RETRYABLE or attempt == ATTEMPTS - 1:
+                return frame
+            await asyncio.sleep(backoff(attempt + 1, error))
+        return frame
+
+    async def _attempt(self, data: bytes) -> DoneFrame | ErrorFrame | None:
+        reply = f"{LOCAL_PREFIX}{uuid.uuid4().hex}"
+        future: asyncio.Future[DoneFrame | ErrorFrame] = (
+            asyncio.get_running_loop().create_future())
+        self._waiting[reply] = future
+        try:
+            await self._service.handle(data, reply)
+            return future.result() if future.done() else None
+        finally:
+            self._waiting.pop(reply, None)
+
+    # ---- state in KV ---------------------------------------------------------------------
+
+    @property
+    def _kv(self) -> Buckets:
+        if self._buckets is None:
+            raise RuntimeError("BatchRunner.start() was not awaited")
+        return self._buckets
+
+    async def _has_result(self, item: BatchItem) -> bool:
+        for ok in (True, False):
+            try:
+                await self._kv.results.get(result_key(item.batch_id, ok, item.line))
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                continue
+            return True
+        return False
+
+    async def _stopped(self, batch_id: str) -> bool:
+        """Whether the batch was cancelled (or is gone): its items are skipped."""
+        now = time.monotonic()
+        cached = self._status.get(batch_id)
+        if cached is None or now - cached[0] > STATUS_TTL:
+            try:
+                entry = await self._kv.batches.get(batch_id)
+                status = (BatchRecord.model_validate_json(entry.value).batch.status
+                          if entry.value else None)
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                status = None
+            cached = (now, status)
+            self._status[batch_id] = cached
+            if len(self._status) > 1000:
+                self._status = {k: v for k, v in self._status.items() if now - v[0] <= STATUS_TTL}
+        return cached[1] is None or cached[1] in STOPPED
+
+    async def _store(self, item: BatchItem, result: ItemResult) -> None:
+        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+            await self._kv.results.create(result_key(item.batch_id, result.ok, item.line),
+                                          result.model_dump_json().encode())
+
