@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 
 from ingress.nats_server import NatsServer
 from tests.fakes import anthropic_server, gemini_server, openai_server
-from tests.fakes.server import serve
+from tests.fakes.server import free_port, serve
 from tests.redis_server import RedisServer, redis_binary
 
 
@@ -60,6 +60,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def private_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of the test's own, for tests that kill it."""
     server = RedisServer(redis_binary(), tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A test's own nats-server, on a port fixed for its life, so that a test restarting
+    it gets it back where its clients reconnect."""
+    server = NatsServer(tmp_path / "nats", port=free_port())
     server.start()
     yield server
     server.stop()

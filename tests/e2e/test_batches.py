@@ -281,15 +281,6 @@ def slow_fake(
 
 
 @pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
-    """This test's own server, on a port fixed for its life so a restart comes back there."""
-    server = NatsServer(tmp_path / "nats", port=free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def own_gateway(
     slow_upstream: tuple[str, openai_server.FakeOpenAIState], own_nats: NatsServer,
     tmp_path: Path,

@@ -27,7 +27,8 @@ import pytest
 from ingress.nats_server import NatsServer
 from schemas import estimate, subjects
 from tests.fakes import openai_server
-from tests.fakes.server import free_port, serve
+from tests.fakes.openai_server import Served, running
+from tests.fakes.server import free_port
 from tests.harness import Gateway, socket_owner, write_config
 
 pytestmark = pytest.mark.e2e
@@ -57,31 +58,15 @@ def faults_config(url: str) -> dict[str, object]:
     }
 
 
-@dataclass
-class Fake:
-    url: str
-    state: openai_server.FakeOpenAIState
-
-
 @pytest.fixture
-def fake() -> Iterator[Fake]:
-    state = openai_server.FakeOpenAIState(slow_seconds=30.0)
-    with serve(openai_server.create_app(state)) as url:
-        yield Fake(url, state)
-
-
-@pytest.fixture
-def own_nats(tmp_path: Path) -> Iterator[NatsServer]:
-    """This test's own server, on a port fixed for its life so a restart comes back there."""
-    server = NatsServer(tmp_path / "nats", port=free_port())
-    server.start()
-    yield server
-    server.stop()
+def fake() -> Iterator[Served]:
+    with running(openai_server.FakeOpenAIState(slow_seconds=30.0)) as served:
+        yield served
 
 
 @pytest.fixture
 def gw(
-    own_nats: NatsServer, fake: Fake, tmp_path: Path,
+    own_nats: NatsServer, fake: Served, tmp_path: Path,
 ) -> Iterator[Gateway]:
     config = write_config(tmp_path / "config.yaml", faults_config(fake.url))
     gateway = Gateway(nats_url=own_nats.url, config_path=config,
@@ -220,7 +205,7 @@ def _upstream_calls(state: openai_server.FakeOpenAIState, content: str) -> int:
 
 
 def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error_event_and_no_retry(
-    gw: Gateway, fake: Fake
+    gw: Gateway, fake: Served
 ) -> None:
     call = SseCall(gw.base_url, "stall").start()
     # the role chunk and three words: the client has content, so no failover is allowed
@@ -263,7 +248,7 @@ def test_a_worker_killed_mid_stream_ends_the_stream_with_an_error_event_and_no_r
 
 
 def test_a_worker_killed_before_it_answers_is_accounted_once_and_the_next_one_answers(
-    gw: Gateway, fake: Fake
+    gw: Gateway, fake: Served
 ) -> None:
     content = uuid.uuid4().hex
     messages = [{"role": "user", "content": content}]
@@ -335,7 +320,7 @@ def _chat_as(base_url: str, secret: str) -> int:
 
 
 def test_a_nats_restart_fails_requests_in_flight_cleanly_and_the_same_processes_serve_again(
-    gw: Gateway, own_nats: NatsServer, fake: Fake
+    gw: Gateway, own_nats: NatsServer, fake: Served
 ) -> None:
     port = free_port()
     replica = f"http://127.0.0.1:{port}"

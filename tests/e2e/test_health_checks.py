@@ -11,7 +11,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import pytest
 from ingress.nats_server import NatsServer
 from schemas import subjects
 from tests.fakes import openai_server
-from tests.fakes.server import free_port, serve
+from tests.fakes.openai_server import Served, running
+from tests.fakes.server import free_port
 from tests.harness import Gateway, write_config
 
 pytestmark = pytest.mark.e2e
@@ -46,23 +46,15 @@ def health_config(url: str) -> dict[str, object]:
     }
 
 
-@dataclass
-class Fake:
-    url: str
-    state: openai_server.FakeOpenAIState
+@pytest.fixture
+def fake() -> Iterator[Served]:
+    with running(openai_server.FakeOpenAIState(switch_status=500)) as served:
+        yield served
 
 
 @pytest.fixture
-def fake() -> Iterator[Fake]:
-    state = openai_server.FakeOpenAIState(switch_status=500)
-    with serve(openai_server.create_app(state)) as url:
-        yield Fake(url, state)
-
-
-@pytest.fixture
-def gw(tmp_path: Path, fake: Fake) -> Iterator[Gateway]:
-    server = NatsServer(tmp_path / "nats", port=free_port())
-    server.start()
+def gw(tmp_path: Path, fake: Served, own_nats: NatsServer) -> Iterator[Gateway]:
+    server = own_nats
     config = write_config(tmp_path / "config.yaml", health_config(fake.url))
     gateway = Gateway(nats_url=server.url, config_path=config, log_dir=tmp_path,
                       env={"AIGW_HEARTBEAT": "0.5", "AIGW_HEARTBEAT_TIMEOUT": "2"})
@@ -114,7 +106,7 @@ def _probe_events(nats_url: str) -> list[dict[str, Any]]:
 
 
 def test_probes_open_a_failing_deployment_and_close_it_once_it_answers_without_any_request(
-    gw: Gateway, fake: Fake
+    gw: Gateway, fake: Served
 ) -> None:
     def flaky_open() -> bool:
         rows = _rows(gw.base_url)
@@ -153,7 +145,7 @@ def test_probes_open_a_failing_deployment_and_close_it_once_it_answers_without_a
 
 
 def test_of_two_replicas_one_probes_and_both_show_the_checks(
-    gw: Gateway, fake: Fake
+    gw: Gateway, fake: Served
 ) -> None:
     port = free_port()
     replica = f"http://127.0.0.1:{port}"

@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.server import serve
 
 ANSWER = "Hello from the fake OpenAI server."
 TOOL_ARGS = '{"city": "Paris", "unit": "celsius"}'
@@ -255,3 +258,17 @@ async def _stream(body: dict[str, Any], state: FakeOpenAIState) -> AsyncIterator
         yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
     state.completed += 1
     yield b"data: [DONE]\n\n"
+
+
+@dataclass
+class Served:
+    """A fake OpenAI server running on a loopback port, and the state its tests drive."""
+
+    url: str
+    state: FakeOpenAIState
+
+
+@contextmanager
+def running(state: FakeOpenAIState) -> Iterator[Served]:
+    with serve(create_app(state)) as url:
+        yield Served(url, state)
