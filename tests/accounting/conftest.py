@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import nats
 import pytest
@@ -24,11 +25,29 @@ from accounting.stream import ensure_usage_stream
 from ingress.nats_server import NatsServer
 from schemas import subjects
 from schemas.usage import UsageEvent, UsageStatus, event_id
+from tests.clickhouse_server import fresh_database, server_url
 
 
-@pytest.fixture
-def clickhouse_url(tmp_path: Path) -> str:
-    return f"chdb://{tmp_path / 'clickhouse'}"
+@pytest.fixture(scope="session")
+def clickhouse_server() -> Iterator[str]:
+    with server_url() as url:
+        yield url
+
+
+@pytest.fixture(params=["chdb", "server"])
+def clickhouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store: a chDB directory, or a database of its own on a ClickHouse
+    server (skipped, saying why, when there is none: see ``tests/clickhouse_server.py``)."""
+    if request.param == "chdb":
+        yield f"chdb://{tmp_path / 'clickhouse'}"
+        return
+    name = f"aigw_test_{uuid4().hex[:12]}"
+    url, admin = fresh_database(request.getfixturevalue("clickhouse_server"), name)
+    try:
+        yield url
+    finally:
+        admin.command(f"DROP DATABASE IF EXISTS {name}")
+        admin.close()
 
 
 @pytest.fixture
