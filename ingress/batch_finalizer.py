@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from ingress.batch_input import custom_ids
 from ingress.batch_store import BatchStore
 from schemas.batch import (
     BatchError,
@@ -31,6 +32,7 @@ from schemas.batch import (
     ItemResult,
     RequestCounts,
     error_file_id,
+    error_line,
     output_file_id,
 )
 
@@ -43,6 +45,11 @@ VALIDATION_TIMEOUT = 600.0
 # A cancelled batch waits this long for workers to skip its queued items and finish the
 # running ones (whose results it keeps); then what is still queued is dropped.
 CANCEL_GRACE = 30.0
+# Counting a batch's results reads one subject per result (3 MB of JSON for 50,000), so a
+# big batch is counted less often than every tick: every ``total / POLL_ITEMS_PER_SECOND``
+# seconds, MAX_POLL_INTERVAL at most.
+POLL_ITEMS_PER_SECOND = 10_000
+MAX_POLL_INTERVAL = 5.0
 
 
 def render(results: list[ItemResult]) -> tuple[bytes, bytes, RequestCounts, BatchUsage]:
@@ -94,6 +101,8 @@ class Finalizer:
         self._tick = tick
         self._id = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
+        # When each running batch is next counted (time.monotonic()).
+        self._next_count: dict[str, float] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
@@ -112,20 +121,40 @@ class Finalizer:
                 log.warning("batch finalizer: %s", exc)
             await asyncio.sleep(self._tick)
 
+    def _due(self, record: BatchRecord) -> bool:
+        """Whether to count the batch's results (or queued items) on this tick."""
+        interval = min(MAX_POLL_INTERVAL,
+                       record.batch.request_counts.total / POLL_ITEMS_PER_SECOND)
+        if interval <= self._tick:
+            return True
+        batch_id = record.batch.id
+        clock = time.monotonic()
+        if clock < self._next_count.get(batch_id, 0.0):
+            return False
+        self._next_count[batch_id] = clock + interval
+        return True
+
     async def run_once(self) -> None:
         now = time.time()
-        for record in self._store.active():
+        active = self._store.active()
+        live = {r.batch.id for r in active}
+        for batch_id in [b for b in self._next_count if b not in live]:
+            del self._next_count[batch_id]
+        for record in active:
             batch = record.batch
             status = batch.status
             if status is BatchStatus.CANCELLING:
                 since = now - (batch.cancelling_at or batch.created_at)
-                if since > CANCEL_GRACE or not await self._store.waiting(record):
+                if since > CANCEL_GRACE or (
+                        self._due(record) and not await self._store.waiting(record)):
                     await self._finish(record)
             elif status is BatchStatus.FINALIZING:
                 await self._finish(record)
             elif status is BatchStatus.IN_PROGRESS:
                 if batch.expires_at is not None and now >= batch.expires_at:
                     await self._finish(record)
+                    continue
+                if not self._due(record):
                     continue
                 ok, failed = await self._store.progress(batch.id)
                 if len(ok) + len(failed) >= batch.request_counts.total:
@@ -148,9 +177,13 @@ class Finalizer:
             claimed = await self._store.update(batch_id, _to_finalizing(self._id))
             if claimed is None or claimed.batch.status is BatchStatus.IN_PROGRESS:
                 return
-        if claimed.batch.status is BatchStatus.CANCELLING or expired:
+        cancelled = claimed.batch.status is BatchStatus.CANCELLING
+        if cancelled or expired:
             await self._store.drop_items(claimed)
-        output, errors, counts, usage = render(await self._store.results(batch_id))
+        results = await self._store.results(batch_id)
+        if cancelled or expired:
+            results += await self._unfinished(claimed, results, cancelled)
+        output, errors, counts, usage = render(results)
         out_id = await self._write(claimed, output_file_id(batch_id), output, now)
         err_id = await self._write(claimed, error_file_id(batch_id), errors, now)
         done = await self._store.update(
@@ -162,6 +195,27 @@ class Finalizer:
             await self._store.drop_results(batch_id)
             log.info("batch %s %s: %d ok, %d failed", batch_id, done.batch.status.value,
                      counts.completed, counts.failed)
+
+    async def _unfinished(self, record: BatchRecord, results: list[ItemResult],
+                          cancelled: bool) -> list[ItemResult]:
+        """An error result for each line of a cancelled or expired batch that has none, as
+        OpenAI writes them, so ``completed + failed == total``. The custom ids are read
+        again from the input file (every line of a batch that ran was an item); a file
+        deleted meanwhile leaves those lines out."""
+        data = await self._store.content(record.batch.input_file_id)
+        if data is None:
+            return []
+        ids = await asyncio.to_thread(custom_ids, data)
+        done = {r.line for r in results}
+        code, message = (
+            ("batch_cancelled", "This request was not executed because the batch was "
+             "cancelled.") if cancelled else
+            ("batch_expired", "This request could not be executed before the completion "
+             "window expired."))
+        batch_id = record.batch.id
+        return [ItemResult(line=line, custom_id=custom_id, ok=False,
+                           output=error_line(batch_id, custom_id, code, message))
+                for line, custom_id in ids.items() if line not in done]
 
     async def _write(self, record: BatchRecord, file_id: str, data: bytes,
                      now: float) -> str | None:

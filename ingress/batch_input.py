@@ -3,6 +3,12 @@
 Pure: the caller says which deployments serve a model for this caller (``Resolve``), so
 this module needs neither the router nor NATS. As OpenAI does, one bad line fails the whole
 batch, and every bad line is listed with its (1-based) line number.
+
+Lines are split on ``\n`` alone (a ``\r`` before it is dropped): JSON strings may hold
+U+2028, U+0085, form feeds and the like unescaped, which :meth:`str.splitlines` would cut.
+Each item is serialized here, as it will go on the work queue, so an item NATS cannot
+carry (over ``max_payload``, or text that is no Unicode, as a lone ``\ud800`` escape)
+is a line error instead of a publish that fails half-way.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from schemas.batch import (
     ENDPOINTS,
@@ -28,6 +35,9 @@ from schemas.openai import ChatCompletionRequest, EmbeddingRequest
 
 # More than this many errors would only make the batch object huge: the first ones say it.
 MAX_ERRORS = 100
+# Room left in a message for its headers (``Nats-Msg-Id``), which count against
+# the server's max_payload too.
+HEADER_ROOM = 256
 
 
 class ModelRefused(Exception):
@@ -49,15 +59,29 @@ class Caller:
     team_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """An item, the provider whose workers run it, and its message body."""
+
+    provider: str
+    item: BatchItem
+    payload: bytes
+
+    @classmethod
+    def of(cls, provider: str, item: BatchItem) -> Queued:
+        return cls(provider, item, item.model_dump_json().encode())
+
+
 @dataclass(slots=True)
 class Parsed:
-    # Each item with the provider whose workers run it.
-    items: list[tuple[str, BatchItem]] = field(default_factory=list)
+    items: list[Queued] = field(default_factory=list)
     errors: list[BatchError] = field(default_factory=list)
     models: set[str] = field(default_factory=set)
 
     def fail(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
         if len(self.errors) < MAX_ERRORS:
+            # A model name may carry a lone surrogate, which the batch record could not store.
+            message = message.encode("utf-8", "backslashreplace").decode()
             self.errors.append(BatchError(code=code, message=message, param=param, line=line))
 
 
@@ -73,26 +97,57 @@ def _first_error(exc: ValidationError) -> tuple[str, str | None]:
     return (f"{param}: {first['msg']}" if param else str(first["msg"])), param
 
 
+def lines(data: bytes) -> list[str] | int:
+    """The lines of an input file (a UTF-8 BOM dropped), or the number of the first line
+    that is not UTF-8."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1
+    split = text.split("\n")
+    if split and not split[-1]:
+        split.pop()
+    return [line.removesuffix("\r") for line in split]
+
+
+def custom_ids(data: bytes) -> dict[int, str]:
+    """The ``custom_id`` of each line (1-based) of an input file that has one."""
+    found: dict[int, str] = {}
+    split = lines(data)
+    if isinstance(split, int):
+        return found
+    for number, raw in enumerate(split, start=1):
+        if not raw.strip():
+            continue
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            continue
+        custom_id = value.get("custom_id") if isinstance(value, dict) else None
+        if isinstance(custom_id, str):
+            found[number] = custom_id
+    return found
+
+
 def parse(
     data: bytes, batch_id: str, endpoint: str, caller: Caller, resolve: Resolve,
-    heartbeat_interval: float = 2.0,
+    heartbeat_interval: float = 2.0, max_payload: int = 1024 * 1024,
 ) -> Parsed:
-    """The items of an input file for ``endpoint``, or the errors that fail the batch."""
+    """The items of an input file for ``endpoint``, or the errors that fail the batch.
+    ``max_payload`` is the most bytes a NATS message may carry (``nc.max_payload``)."""
     out = Parsed()
     kind = ENDPOINTS[endpoint]
-    try:
-        text = data.decode()
-    except UnicodeDecodeError:
-        out.fail(None, "invalid_file", "The input file is not UTF-8 text.")
+    split = lines(data)
+    if isinstance(split, int):
+        out.fail(split, "invalid_file", "The input file is not UTF-8 text.")
         return out
     seen: set[str] = set()
     deployments: dict[str, list[Deployment]] = {}
-    lines = text.splitlines()
-    if sum(1 for raw in lines if raw.strip()) > MAX_LINES:
+    if sum(1 for raw in split if raw.strip()) > MAX_LINES:
         out.fail(None, "too_many_requests",
                  f"The input file has more than {MAX_LINES} requests.")
         return out
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in enumerate(split, start=1):
         if not raw.strip():
             continue
         try:
@@ -141,11 +196,22 @@ def parse(
                      "body.model")
             continue
         out.models.add(model)
-        if out.errors:
-            continue  # the batch fails: building more items is wasted work
         deployment = group[number % len(group)]
-        out.items.append((deployment.provider, _item(
-            batch_id, number, entry, kind, deployment, caller, heartbeat_interval)))
+        try:
+            queued = Queued.of(deployment.provider, _item(
+                batch_id, number, entry, kind, deployment, caller, heartbeat_interval))
+        except (PydanticSerializationError, UnicodeEncodeError):
+            out.fail(number, "invalid_request",
+                     "This line has text that is not valid Unicode (a lone surrogate escape "
+                     "such as \\ud800).")
+            continue
+        if len(queued.payload) + HEADER_ROOM > max_payload:
+            out.fail(number, "request_too_large",
+                     f"This request is too large: over the {max_payload - HEADER_ROOM:,} "
+                     "bytes a request may have on this gateway.")
+            continue
+        if not out.errors:  # else the batch fails: keeping items is wasted memory
+            out.items.append(queued)
     if not out.items and not out.errors:
         out.fail(None, "empty_file", "The input file has no requests.")
     if out.errors:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -29,12 +30,12 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from nats.js.object_store import ObjectStore
 from pydantic import ValidationError
 
+from ingress.batch_input import Queued
 from ingress.bucket_watch import BucketWatch
 from schemas import subjects
 from schemas.batch import (
     ACTIVE,
     WINDOW_SECONDS,
-    BatchItem,
     BatchRecord,
     FileRecord,
     ItemResult,
@@ -119,6 +120,10 @@ class BatchStore:
         self._watch: BucketWatch | None = None
         self._files: KeyValue | None = None
         self._objects: ObjectStore | None = None
+        # Live counts of the active batches: (when, completed, failed), so a burst of
+        # GETs (or a list of 100 batches) does not count 50,000 result keys each time.
+        self._counted: dict[str, tuple[float, int, int]] = {}
+        self._counting: dict[str, asyncio.Task[tuple[set[int], set[int]]]] = {}
 
     async def start(self) -> None:
         self._buckets = await ensure(self._js)
@@ -147,6 +152,7 @@ class BatchStore:
             self._active[key] = record
         else:
             self._active.pop(key, None)
+            self._counted.pop(key, None)
 
     def active(self) -> list[BatchRecord]:
         """The batches with work left, as last seen (changes go through :meth:`update`)."""
@@ -247,12 +253,18 @@ class BatchStore:
 
     # ---- items ---------------------------------------------------------------------------
 
-    async def publish_items(self, items: Iterable[tuple[str, BatchItem]]) -> None:
-        """Each ``(provider, item)`` on the work queue; a re-publish is deduplicated."""
+    @property
+    def max_payload(self) -> int:
+        """The most bytes a message may carry on this connection (the server's setting)."""
+        return self._nc.max_payload
+
+    async def publish_items(self, items: Iterable[Queued]) -> None:
+        """Each item on its provider's work queue; a re-publish is deduplicated."""
         pending: list[asyncio.Future[object]] = []
-        for provider, item in items:
+        for queued in items:
+            item = queued.item
             pending.append(asyncio.ensure_future(self._js.publish(
-                subjects.batch_items(provider, item.batch_id), item.model_dump_json().encode(),
+                subjects.batch_items(queued.provider, item.batch_id), queued.payload,
                 headers={"Nats-Msg-Id": item_msg_id(item.batch_id, item.line)})))
             if len(pending) >= 256:
                 await asyncio.gather(*pending)
@@ -281,10 +293,36 @@ class BatchStore:
         return f"$KV.{subjects.BATCH_RESULTS_BUCKET}.{batch_id}.>"
 
     async def progress(self, batch_id: str) -> tuple[set[int], set[int]]:
-        """The lines with a result: (succeeded, failed)."""
+        """The lines with a result: (succeeded, failed). One scan of the batch's result
+        keys (about 3 MB of JSON for 50,000 results), shared by concurrent callers."""
+        task = self._counting.get(batch_id)
+        if task is None:
+            task = asyncio.create_task(self._scan(batch_id))
+            self._counting[batch_id] = task
+            task.add_done_callback(lambda _: self._counting.pop(batch_id, None))
+        return await asyncio.shield(task)
+
+    async def _scan(self, batch_id: str) -> tuple[set[int], set[int]]:
         info = await self._js.stream_info(
             f"KV_{subjects.BATCH_RESULTS_BUCKET}", subjects_filter=self._results_subjects(batch_id))
-        return progress(list((info.state.subjects or {}).keys()))
+        ok, failed = progress(list((info.state.subjects or {}).keys()))
+        if batch_id in self._active:
+            self._counted[batch_id] = (time.monotonic(), len(ok), len(failed))
+        return ok, failed
+
+    async def counts(self, batch_id: str, max_age: float = 1.0) -> tuple[int, int]:
+        """(completed, failed) of a running batch, counted at most ``max_age`` ago."""
+        known = self._counted.get(batch_id)
+        if known is not None and time.monotonic() - known[0] <= max_age:
+            return known[1], known[2]
+        ok, failed = await self.progress(batch_id)
+        return len(ok), len(failed)
+
+    def last_counts(self, batch_id: str) -> tuple[int, int] | None:
+        """(completed, failed) as last counted on this replica (the finalizer counts every
+        running batch every few seconds), without counting again."""
+        known = self._counted.get(batch_id)
+        return None if known is None else (known[1], known[2])
 
     async def results(self, batch_id: str) -> list[ItemResult]:
         return [ItemResult.model_validate_json(v)

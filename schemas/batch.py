@@ -48,9 +48,11 @@ class BatchStatus(StrEnum):
 # A batch in one of these has work left for workers or the finalizer.
 ACTIVE = frozenset({BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
                     BatchStatus.CANCELLING})
-# Workers skip the items of a batch in one of these.
-STOPPED = frozenset({BatchStatus.CANCELLING, BatchStatus.CANCELLED, BatchStatus.FAILED,
-                     BatchStatus.EXPIRED})
+# Workers run the items of an ``in_progress`` batch only. Those of a batch still
+# ``validating`` wait (the ingress may yet fail it); in any other status the batch is done
+# with its items: ``finalizing`` (every line has a result, or it expired and its files are
+# being written), ``cancelling`` or a final status. A redelivery arriving then is skipped.
+STOPPED = frozenset(BatchStatus) - {BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS}
 
 
 class FileObject(BaseModel):
@@ -216,9 +218,11 @@ def _digest(*parts: str, size: int = 24) -> str:
 
 
 def item_request_id(batch_id: str, custom_id: str) -> str:
-    """The request id of an item, the same on every delivery: usage events and upstream
-    request ids derive from it. A ``custom_id`` unsafe in a header is hashed."""
-    tail = custom_id if _SAFE.fullmatch(custom_id) else _digest(custom_id)
+    """The request id of an item, the same on every delivery: usage event ids and upstream
+    request ids derive from it, so two items must never share one. A ``custom_id`` unsafe
+    in a header or subject is hashed behind a ``~``, which no ``custom_id`` kept as it is
+    contains: a hash never equals another item's ``custom_id``."""
+    tail = custom_id if _SAFE.fullmatch(custom_id) else f"~{_digest(batch_id, custom_id)}"
     return f"{batch_id}-{tail}"
 
 

@@ -12,11 +12,19 @@ Interactive requests come first: the runner fetches only while the worker has ro
 
 Exactly once, as the files see it: a result is written with a KV ``create`` keyed by the
 item's line, which fails if one is there, and a redelivered item whose result exists is
-acknowledged without a call. An item whose worker died mid-call is redelivered after
-:data:`ACK_WAIT` (kept short; running items are marked in progress) and runs again under
-the same request id and attempt number, so its usage event has the same id and is
-deduplicated by JetStream and ClickHouse. Retryable failures (429, 5xx, timeouts) are
-retried here, each retry a new attempt number, before the item goes to the error file.
+acknowledged without a call. A result too large for a NATS message is stored as a
+``response_too_large`` error instead, so the item ends after one paid call.
+
+Each upstream call, as accounting sees it: an item cut off with its worker (a drain that
+ran out, a crash) is redelivered after :data:`ACK_WAIT` (kept short; running items are
+marked in progress) and runs again. Each delivery numbers its attempts from
+``(delivery - 1) * ATTEMPTS``, and each retry of a retryable failure (429, 5xx, timeouts)
+takes the next number, so every call has a usage event id of its own: the earlier
+delivery's event (a cancelled call, a 429) never shadows the call that answered.
+
+Items run while their batch is ``in_progress``; those of a batch still ``validating`` wait
+for it (within their delivery, so waiting spends none of ``MAX_DELIVERIES``), those of a
+batch in any other status are dropped.
 """
 
 from __future__ import annotations
@@ -59,6 +67,12 @@ ACK_WAIT = 5.0
 MAX_DELIVERIES = 5
 ATTEMPTS = 3
 STATUS_TTL = 1.0
+# An item of a batch still validating waits here (its ack deadline kept alive), checking
+# the batch this often, for up to VALIDATING_WAIT seconds: a delivery handed back would count
+# towards MAX_DELIVERIES. Past that it is handed back, to come again VALIDATING_DELAY later.
+VALIDATING_POLL = 0.5
+VALIDATING_WAIT = 60.0
+VALIDATING_DELAY = 30.0
 
 
 def _result(item: BatchItem, frame: DoneFrame | ErrorFrame) -> ItemResult:
@@ -86,6 +100,18 @@ def _result(item: BatchItem, frame: DoneFrame | ErrorFrame) -> ItemResult:
     return ItemResult(line=item.line, custom_id=item.custom_id, ok=False, output=line, **tokens)
 
 
+def too_large(item: BatchItem, result: ItemResult, size: int, limit: int) -> ItemResult:
+    """What is stored instead of a ``result`` larger than a NATS message: an error line
+    that keeps the paid call's tokens."""
+    body = {"error": {
+        "message": f"The answer ({size:,} bytes) is larger than the {limit:,} bytes a message "
+                   "may carry on this gateway's NATS (its max_payload setting); ask for less "
+                   "at a time (fewer inputs, fewer choices).",
+        "type": "invalid_request_error", "param": None, "code": "response_too_large"}}
+    line = output_line(item.batch_id, item.custom_id, item.request.request_id, 400, body)
+    return result.model_copy(update={"ok": False, "output": line})
+
+
 def backoff(attempt: int, error: ErrorInfo) -> float:
     """Seconds before retry ``attempt`` (1, 2, ...): the provider's hint, else doubling."""
     if error.retry_after is not None:
@@ -105,6 +131,7 @@ class BatchRunner:
         self._buckets: Buckets | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
+        self._max_payload = 0
         self._stopping = False
 
     # ---- local replies -----------------------------------------------------------------
@@ -128,6 +155,7 @@ class BatchRunner:
 
     async def start(self, nc: Client) -> None:
         js = nc.jetstream()
+        self._max_payload = nc.max_payload
         self._buckets = await ensure(js)
         self._loop_task = asyncio.create_task(self._run_forever(js))
 
@@ -190,7 +218,10 @@ class BatchRunner:
                 raise
             except Exception as exc:  # NATS away or the consumer gone: try again shortly
                 log.warning("batch consumer for %s: %s", self._provider, exc)
-                sub = None
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                sub = self._sub = None
                 await asyncio.sleep(1.0)
 
     # ---- one item ------------------------------------------------------------------------
@@ -220,11 +251,23 @@ class BatchRunner:
             log.error("dropping a batch item that cannot be read")
             await msg.term()
             return
-        if await self._has_result(item) or await self._stopped(item.batch_id):
+        if await self._has_result(item):
             await msg.ack()
             return
-        if msg.metadata.num_delivered is not None and (
-                msg.metadata.num_delivered > MAX_DELIVERIES):
+        delivery = msg.metadata.num_delivered or 1
+        status = await self._batch_status(item.batch_id)
+        waited = 0.0
+        while status is BatchStatus.VALIDATING:  # the ingress may yet fail the batch
+            if waited >= VALIDATING_WAIT:
+                await msg.nak(delay=VALIDATING_DELAY)
+                return
+            await asyncio.sleep(VALIDATING_POLL)
+            waited += VALIDATING_POLL
+            status = await self._batch_status(item.batch_id)
+        if status is None or status in STOPPED:
+            await msg.ack()
+            return
+        if delivery > MAX_DELIVERIES:
             await self._store(item, ItemResult(
                 line=item.line, custom_id=item.custom_id, ok=False,
                 output=error_line(item.batch_id, item.custom_id, "delivery_limit",
@@ -232,25 +275,26 @@ class BatchRunner:
                                   "finished.")))
             await msg.ack()
             return
-        frame = await self._call(item)
+        frame = await self._call(item, delivery)
         if frame is None:  # cancelled with the worker: leave it for redelivery
             return
         await self._store(item, _result(item, frame))
         await msg.ack()
 
-    async def _call(self, item: BatchItem) -> DoneFrame | ErrorFrame | None:
+    async def _call(self, item: BatchItem, delivery: int) -> DoneFrame | ErrorFrame | None:
         frame: DoneFrame | ErrorFrame | None = None
-        for attempt in range(ATTEMPTS):
-            request = item.request.model_copy(update={"attempt": attempt})
+        first = (delivery - 1) * ATTEMPTS  # no two deliveries share an attempt number
+        for retry in range(ATTEMPTS):
+            request = item.request.model_copy(update={"attempt": first + retry})
             frame = await self._attempt(request.model_dump_json().encode())
             if not isinstance(frame, ErrorFrame):
                 return frame
             error = frame.error
             if error.kind is ErrorKind.CANCELLED:
                 return None
-            if error.kind not in RETRYABLE or attempt == ATTEMPTS - 1:
+            if error.kind not in RETRYABLE or retry == ATTEMPTS - 1:
                 return frame
-            await asyncio.sleep(backoff(attempt + 1, error))
+            await asyncio.sleep(backoff(retry + 1, error))
         return frame
 
     async def _attempt(self, data: bytes) -> DoneFrame | ErrorFrame | None:
@@ -281,8 +325,8 @@ class BatchRunner:
             return True
         return False
 
-    async def _stopped(self, batch_id: str) -> bool:
-        """Whether the batch was cancelled (or is gone): its items are skipped."""
+    async def _batch_status(self, batch_id: str) -> BatchStatus | None:
+        """The batch's status (None: it is gone), read at most every :data:`STATUS_TTL`."""
         now = time.monotonic()
         cached = self._status.get(batch_id)
         if cached is None or now - cached[0] > STATUS_TTL:
@@ -296,10 +340,18 @@ class BatchRunner:
             self._status[batch_id] = cached
             if len(self._status) > 1000:
                 self._status = {k: v for k, v in self._status.items() if now - v[0] <= STATUS_TTL}
-        return cached[1] is None or cached[1] in STOPPED
+        return cached[1]
 
     async def _store(self, item: BatchItem, result: ItemResult) -> None:
-        with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
-            await self._kv.results.create(result_key(item.batch_id, result.ok, item.line),
-                                          result.model_dump_json().encode())
+        data = result.model_dump_json().encode()
+        try:
+            await self._kv.results.create(result_key(item.batch_id, result.ok, item.line), data)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            pass  # another delivery of the item stored its result first
+        except nats.errors.MaxPayloadError:
+            # Left unacknowledged, the item would be run (and paid for) on every redelivery.
+            error = too_large(item, result, len(data), self._max_payload)
+            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+                await self._kv.results.create(result_key(item.batch_id, False, item.line),
+                                              error.model_dump_json().encode())
 

@@ -14,6 +14,9 @@ runs, so a batch started with budget left can overshoot it by what its items cos
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
 import time
 import uuid
 from decimal import Decimal
@@ -46,6 +49,7 @@ from schemas.batch import (
 )
 from schemas.config import Deployment
 
+log = logging.getLogger("aigw.batch")
 router = APIRouter(route_class=StoreRoute)
 
 
@@ -122,10 +126,18 @@ async def create_batch(request: Request, gateway: AuthedGateway, store: StoreDep
                   expires_at=now + WINDOW_SECONDS, metadata=parsed.metadata)
     record = BatchRecord(batch=batch, owner=principal.key_id, team_id=principal.team_id)
     await store.create_batch(record)
-    items = batch_input.parse(
-        data, batch_id, parsed.endpoint,
-        batch_input.Caller(key_id=principal.key_id, team_id=principal.team_id),
-        _resolver(gateway, principal), gateway.settings.heartbeat_interval)
+    # Reading 50,000 lines takes a second or two: off the event loop, so the replica's
+    # other requests do not wait for it.
+    try:
+        items = await asyncio.to_thread(
+            batch_input.parse, data, batch_id, parsed.endpoint,
+            batch_input.Caller(key_id=principal.key_id, team_id=principal.team_id),
+            _on_loop(asyncio.get_running_loop(), _resolver(gateway, principal)),
+            gateway.settings.heartbeat_interval, store.max_payload)
+    except Exception as exc:  # a bug, not the file's fault: the batch fails, no 500
+        log.exception("batch %s: validating its input file failed", batch_id)
+        return await _fail(store, record, "validation_failed", "The gateway could not read "
+                           f"this batch's input file ({type(exc).__name__}).")
     now = int(time.time())
     if items.errors:
         failed = batch.model_copy(update={
@@ -134,7 +146,7 @@ async def create_batch(request: Request, gateway: AuthedGateway, store: StoreDep
         record = record.model_copy(update={"batch": failed})
     else:
         routed = items.items
-        providers = sorted({p for p, _ in routed})
+        providers = sorted({q.provider for q in routed})
         # The count and providers are stored before the items go out, so the finalizer
         # knows what to wait for as soon as the first result lands.
         record = record.model_copy(update={"providers": providers, "batch": batch.model_copy(
@@ -144,12 +156,19 @@ async def create_batch(request: Request, gateway: AuthedGateway, store: StoreDep
             return (counted or record).batch  # cancelled meanwhile: nothing to run
         try:
             await store.publish_items(routed)
-        except (nats.errors.Error, TimeoutError):
+        except Exception as exc:
             # Items that went out are skipped by workers once the batch is failed.
-            await store.update(batch_id, partial(_still_validating, _failed(
-                record, "publish_failed", "The gateway could not queue this batch's "
-                "requests; submit it again.")))
-            raise
+            log.warning("batch %s: publishing its items failed: %r", batch_id, exc)
+            transient = isinstance(exc, nats.errors.Error | TimeoutError)
+            failed = await _fail(store, record, "publish_failed", (
+                "The gateway could not queue this batch's requests; submit it again."
+                if transient else f"The gateway could not queue this batch's requests "
+                f"({type(exc).__name__})."))
+            if transient:
+                raise ApiError(503, f"The batch {batch_id} could not be queued "
+                               f"({type(exc).__name__}) and has failed; submit it again.",
+                               type="server_error", code="publish_failed") from None
+            return failed
         record = record.model_copy(update={"batch": record.batch.model_copy(
             update={"status": BatchStatus.IN_PROGRESS, "in_progress_at": now})})
 
@@ -157,9 +176,41 @@ async def create_batch(request: Request, gateway: AuthedGateway, store: StoreDep
     return (stored or record).batch
 
 
+# The event loop answers a resolve from the validating thread at once unless it is gone.
+_RESOLVE_TIMEOUT = 30.0
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, resolve: batch_input.Resolve
+             ) -> batch_input.Resolve:
+    """``resolve`` for a thread: the router is the event loop's, so it runs there."""
+    def call(model: str) -> list[Deployment]:
+        done: concurrent.futures.Future[list[Deployment]] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(resolve(model))
+            except BaseException as exc:
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(run)
+        return done.result(timeout=_RESOLVE_TIMEOUT)
+    return call
+
+
 def _still_validating(new: BatchRecord, current: BatchRecord) -> BatchRecord | None:
     """``new``, unless the batch left ``validating`` meanwhile (a cancel)."""
     return new if current.batch.status is BatchStatus.VALIDATING else None
+
+
+async def _fail(store: StoreDep, record: BatchRecord, code: str, message: str) -> Batch:
+    """Fail a batch still ``validating``; with NATS away, the finalizer fails it later."""
+    failed = _failed(record, code, message)
+    try:
+        stored = await store.update(record.batch.id, partial(_still_validating, failed))
+    except Exception as exc:
+        log.warning("batch %s: could not be marked failed: %r", record.batch.id, exc)
+        return failed.batch
+    return (stored or failed).batch
 
 
 def _failed(record: BatchRecord, code: str, message: str) -> BatchRecord:
@@ -176,16 +227,32 @@ async def _visible(request: Request, store: StoreDep, batch_id: str) -> BatchRec
     return record
 
 
-async def _live(store: StoreDep, record: BatchRecord) -> Batch:
-    """The batch with its counts as of now while its items run."""
-    batch = record.batch
-    if batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
-                            BatchStatus.CANCELLING):
+_RUNNING = (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, BatchStatus.CANCELLING)
+
+
+def _with_counts(batch: Batch, counts: tuple[int, int] | None) -> Batch:
+    if counts is None:
         return batch
-    ok, failed = await store.progress(batch.id)
-    counts = batch.request_counts.model_copy(update={"completed": len(ok),
-                                                     "failed": len(failed)})
-    return batch.model_copy(update={"request_counts": counts})
+    completed, failed = counts
+    return batch.model_copy(update={"request_counts": batch.request_counts.model_copy(
+        update={"completed": completed, "failed": failed})})
+
+
+async def _live(store: StoreDep, record: BatchRecord) -> Batch:
+    """The batch with its counts as of (about) now while its items run."""
+    batch = record.batch
+    if batch.status not in _RUNNING:
+        return batch
+    return _with_counts(batch, await store.counts(batch.id))
+
+
+def _listed(store: StoreDep, record: BatchRecord) -> Batch:
+    """The batch with the counts last seen on this replica: a page of 100 running batches
+    costs no count of their results."""
+    batch = record.batch
+    if batch.status not in _RUNNING:
+        return batch
+    return _with_counts(batch, store.last_counts(batch.id))
 
 
 @router.get("/batches/{batch_id}")
@@ -208,7 +275,7 @@ async def list_batches(
     if after is not None:
         ids = [r.batch.id for r in records]
         records = records[ids.index(after) + 1:] if after in ids else []
-    page = [await _live(store, r) for r in records[:limit]]
+    page = [_listed(store, r) for r in records[:limit]]
     return {"object": "list", "data": [b.model_dump(mode="json") for b in page],
             "first_id": page[0].id if page else None,
             "last_id": page[-1].id if page else None, "has_more": len(records) > limit}

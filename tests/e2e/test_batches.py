@@ -1,11 +1,12 @@
 """The Batch API through the official openai SDK: files in, batches run by real workers over
-a real nats-server, output and error files out, each item accounted once."""
+a real nats-server, output and error files out, each upstream call accounted once."""
 
 from __future__ import annotations
 
 import io
 import json
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -296,7 +297,7 @@ def own_gateway(
         "general_settings": {"master_key": MASTER_KEY},
     })
     gw = Gateway(nats_url=server.url, config_path=config, log_dir=tmp_path,
-                 env={"AIGW_ACCOUNTING_BATCH_AGE": "0.2"})
+                 env={"AIGW_ACCOUNTING_BATCH_AGE": "0.2", "AIGW_DRAIN_SECONDS": "0.5"})
     gw.start_accounting(tmp_path / "data")
     gw.start_worker("openai")
     gw.start_ingress()
@@ -310,32 +311,67 @@ def _slow_calls(state: openai_server.FakeOpenAIState) -> Counter[str]:
                    if r.get("model") == "slow")
 
 
-def test_a_batch_survives_its_worker_being_killed(
-    own_gateway: Gateway, slow_fake: openai_server.FakeOpenAIState
-) -> None:
-    client = _client(own_gateway)
+def _replace_worker_mid_batch(
+    gateway: Gateway, fake: openai_server.FakeOpenAIState, how: signal.Signals
+) -> tuple[Batch, Counter[str]]:
+    """A batch of 20 slow items whose worker gets ``how`` while items run upstream, and a
+    new worker: the finished batch and the upstream calls per request id."""
+    client = _client(gateway)
     total = 20
     batch = _submit(client, [_chat_line(f"k{i}", model="slow", text=f"kill-{i}")
                              for i in range(total)])
     deadline = time.monotonic() + 10
-    while not _slow_calls(slow_fake):  # items are running upstream
-        assert time.monotonic() < deadline, own_gateway.all_logs()
+    while not _slow_calls(fake):  # items are running upstream
+        assert time.monotonic() < deadline, gateway.all_logs()
         time.sleep(0.02)
-    _, worker = own_gateway.workers[0]
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(5)
-    own_gateway.start_worker("openai")
+    time.sleep(0.2)  # all that were fetched have reached the upstream
+    _, worker = gateway.workers[0]
+    worker.send_signal(how)
+    worker.wait(10)
+    gateway.start_worker("openai")
 
     done = _wait(client, batch.id, within=25)
-    assert done.status == "completed", own_gateway.all_logs()
+    assert done.status == "completed", gateway.all_logs()
     output = _lines(client, done.output_file_id)
     assert Counter(o["custom_id"] for o in output) == Counter(f"k{i}" for i in range(total))
-    assert _slow_calls(slow_fake).total() > total  # the killed worker's items ran again
-    rows = _usage(own_gateway, None, batch.id, expected=total)
-    time.sleep(1.0)  # a duplicate would land by now
-    rows = _usage(own_gateway, None, batch.id, expected=total)
-    assert Counter(r["request_id"] for r in rows) == Counter(
-        f"{batch.id}-k{i}" for i in range(total))
+    calls = Counter(f"{batch.id}-k{text.removeprefix('kill-')}"
+                    for text in _slow_calls(fake).elements())
+    assert calls.total() > total  # the items cut off ran again
+    return done, calls
+
+
+def _settled_usage(gateway: Gateway, batch_id: str, expected: int) -> list[dict[str, Any]]:
+    _usage(gateway, None, batch_id, expected=expected)
+    time.sleep(1.5)  # a late event, or a duplicate, would land by now
+    return _usage(gateway, None, batch_id, expected=expected)
+
+
+def test_every_upstream_call_of_a_batch_is_accounted_once_across_a_worker_restart(
+    own_gateway: Gateway, slow_fake: openai_server.FakeOpenAIState
+) -> None:
+    """SIGTERM with a drain shorter than the calls: the calls cut off are accounted as
+    cancelled, and their items' second calls, under attempt numbers of their own, too."""
+    batch, calls = _replace_worker_mid_batch(own_gateway, slow_fake, signal.SIGTERM)
+    rows = _settled_usage(own_gateway, batch.id, expected=calls.total())
+    assert Counter(r["request_id"] for r in rows) == calls, rows
+    assert len({r["event_id"] for r in rows}) == len(rows)
+    ok = {r["request_id"] for r in rows if r["status"] == "ok"}
+    assert ok == {f"{batch.id}-k{i}" for i in range(20)}
+    assert any(r["status"] == "cancelled" for r in rows)
+
+
+def test_a_batch_survives_its_worker_being_killed(
+    own_gateway: Gateway, slow_fake: openai_server.FakeOpenAIState
+) -> None:
+    """A worker killed outright takes the events of its calls in flight with it; each
+    answer that made the output is accounted, and nothing is accounted twice."""
+    batch, calls = _replace_worker_mid_batch(own_gateway, slow_fake, signal.SIGKILL)
+    rows = _settled_usage(own_gateway, batch.id, expected=20)
+    accounted = Counter(r["request_id"] for r in rows)
+    assert accounted | calls == calls  # never more rows than calls
+    assert len({r["event_id"] for r in rows}) == len(rows)
+    ok = Counter(r["request_id"] for r in rows if r["status"] == "ok")
+    assert set(ok) == {f"{batch.id}-k{i}" for i in range(20)}
 
 
 def test_cancel_skips_items_not_yet_started(
@@ -350,8 +386,11 @@ def test_cancel_skips_items_not_yet_started(
     done = _wait(client, batch.id)
     assert done.status == "cancelled" and done.cancelled_at is not None
     assert done.request_counts is not None
-    finished = done.request_counts.completed + done.request_counts.failed
-    assert finished < total
+    # each request not run is an error line, as OpenAI writes them
+    assert done.request_counts.completed + done.request_counts.failed == total
+    assert done.request_counts.completed < total
+    assert {e["error"]["code"] for e in _lines(client, done.error_file_id)} == {
+        "batch_cancelled"}
     # what was running when the cancel came finished and is in the output; nothing else ran
     ran = {f"c{text.removeprefix('cancel-')}" for text in _slow_calls(slow_fake)}
     assert {o["custom_id"] for o in _lines(client, done.output_file_id)} == ran
@@ -413,3 +452,65 @@ def test_a_batch_survives_a_nats_restart(
     assert done.status == "completed", done
     output = _lines(client, done.output_file_id)
     assert Counter(o["custom_id"] for o in output) == Counter(f"n{i}" for i in range(total))
+
+
+# ---- input the gateway must refuse line by line, never with a 500 ---------------------------
+
+
+def test_a_lone_surrogate_escape_fails_the_batch_at_its_line(gateway: Gateway) -> None:
+    client = _client(gateway)
+    bad = json.dumps(_chat_line("bad")).replace("Say hello", "\\ud800")
+    batch = _submit(client, [_chat_line("ok"), bad])
+    assert batch.status == "failed"
+    assert batch.errors is not None and batch.errors.data is not None
+    assert [(e.line, e.code) for e in batch.errors.data] == [(2, "invalid_request")]
+    assert client.batches.retrieve(batch.id).status == "failed"
+
+
+def test_a_request_nats_cannot_carry_fails_the_batch_at_its_line(gateway: Gateway) -> None:
+    client = _client(gateway)
+    huge = _chat_line("huge", text="x" * (9 * 1024 * 1024))  # over the 8 MB max_payload
+    batch = _submit(client, [_chat_line("ok"), huge])
+    assert batch.status == "failed"
+    assert batch.errors is not None and batch.errors.data is not None
+    assert [(e.line, e.code) for e in batch.errors.data] == [(2, "request_too_large")]
+
+
+def test_a_line_separator_inside_a_string_is_not_a_line_break(gateway: Gateway) -> None:
+    client = _client(gateway)
+    text = "one\u2028two\u0085three"
+    line = json.dumps(_chat_line("sep", text=text), ensure_ascii=False)
+    assert "\u2028" in line
+    done = _wait(client, _submit(client, ["\ufeff" + json.dumps(_chat_line("bom")), line]).id)
+    assert done.status == "completed", done
+    assert sorted(o["custom_id"] for o in _lines(client, done.output_file_id)) == ["bom", "sep"]
+
+
+def test_validating_a_big_file_does_not_stall_other_requests(gateway: Gateway) -> None:
+    client = _client(gateway)
+    # Every line is read in full; the last one fails the batch, so nothing runs.
+    lines: list[Any] = [_chat_line(f"m{i}") for i in range(49_999)]
+    file_id = _upload(client, [*lines, "{not json"])
+    stalls: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=gateway.base_url, timeout=30) as http:
+            while not stop.is_set():
+                start = time.monotonic()
+                http.get("/health/liveness")
+                stalls.append(time.monotonic() - start)
+                time.sleep(0.01)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        started = time.monotonic()
+        batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        prober.join()
+    assert batch.status == "failed"
+    assert stalls and max(stalls) < max(0.5, took / 3), (max(stalls), took)

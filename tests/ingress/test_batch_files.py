@@ -1,4 +1,4 @@
-"""The finalizer's files and the multipart reader, without NATS."""
+"""The finalizer's files, the multipart reader and the upload size limit, without NATS."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import json
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.types import Message, Scope
 
 from ingress import form
 from ingress.batch_finalizer import render
+from ingress.errors import ApiError
+from ingress.routes.files import form_body
 from schemas.batch import ItemResult, error_line, output_line
 
 
@@ -49,3 +53,40 @@ def test_a_multipart_upload_is_read_byte_for_byte() -> None:
 def test_a_body_that_is_not_multipart_is_refused() -> None:
     with pytest.raises(form.FormError):
         form.parse("application/json", b"{}")
+
+
+def _streamed(chunks: list[bytes], headers: dict[str, str] | None = None) -> Request:
+    """A request whose body arrives in ``chunks``, as uvicorn hands a chunked upload over."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)]
+    read: list[int] = []
+
+    async def receive() -> Message:
+        read.append(1)
+        return messages.pop(0)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/v1/files",
+                    "headers": [(k.encode(), v.encode()) for k, v in (headers or {}).items()]}
+    request = Request(scope, receive)
+    request.state.chunks_read = read
+    return request
+
+
+async def test_a_chunked_upload_is_refused_once_past_the_limit_without_reading_it_all() -> None:
+    request = _streamed([b"x" * 400] * 10)
+    with pytest.raises(ApiError) as caught:
+        await form_body(request, limit=1000)
+    assert (caught.value.status, caught.value.code) == (413, "file_too_large")
+    assert len(request.state.chunks_read) == 3
+
+
+async def test_a_declared_length_past_the_limit_is_refused_before_reading() -> None:
+    request = _streamed([b"x" * 10], {"content-length": "2000"})
+    with pytest.raises(ApiError):
+        await form_body(request, limit=1000)
+    assert request.state.chunks_read == []
+
+
+async def test_a_body_within_the_limit_is_read_whole() -> None:
+    assert await form_body(_streamed([b"ab", b"cd", b""]), limit=4) == b"abcd"

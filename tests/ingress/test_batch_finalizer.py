@@ -4,6 +4,7 @@ replicas, leases taken over, cancel and expiry with partial results."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -12,7 +13,13 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from ingress.batch_finalizer import CANCEL_GRACE, VALIDATION_TIMEOUT, Finalizer
+from ingress.batch_finalizer import (
+    CANCEL_GRACE,
+    POLL_ITEMS_PER_SECOND,
+    VALIDATION_TIMEOUT,
+    Finalizer,
+)
+from ingress.batch_input import Queued
 from ingress.batch_store import BatchStore
 from ingress.nats_server import NatsServer
 from schemas.batch import (
@@ -20,6 +27,8 @@ from schemas.batch import (
     BatchItem,
     BatchRecord,
     BatchStatus,
+    FileObject,
+    FileRecord,
     ItemResult,
     RequestCounts,
     output_line,
@@ -38,7 +47,8 @@ async def store(nats_server: NatsServer) -> AsyncIterator[BatchStore]:
 
 
 async def _batch(store: BatchStore, total: int, status: BatchStatus = BatchStatus.IN_PROGRESS,
-                 lease: dict[str, object] | None = None, **fields: object) -> BatchRecord:
+                 lease: dict[str, object] | None = None, queued: int | None = None,
+                 **fields: object) -> BatchRecord:
     batch_id = f"batch_{uuid.uuid4().hex}"
     now = int(time.time())
     record = BatchRecord(
@@ -49,11 +59,12 @@ async def _batch(store: BatchStore, total: int, status: BatchStatus = BatchStatu
         owner="key-1", providers=["p"]).model_copy(update=lease or {})
     await store.create_batch(record)
     await store.publish_items(
-        ("p", BatchItem(batch_id=batch_id, line=line, custom_id=f"c{line}",
-                        request=InferRequest(request_id=f"{batch_id}-c{line}",
-                                             endpoint=Endpoint.CHAT, deployment_id="d",
-                                             model_alias="m", body={}, batch_id=batch_id)))
-        for line in range(1, total + 1))
+        Queued.of("p", BatchItem(batch_id=batch_id, line=line, custom_id=f"c{line}",
+                                 request=InferRequest(request_id=f"{batch_id}-c{line}",
+                                                      endpoint=Endpoint.CHAT, deployment_id="d",
+                                                      model_alias="m", body={},
+                                                      batch_id=batch_id)))
+        for line in range(1, (total if queued is None else queued) + 1))
     deadline = time.monotonic() + 5
     while batch_id not in {r.batch.id for r in store.active()}:  # the finalizer's mirror
         assert time.monotonic() < deadline
@@ -156,3 +167,96 @@ async def test_a_batch_left_validating_by_a_dead_ingress_fails(store: BatchStore
     assert failed.batch.errors is not None
     assert failed.batch.errors.data[0].code == "validation_interrupted"
     assert await _status(store, fresh.batch.id) is BatchStatus.VALIDATING
+
+
+async def test_a_big_batch_is_counted_less_often_than_every_tick(store: BatchStore) -> None:
+    total = POLL_ITEMS_PER_SECOND // 5  # counted every 0.2 s, a tick being 0.01 s
+    record = await _batch(store, total, queued=0)
+    batch_id = record.batch.id
+    finalizer = Finalizer(store, tick=0.01)
+    await finalizer.run_once()
+    assert store.last_counts(batch_id) == (0, 0)
+    await _result(store, batch_id, 1)
+    await finalizer.run_once()
+    assert store.last_counts(batch_id) == (0, 0)  # not counted again yet
+    await asyncio.sleep(0.25)
+    await finalizer.run_once()
+    assert store.last_counts(batch_id) == (1, 0)
+
+
+async def test_live_counts_are_reused_for_a_second_and_dropped_with_the_batch(
+    store: BatchStore,
+) -> None:
+    record = await _batch(store, 2)
+    batch_id = record.batch.id
+    assert store.last_counts(batch_id) is None
+    assert await store.counts(batch_id) == (0, 0)
+    await _result(store, batch_id, 1)
+    assert await store.counts(batch_id) == (0, 0)  # a GET within the second
+    assert await store.counts(batch_id, max_age=0.0) == (1, 0)
+    assert store.last_counts(batch_id) == (1, 0)
+    await _result(store, batch_id, 2, ok=False)
+    await Finalizer(store).run_once()
+    done = await store.batch(batch_id)
+    assert done is not None and done.batch.request_counts == RequestCounts(
+        total=2, completed=1, failed=1)  # the final counts are counted in full
+    deadline = time.monotonic() + 5
+    while store.last_counts(batch_id) is not None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.005)
+
+
+async def test_concurrent_counts_of_a_batch_share_one_scan(store: BatchStore) -> None:
+    record = await _batch(store, 1)
+    scans = await asyncio.gather(*(store.progress(record.batch.id) for _ in range(5)))
+    assert all(scan is scans[0] for scan in scans)
+
+
+async def _input_file(store: BatchStore, total: int) -> str:
+    file_id = f"file-{uuid.uuid4().hex}"
+    data = b"".join(json.dumps({"custom_id": f"c{line}", "method": "POST",
+                                "url": "/v1/chat/completions", "body": {}}).encode() + b"\n"
+                    for line in range(1, total + 1))
+    await store.put_file(FileRecord(file=FileObject(
+        id=file_id, bytes=len(data), created_at=int(time.time()), filename="in.jsonl",
+        purpose="batch"), owner="key-1"), data)
+    return file_id
+
+
+async def _error_lines(store: BatchStore, batch_id: str) -> dict[str, str | None]:
+    done = await store.batch(batch_id)
+    assert done is not None and done.batch.error_file_id is not None
+    data = await store.content(done.batch.error_file_id)
+    assert data is not None
+    return {x["custom_id"]: (x["error"] or {}).get("code")
+            for x in map(json.loads, data.splitlines())}
+
+
+async def test_a_cancelled_batch_writes_an_error_line_for_each_request_it_did_not_run(
+    store: BatchStore,
+) -> None:
+    record = await _batch(store, 4, status=BatchStatus.CANCELLING,
+                          cancelling_at=int(time.time() - CANCEL_GRACE - 1),
+                          input_file_id=await _input_file(store, 4))
+    await _result(store, record.batch.id, 2)
+    await _result(store, record.batch.id, 3, ok=False)
+    await Finalizer(store).run_once()
+    done = await store.batch(record.batch.id)
+    assert done is not None and done.batch.status is BatchStatus.CANCELLED
+    assert done.batch.request_counts == RequestCounts(total=4, completed=1, failed=3)
+    errors = await _error_lines(store, record.batch.id)
+    assert errors == {"c1": "batch_cancelled", "c3": None, "c4": "batch_cancelled"}
+
+
+async def test_an_expired_batch_writes_an_error_line_for_each_request_it_did_not_run(
+    store: BatchStore,
+) -> None:
+    record = await _batch(store, 3, expires_at=int(time.time()) - 1,
+                          input_file_id=await _input_file(store, 3))
+    await _result(store, record.batch.id, 1)
+    await Finalizer(store).run_once()
+    done = await store.batch(record.batch.id)
+    assert done is not None and done.batch.status is BatchStatus.EXPIRED
+    assert done.batch.request_counts == RequestCounts(total=3, completed=1, failed=2)
+    assert await _error_lines(store, record.batch.id) == {"c2": "batch_expired",
+                                                          "c3": "batch_expired"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas.batch import (
+    STOPPED,
     Batch,
     BatchStatus,
     item_msg_id,
@@ -18,6 +19,22 @@ def test_ids_are_deterministic() -> None:
     assert item_request_id("batch_1", "a.b") == item_request_id("batch_1", "a.b")
     assert item_request_id("batch_1", "a.b") != item_request_id("batch_2", "a.b")
     assert item_msg_id("batch_1", 7) == "batch:batch_1:7"
+
+
+def test_no_two_custom_ids_share_a_request_id() -> None:
+    """A hashed custom_id must not equal another, raw custom_id: the two items' usage
+    events would share an id and one call would be dropped from accounting."""
+    hashed = item_request_id("batch_1", "a.b")
+    tail = hashed.removeprefix("batch_1-")
+    assert item_request_id("batch_1", tail) != hashed
+    assert item_request_id("batch_1", "a/b") != hashed
+    assert len(hashed) <= 64 + len("batch_1-")
+    assert not {".", "*", ">", ":", " "} & set(hashed)  # a subject token, a header value
+
+
+def test_workers_run_the_items_of_an_in_progress_batch_only() -> None:
+    # validating items wait for the ingress; everything else is done with its items
+    assert set(BatchStatus) - STOPPED == {BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS}
 
 
 def test_progress_is_read_from_result_keys_and_a_success_wins() -> None:
