@@ -7,6 +7,7 @@
 | batch records (status, counts, cancel) | KV ``aigw_batches`` |
 | items waiting to run | work-queue stream ``AIGW_BATCH``, one subject per provider and batch |
 | item results | KV ``aigw_batch_results``, key ``<batch>.<ok|err>.<line>`` |
+| calls begun, per delivery | KV ``aigw_batch_runs``, key ``<batch>.<line>.<delivery>`` |
 
 Every write that may race (a batch changing status, on several ingress replicas) is a
 compare-and-set on the KV revision. Workers use :func:`ensure` too, so whichever process
@@ -57,6 +58,7 @@ _NOT_FOUND = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError,
 class Buckets:
     batches: KeyValue
     results: KeyValue
+    runs: KeyValue
 
 
 async def _bucket(
@@ -89,6 +91,8 @@ async def ensure(js: JetStreamContext) -> Buckets:
         # item that was running when its batch was cancelled) ages out.
         results=await _bucket(js, subjects.BATCH_RESULTS_BUCKET,
                               "ai-gateway batch item results", ttl=RESULTS_TTL),
+        runs=await _bucket(js, subjects.BATCH_RUNS_BUCKET, "ai-gateway batch calls begun",
+                           ttl=RESULTS_TTL),
     )
 
 
@@ -331,3 +335,5 @@ class BatchStore:
     async def drop_results(self, batch_id: str) -> None:
         await self._js.purge_stream(f"KV_{subjects.BATCH_RESULTS_BUCKET}",
                                     subject=self._results_subjects(batch_id))
+        runs = subjects.BATCH_RUNS_BUCKET
+        await self._js.purge_stream(f"KV_{runs}", subject=f"$KV.{runs}.{batch_id}.>")

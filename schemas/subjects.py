@@ -70,6 +70,8 @@ BATCH_SUBJECTS = f"{PREFIX}.batch.>"
 # Batch records (status, counts, cancel), item results, uploaded files and their bytes.
 BATCH_BUCKET = "aigw_batches"
 BATCH_RESULTS_BUCKET = "aigw_batch_results"
+# Not in the results bucket: the finalizer counts and reads every key there as a result.
+BATCH_RUNS_BUCKET = "aigw_batch_runs"
 FILES_BUCKET = "aigw_files"
 FILES_OBJECTS = "aigw_files"
 

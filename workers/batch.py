@@ -22,6 +22,16 @@ marked in progress) and runs again. Each delivery numbers its attempts from
 takes the next number, so every call has a usage event id of its own: the earlier
 delivery's event (a cancelled call, a 429) never shadows the call that answered.
 
+A worker killed outright publishes no event for the call it was in. So before each call a
+delivery records the attempt it is about to make (KV ``aigw_batch_runs``, one key per
+delivery), and a later delivery of an item with no result accounts every earlier
+delivery's recorded attempt as :mod:`ingress.lost` accounts an interactive one: the event
+id that worker would have used, status ``error`` (``connection``, 502), the prompt
+estimated (:func:`lost_usage`) and priced. First event wins: if that worker did publish (a
+drain that cancelled its call), the copy is dropped as a duplicate by JetStream or the
+accounting store. The records expire with the batch's results (purged with them once the
+files are written, or aged out).
+
 Items run while their batch is ``in_progress``; those of a batch still ``validating`` wait
 for it (within their delivery, so waiting spends none of ``MAX_DELIVERIES``), those of a
 batch in any other status are dropped.
@@ -43,7 +53,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 
 from ingress.batch_store import Buckets, ensure
-from schemas import subjects
+from schemas import estimate, subjects
 from schemas.batch import (
     STOPPED,
     BatchItem,
@@ -56,6 +66,8 @@ from schemas.batch import (
 )
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
 from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind
+from schemas.infer import Endpoint, InferRequest
+from schemas.usage import TokenUsage
 from workers.service import WorkerService
 
 log = logging.getLogger("aigw.worker")
@@ -73,6 +85,23 @@ STATUS_TTL = 1.0
 VALIDATING_POLL = 0.5
 VALIDATING_WAIT = 60.0
 VALIDATING_DELAY = 30.0
+# How a call is accounted whose worker died in it (a later delivery finds its record).
+LOST = ErrorInfo.of(ErrorKind.CONNECTION, "the worker running this call was lost")
+
+
+def run_key(batch_id: str, line: int, delivery: int) -> str:
+    """KV key (bucket ``aigw_batch_runs``) of the attempt a delivery of an item began last."""
+    return f"{batch_id}.{line}.{delivery}"
+
+
+def lost_usage(request: InferRequest) -> TokenUsage:
+    """What a call whose worker died is accounted at: its prompt, estimated by the rules
+    the ingress uses for a lost interactive attempt; nothing of the answer was seen."""
+    if request.endpoint is Endpoint.EMBEDDINGS:
+        tokens = estimate.embedding_tokens(request.body)
+    else:
+        tokens = estimate.prompt_tokens(request.body)
+    return TokenUsage(prompt_tokens=tokens, estimated=True)
 
 
 def _result(item: BatchItem, frame: DoneFrame | ErrorFrame) -> ItemResult:
@@ -251,10 +280,13 @@ class BatchRunner:
             log.error("dropping a batch item that cannot be read")
             await msg.term()
             return
+        delivery = msg.metadata.num_delivered or 1
         if await self._has_result(item):
+            # Its worker may have died between storing the result and sending the event.
+            await self._account_lost(item, delivery)
             await msg.ack()
             return
-        delivery = msg.metadata.num_delivered or 1
+        await self._account_lost(item, delivery)
         status = await self._batch_status(item.batch_id)
         waited = 0.0
         while status is BatchStatus.VALIDATING:  # the ingress may yet fail the batch
@@ -286,6 +318,8 @@ class BatchRunner:
         first = (delivery - 1) * ATTEMPTS  # no two deliveries share an attempt number
         for retry in range(ATTEMPTS):
             request = item.request.model_copy(update={"attempt": first + retry})
+            await self._kv.runs.put(run_key(item.batch_id, item.line, delivery),
+                                    str(request.attempt).encode())
             frame = await self._attempt(request.model_dump_json().encode())
             if not isinstance(frame, ErrorFrame):
                 return frame
@@ -324,6 +358,21 @@ class BatchRunner:
                 continue
             return True
         return False
+
+    async def _account_lost(self, item: BatchItem, delivery: int) -> None:
+        """Account the call each earlier delivery recorded and may have died in; a copy
+        of an event its worker did publish is dropped downstream as a duplicate."""
+        for earlier in range(1, delivery):
+            try:
+                entry = await self._kv.runs.get(run_key(item.batch_id, item.line, earlier))
+            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+                continue  # it made no call (a validating wait handed back)
+            value = (entry.value or b"").decode()
+            attempt = int(value) if value.isdigit() else (earlier - 1) * ATTEMPTS
+            request = item.request.model_copy(update={"attempt": attempt})
+            self._service.report_lost(request, lost_usage(request), LOST)
+            log.info("batch item %s: attempt %d (delivery %d) left no result; accounted "
+                     "an estimate unless its worker did", request.request_id, attempt, earlier)
 
     async def _batch_status(self, batch_id: str) -> BatchStatus | None:
         """The batch's status (None: it is gone), read at most every :data:`STATUS_TTL`."""

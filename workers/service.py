@@ -167,6 +167,17 @@ class WorkerService:
         attempt.task.cancel()
         return True
 
+    def report_lost(self, request: InferRequest, usage: TokenUsage, error: ErrorInfo) -> None:
+        """Account an attempt whose worker died before it could (a batch item's earlier
+        delivery): ``usage`` as the caller estimated it, priced as this worker prices calls."""
+        if self._on_outcome is None:
+            return
+        deployment = self._resolve(request.deployment_id)
+        cost = self._price(deployment, usage) if deployment is not None else None
+        self._on_outcome(Outcome(request=request, deployment=deployment, usage=usage,
+                                 error=error, cancelled=False, latency_ms=0.0, ttft_ms=None,
+                                 cost=cost))
+
     async def heartbeat_once(self) -> None:
         now = time.monotonic()
         for attempt in list(self._running.values()):

@@ -31,8 +31,9 @@ from schemas.batch import (
     item_request_id,
     result_key,
 )
-from schemas.config import parse_config
+from schemas.config import Deployment, parse_config
 from schemas.errors import ErrorInfo, ErrorKind
+from schemas.estimate import prompt_tokens
 from schemas.frames import DoneFrame, ErrorFrame
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage, UsageEvent, UsageStatus
@@ -45,8 +46,9 @@ from workers.batch import (
     BatchRunner,
     _result,
     backoff,
+    run_key,
 )
-from workers.providers.base import Completion, StreamItem, UpstreamCall
+from workers.providers.base import Completion, StreamItem, UpstreamCall, UpstreamError
 from workers.service import Outcome, WorkerService
 from workers.usage import build_event
 
@@ -112,15 +114,19 @@ def test_backoff_follows_the_provider_hint_else_doubles() -> None:
 
 
 class Upstream:
-    """A provider stand-in that counts its calls; ``pause`` holds each answer."""
+    """A provider stand-in that counts its calls; ``pause`` holds each answer, and the
+    first ``limited`` calls are refused with a 429."""
 
-    def __init__(self, answer_bytes: int = 10, pause: float = 0.0) -> None:
+    def __init__(self, answer_bytes: int = 10, pause: float = 0.0, limited: int = 0) -> None:
         self.calls = 0
         self.answer_bytes = answer_bytes
         self.pause = pause
+        self.limited = limited
 
     async def complete(self, call: UpstreamCall) -> Completion:
         self.calls += 1
+        if self.calls <= self.limited:
+            raise UpstreamError(ErrorInfo.of(ErrorKind.RATE_LIMIT, "slow down", retry_after=0))
         await asyncio.sleep(self.pause)
         return Completion(response={"data": "x" * self.answer_bytes},
                           usage=TokenUsage(prompt_tokens=7, completion_tokens=3))
@@ -143,30 +149,45 @@ class Worker:
     nc: Client
     runner: BatchRunner
     events: list[UsageEvent]
+    killed: bool = False
 
     async def stop(self, drain: float = 0.0) -> None:
         await self.runner.stop(asyncio.get_running_loop().time() + drain)
         await asyncio.sleep(0.1)  # the cancelled calls report their outcome
         await self.nc.close()
 
+    async def kill(self) -> None:
+        """As SIGKILL leaves things: calls cut off, nothing acknowledged or published."""
+        self.killed = True
+        await self.stop()
+
 
 async def _worker(url: str, upstream: Upstream) -> Worker:
     nc = await nats.connect(url)
     events: list[UsageEvent] = []
     runner: BatchRunner | None = None
+    worker: Worker | None = None
 
     async def publish(subject: str, body: bytes, headers: dict[str, str]) -> None:
         assert runner is not None and runner.takes(subject)
         runner.deliver(subject, body, headers)
 
     def account(o: Outcome) -> None:
+        if worker is not None and worker.killed:
+            return
         events.append(build_event(o.request, "openai", o.deployment, o.usage, o.error,
                                   o.cancelled, o.latency_ms, o.ttft_ms, o.cost, "test"))
 
-    service = WorkerService("openai", upstream, CONFIG, publish, on_outcome=account)
+    service = WorkerService("openai", upstream, CONFIG, publish, on_outcome=account,
+                            price=_price)
     runner = BatchRunner("openai", service, 8)
     await runner.start(nc)
-    return Worker(nc, runner, events)
+    worker = Worker(nc, runner, events)
+    return worker
+
+
+def _price(deployment: Deployment, usage: TokenUsage) -> Decimal:
+    return Decimal("0.001") * usage.prompt_tokens + Decimal("0.002") * usage.completion_tokens
 
 
 @dataclass
@@ -205,7 +226,8 @@ BATCH = "batch_w"
 def _item(line: int = 1) -> BatchItem:
     request = InferRequest(
         request_id=item_request_id(BATCH, f"c{line}"), endpoint=Endpoint.CHAT,
-        deployment_id=CONFIG.deployments[0].id, model_alias="m", body={}, batch_id=BATCH)
+        deployment_id=CONFIG.deployments[0].id, model_alias="m", batch_id=BATCH,
+        body={"messages": [{"role": "user", "content": "say something " * 10}]})
     return BatchItem(batch_id=BATCH, line=line, custom_id=f"c{line}", request=request)
 
 
@@ -238,7 +260,9 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
 async def test_a_rerun_item_accounts_each_call_under_its_own_event_id(
     nats_url: str, bus: Bus
 ) -> None:
-    """The first delivery's cancelled call must not shadow the redelivery's paid answer."""
+    """The first delivery's cancelled call must not shadow the redelivery's paid answer;
+    the redelivery's account of the first call, in case its worker died, is a copy under the
+    same id, which accounting drops."""
     await bus.set_status(BatchStatus.IN_PROGRESS)
     slow = Upstream(pause=30.0)
     first = await _worker(nats_url, slow)
@@ -259,9 +283,49 @@ async def test_a_rerun_item_accounts_each_call_under_its_own_event_id(
     await second.stop()
     events = first.events + second.events
     assert [(e.status, e.attempt) for e in events] == [
-        (UsageStatus.CANCELLED, 0), (UsageStatus.OK, ATTEMPTS)]
-    assert len({e.event_id for e in events}) == 2  # both calls reach accounting
+        (UsageStatus.CANCELLED, 0), (UsageStatus.ERROR, 0), (UsageStatus.OK, ATTEMPTS)]
+    cancelled, copy, _ = events
+    assert copy.event_id == cancelled.event_id and copy.usage_estimated
+    assert len({e.event_id for e in events}) == 2  # both calls reach accounting, once each
     assert upstream.calls == 1 and await bus.queued() == 0
+
+
+async def test_a_call_whose_worker_was_killed_is_accounted_by_the_next_delivery(
+    nats_url: str, bus: Bus
+) -> None:
+    await bus.set_status(BatchStatus.IN_PROGRESS)
+    slow = Upstream(pause=30.0)
+    first = await _worker(nats_url, slow)
+    item = _item()
+    await bus.enqueue(item)
+
+    async def running() -> bool:
+        return slow.calls == 1
+
+    await _until(running)
+    await first.kill()
+    upstream = Upstream()
+    second = await _worker(nats_url, upstream)
+
+    async def answered() -> bool:
+        return await bus.result(True) is not None
+
+    await _until(answered, within=ACK_WAIT + 5)
+    await second.stop()
+    assert first.events == [] and upstream.calls == 1
+    lost, ok = second.events
+    assert (lost.status, lost.attempt, lost.error_type, lost.http_status) == (
+        UsageStatus.ERROR, 0, ErrorKind.CONNECTION.value, 502)
+    expected = prompt_tokens(item.request.body)
+    assert (lost.prompt_tokens, lost.completion_tokens, lost.usage_estimated) == (
+        expected, 0, True)
+    assert lost.cost == Decimal("0.001") * expected and lost.batch_id == BATCH
+    assert lost.event_id == f"{item.request.request_id}:0:worker"
+    assert (ok.status, ok.attempt, ok.usage_estimated) == (UsageStatus.OK, ATTEMPTS, False)
+    # Each delivery recorded the attempt it began, beside the results, not among them.
+    for delivery, attempt in ((1, 0), (2, ATTEMPTS)):
+        entry = await bus.buckets.runs.get(run_key(BATCH, 1, delivery))
+        assert entry.value == str(attempt).encode()
 
 
 async def test_a_redelivered_item_with_a_result_is_acked_without_a_call(
@@ -370,3 +434,29 @@ async def test_the_runner_leaves_no_subscription_behind_when_fetching_fails(
     await _until(consumer)
     assert len(worker.nc._subs) <= before
     await worker.stop()
+
+
+async def test_a_worker_killed_in_a_retry_has_that_retry_accounted(
+    nats_url: str, bus: Bus
+) -> None:
+    await bus.set_status(BatchStatus.IN_PROGRESS)
+    slow = Upstream(pause=30.0, limited=1)
+    first = await _worker(nats_url, slow)
+    await bus.enqueue(_item())
+
+    async def retrying() -> bool:
+        return slow.calls == 2
+
+    await _until(retrying)
+    await first.kill()
+    second = await _worker(nats_url, Upstream())
+
+    async def answered() -> bool:
+        return await bus.result(True) is not None
+
+    await _until(answered, within=ACK_WAIT + 5)
+    await second.stop()
+    # The 429 was published before the kill; the retry it died in is accounted after it.
+    assert [(e.status, e.attempt) for e in first.events] == [(UsageStatus.ERROR, 0)]
+    assert [(e.status, e.attempt, e.usage_estimated) for e in second.events] == [
+        (UsageStatus.ERROR, 1, True), (UsageStatus.OK, ATTEMPTS, False)]
