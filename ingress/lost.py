@@ -48,10 +48,11 @@ from accounting.pricing import PriceTable
 from ingress.dispatch import FramesLost, WorkerSilent
 from ingress.gatekeeper import Ticket
 from schemas import estimate
+from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment
-from schemas.errors import ErrorKind
+from schemas.errors import ErrorInfo, ErrorKind
 from schemas.infer import Endpoint, InferRequest
-from schemas.usage import TokenUsage, UsageEvent, UsageStatus, event_id
+from schemas.usage import TokenUsage, UsageEvent
 
 log = logging.getLogger("aigw.ingress")
 
@@ -127,31 +128,11 @@ def lost_event(
         input_override=deployment.input_cost_per_token,
         output_override=deployment.output_cost_per_token,
     )
-    return UsageEvent(
-        event_id=event_id(request.request_id, request.attempt),
-        request_id=request.request_id,
-        attempt=request.attempt,
-        key_id=request.key_id,
-        team_id=request.team_id,
-        end_user=request.end_user,
-        model_alias=request.model_alias,
-        provider=deployment.provider,
-        deployment_id=deployment.id,
-        upstream_model=deployment.upstream_model,
-        endpoint=request.endpoint.value,
-        streamed=request.stream,
-        status=UsageStatus.ERROR,
-        error_type=ErrorKind.TIMEOUT.value,
-        http_status=HTTP_STATUS,
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        usage_estimated=usage.estimated,
-        cost=cost,
-        price_version=prices.version if cost is not None else None,
-        latency_ms=round(latency_ms, 3),
-        batch_id=request.batch_id,
-        metadata=request.metadata,
-    )
+    error = ErrorInfo.of(ErrorKind.TIMEOUT, "the worker running this attempt was lost",
+                         status=HTTP_STATUS, code="worker_lost")
+    return attempt_event(request, deployment.provider, deployment, usage, error,
+                         cancelled=False, latency_ms=latency_ms, ttft_ms=None, cost=cost,
+                         price_version=prices.version)
 
 
 def account(

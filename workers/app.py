@@ -15,6 +15,7 @@ from faststream.nats.annotations import NatsMessage
 from accounting.pricing import PriceTable
 from accounting.publisher import UsagePublisher
 from schemas import subjects
+from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment, GatewayConfig
 from schemas.usage import TokenUsage
 from workers.batch import BatchRunner
@@ -23,7 +24,6 @@ from workers.providers import create_provider
 from workers.service import FrameTooLarge, Outcome, WorkerService
 from workers.settings import WorkerSettings
 from workers.transport import upstream_client
-from workers.usage import build_event
 
 log = logging.getLogger("aigw.worker")
 
@@ -92,7 +92,7 @@ class Worker:
         if self.usage is None:
             return
         self.usage.submit(
-            build_event(
+            attempt_event(
                 outcome.request,
                 self.provider_name,
                 outcome.deployment,

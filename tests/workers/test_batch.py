@@ -21,6 +21,7 @@ from nats.js.client import JetStreamContext
 from ingress.batch_store import Buckets, ensure
 from ingress.nats_server import NatsServer, free_port
 from schemas import subjects
+from schemas.attempt_usage import attempt_event
 from schemas.batch import (
     Batch,
     BatchItem,
@@ -50,7 +51,6 @@ from workers.batch import (
 )
 from workers.providers.base import Completion, StreamItem, UpstreamCall, UpstreamError
 from workers.service import Outcome, WorkerService
-from workers.usage import build_event
 
 
 class _Service:
@@ -175,7 +175,7 @@ async def _worker(url: str, upstream: Upstream) -> Worker:
     def account(o: Outcome) -> None:
         if worker is not None and worker.killed:
             return
-        events.append(build_event(o.request, "openai", o.deployment, o.usage, o.error,
+        events.append(attempt_event(o.request, "openai", o.deployment, o.usage, o.error,
                                   o.cancelled, o.latency_ms, o.ttft_ms, o.cost, "test"))
 
     service = WorkerService("openai", upstream, CONFIG, publish, on_outcome=account,

@@ -1,4 +1,6 @@
-"""The usage event of one upstream call, as the worker that made it describes it."""
+"""The usage event of one upstream attempt: as the worker that made it describes it, or as
+the ingress (``ingress.lost``) estimates it when that worker went silent. One builder, so
+both sides produce the same id and fields."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from schemas.infer import InferRequest
 from schemas.usage import TokenUsage, UsageEvent, UsageStatus, event_id
 
 
-def build_event(
+def attempt_event(
     request: InferRequest,
     provider: str,
     deployment: Deployment | None,
