@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from accounting.query import AnalyticsQuery
+from schemas.analytics import AnalyticsQuery
 
 Sql = tuple[str, dict[str, Any]]
 

@@ -32,7 +32,7 @@ from nats.aio.subscription import Subscription
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy, Header
 
 from accounting.store import EventKey, batch_token
-from accounting.stream import DEFAULT_MAX_AGE_S, ensure_usage_stream
+from core.usage_stream import DEFAULT_MAX_AGE_S, ensure_usage_stream
 from schemas import subjects
 from schemas.usage import UsageEvent
 

@@ -2,7 +2,7 @@
 opens in one process only), so the ingress asks it.
 
 Subject ``aigw.v1.analytics.<query>`` (summary | breakdown | daily | logs); request: JSON
-of :class:`~accounting.query.AnalyticsQuery` fields; reply: the query's JSON, or
+of :class:`~schemas.analytics.AnalyticsQuery` fields; reply: the query's JSON, or
 ``{"error": {"message", "status"}}`` (status 400 for a bad query, 500 otherwise).
 
 No ClickHouse import here: the ingress imports this module for the subject names.
@@ -17,8 +17,8 @@ from typing import Any
 import pydantic
 
 from accounting import analytics
-from accounting.query import QUERIES, AnalyticsQuery
 from schemas import subjects
+from schemas.analytics import QUERIES, AnalyticsQuery
 
 log = logging.getLogger("aigw.accounting.service")
 

@@ -13,15 +13,15 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from starlette.types import ASGIApp
 
-from accounting.pricing import PriceTable
-from accounting.publisher import UsagePublisher
+from core.batch_store import BatchStore
+from core.pricing import PriceTable
+from core.publisher import UsagePublisher
 from ingress import errors, relay, spend_seed
 from ingress.admission import Admission, LocalAdmission, RedisAdmission, ResilientAdmission
 from ingress.admission.redis_impl import connect as connect_redis
 from ingress.alerts import BudgetAlerts
 from ingress.auth import Authenticator
 from ingress.batch_finalizer import Finalizer
-from ingress.batch_store import BatchStore
 from ingress.cache import MemoryCache, RedisCache, ResponseCache
 from ingress.config_reload import reloader_for
 from ingress.dedup import InFlight

@@ -19,8 +19,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+from core.batch_store import BatchStore
 from ingress.batch_input import custom_ids
-from ingress.batch_store import BatchStore
 from schemas.batch import (
     BatchError,
     BatchErrors,

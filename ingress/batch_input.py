@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from core.batch_store import Queued
 from schemas.batch import (
     ENDPOINTS,
     MAX_LINES,
@@ -57,19 +58,6 @@ Resolve = Callable[[str], list[Deployment]]
 class Caller:
     key_id: str | None
     team_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """An item, the provider whose workers run it, and its message body."""
-
-    provider: str
-    item: BatchItem
-    payload: bytes
-
-    @classmethod
-    def of(cls, provider: str, item: BatchItem) -> Queued:
-        return cls(provider, item, item.model_dump_json().encode())
 
 
 @dataclass(slots=True)

@@ -29,7 +29,7 @@ _CENT = Decimal("0.01")
 
 
 class TokenPrice(Protocol):
-    """USD per token; ``accounting.pricing.ModelPrice`` is one."""
+    """USD per token; ``core.pricing.ModelPrice`` is one."""
 
     @property
     def input(self) -> Decimal: ...

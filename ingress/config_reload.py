@@ -49,7 +49,7 @@ from typing import Any
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from ingress.config_feed import NATS_ERRORS, ConfigFeed, Revision
+from core.config_feed import NATS_ERRORS, ConfigFeed, Revision
 from ingress.state import Gateway
 from schemas import subjects
 from schemas.config import ConfigError, GatewayConfig, parse_config_text, read_config_text

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from accounting.pricing import ModelPrice, PriceTable
+from core.pricing import ModelPrice, PriceTable
 from ingress.admission import (
     Admission,
     AdmissionUnavailable,

@@ -30,7 +30,7 @@ from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ingress.bucket_watch import BucketWatch
+from core.bucket_watch import BucketWatch
 from ingress.cooldown import Availability, Breaker, availability
 from schemas.config import RouterSettings
 from schemas.errors import ErrorInfo

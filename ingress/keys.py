@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ValidationError
 
-from ingress.bucket_watch import BucketWatch
+from core.bucket_watch import BucketWatch
 from ingress.principal import Principal
 from schemas.keys import (
     KEYS_BUCKET,

@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from accounting.pricing import PriceTable
+from core.pricing import PriceTable
 from ingress.dispatch import FramesLost, WorkerSilent
 from ingress.gatekeeper import Ticket
 from schemas import estimate

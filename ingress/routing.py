@@ -8,7 +8,7 @@ mirror and the load counters are kept up to date in the background.
 
 from __future__ import annotations
 
-from accounting.pricing import PriceTable
+from core.pricing import PriceTable
 from ingress.cooldown import Availability, Breaker
 from ingress.health_state import HealthBoard
 from ingress.load import LoadTracker

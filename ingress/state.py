@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import nats.aio.client
 
-from accounting.publisher import UsagePublisher
+from core.publisher import UsagePublisher
 from ingress.auth import Authenticator
 from ingress.cache import MemoryCache, ResponseCache
 from ingress.cache_key import default_ttls

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Protocol
 
-from accounting.pricing import PriceTable
+from core.pricing import PriceTable
 from ingress.load import Load
 from schemas.config import Deployment
 

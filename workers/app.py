@@ -12,8 +12,8 @@ import nats.errors
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 
-from accounting.pricing import PriceTable
-from accounting.publisher import UsagePublisher
+from core.pricing import PriceTable
+from core.publisher import UsagePublisher
 from schemas import subjects
 from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment, GatewayConfig

@@ -52,7 +52,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 
-from ingress.batch_store import Buckets, ensure
+from core.batch_store import Buckets, ensure
 from schemas import estimate, subjects
 from schemas.batch import (
     STOPPED,

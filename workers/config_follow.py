@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import httpx
 from nats.aio.client import Client
 
-from ingress.config_feed import NATS_ERRORS, ConfigFeed, Revision
+from core.config_feed import NATS_ERRORS, ConfigFeed, Revision
 from schemas.config import ConfigError
 from workers.providers import create_provider
 from workers.service import WorkerService

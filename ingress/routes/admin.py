@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from ingress.config_feed import NATS_ERRORS as CONFIG_NATS_ERRORS
+from core.config_feed import NATS_ERRORS as CONFIG_NATS_ERRORS
 from ingress.config_reload import ConfigReloader
 from ingress.errors import ApiError
 from ingress.keys import NATS_ERRORS, Conflict, InvalidReference, KeyStore, NotFound

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
+from core.batch_store import BatchStore
 from ingress import form
-from ingress.batch_store import BatchStore
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
 from ingress.principal import Principal

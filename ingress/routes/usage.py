@@ -17,14 +17,14 @@ from fastapi.responses import Response
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from accounting.query import AnalyticsQuery, BreakdownBy
-from accounting.service import analytics_subject
 from ingress.admission import AdmissionUnavailable, unavailable_error
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
 from ingress.gatekeeper import scopes_for
 from ingress.principal import Principal
 from ingress.state import Gateway
+from schemas.analytics import AnalyticsQuery, BreakdownBy
+from schemas.subjects import analytics as analytics_subject
 
 router = APIRouter()
 

@@ -21,7 +21,7 @@ from nats.js.errors import NotFoundError
 
 from accounting import migrations
 from accounting.store import UsageStore, connect
-from accounting.stream import ensure_usage_stream
+from core.usage_stream import ensure_usage_stream
 from ingress.nats_server import NatsServer
 from schemas import subjects
 from schemas.usage import UsageEvent, UsageStatus, event_id

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from accounting import analytics
-from accounting.query import AnalyticsQuery
 from accounting.store import UsageStore
+from schemas.analytics import AnalyticsQuery
 from schemas.usage import UsageEvent, UsageStatus
 
 

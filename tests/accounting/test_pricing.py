@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 
-from accounting.pricing import PriceTable, candidates
+from core.pricing import PriceTable, candidates
 from schemas.usage import TokenUsage
 
 M = Decimal(1_000_000)
@@ -109,7 +109,7 @@ def test_costs_are_rounded_to_the_nanodollar(table: PriceTable) -> None:
 def test_unknown_model_costs_none_and_warns_once(
     table: PriceTable, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="aigw.accounting.pricing")
+    caplog.set_level(logging.WARNING, logger="aigw.core.pricing")
     usage = TokenUsage(prompt_tokens=10)
     assert table.cost("openai", "gpt-9-ultra", usage) is None
     assert table.cost("openai", "gpt-9-ultra", usage) is None

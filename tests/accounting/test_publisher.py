@@ -9,7 +9,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from accounting.publisher import UsagePublisher
+from core.publisher import UsagePublisher
 from ingress.nats_server import NatsServer
 from schemas import subjects
 from schemas.usage import UsageEvent, UsageStatus

@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from accounting import analytics, migrations
-from accounting.query import AnalyticsQuery
 from accounting.store import UsageStore, connect
+from schemas.analytics import AnalyticsQuery
 from schemas.usage import UsageEvent, UsageStatus, event_id
 from tests.deploy.grafana_macros import (
     ALL,

@@ -13,14 +13,13 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from core.batch_store import BatchStore, Queued
 from ingress.batch_finalizer import (
     CANCEL_GRACE,
     POLL_ITEMS_PER_SECOND,
     VALIDATION_TIMEOUT,
     Finalizer,
 )
-from ingress.batch_input import Queued
-from ingress.batch_store import BatchStore
 from ingress.nats_server import NatsServer
 from schemas.batch import (
     Batch,

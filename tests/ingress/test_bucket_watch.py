@@ -10,7 +10,7 @@ import nats
 import nats.errors
 from nats.js.kv import KV_DEL
 
-from ingress.bucket_watch import BucketWatch
+from core.bucket_watch import BucketWatch
 from ingress.nats_server import NatsServer
 
 

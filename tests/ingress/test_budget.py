@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
-from accounting.pricing import ModelPrice
+from core.pricing import ModelPrice
 from ingress.budget import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     MEDIA_PART_TOKENS,

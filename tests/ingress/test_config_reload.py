@@ -16,12 +16,12 @@ import yaml
 from nats.aio.client import Client
 from starlette.requests import Request
 
-from accounting.pricing import PriceTable
-from accounting.publisher import UsagePublisher
+from core.config_feed import NATS_ERRORS, ConfigFeed, Revision
+from core.pricing import PriceTable
+from core.publisher import UsagePublisher
 from ingress.admission import LocalAdmission
 from ingress.alerts import BudgetAlerts
 from ingress.auth import Authenticator
-from ingress.config_feed import NATS_ERRORS, ConfigFeed, Revision
 from ingress.config_reload import ConfigFile, ConfigReloader, publish_at_start, refusal
 from ingress.dispatch import Dispatcher
 from ingress.errors import ApiError

@@ -6,7 +6,7 @@ import json
 import time
 from decimal import Decimal
 
-from accounting.pricing import PriceTable
+from core.pricing import PriceTable
 from ingress.dispatch import FramesLost, WorkerSilent
 from ingress.gatekeeper import Ticket
 from ingress.lost import Output, Silence, account, lost_event, worker_lost

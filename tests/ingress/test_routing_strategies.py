@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections import Counter
 from decimal import Decimal
 
-from accounting.pricing import PriceTable
+from core.pricing import PriceTable
 from ingress.load import Load
 from ingress.strategies import (
     LeastBusy,

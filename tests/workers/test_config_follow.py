@@ -15,7 +15,7 @@ import pytest
 import yaml
 from nats.aio.client import Client
 
-from ingress.config_feed import ConfigFeed, Revision
+from core.config_feed import ConfigFeed, Revision
 from ingress.nats_server import NatsServer
 from schemas.config import GatewayConfig, parse_config_text
 from schemas.config_doc import ConfigDocument

@@ -14,7 +14,7 @@ from nats.js.errors import NotFoundError
 
 from schemas import subjects
 
-log = logging.getLogger("aigw.accounting.stream")
+log = logging.getLogger("aigw.core.usage_stream")
 
 # Long enough to re-publish after a worker restart; the window JetStream keeps
 # Nats-Msg-Id values for, so a duplicate inside it never reaches the stream.

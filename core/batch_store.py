@@ -31,12 +31,12 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from nats.js.object_store import ObjectStore
 from pydantic import ValidationError
 
-from ingress.batch_input import Queued
-from ingress.bucket_watch import BucketWatch
+from core.bucket_watch import BucketWatch
 from schemas import subjects
 from schemas.batch import (
     ACTIVE,
     WINDOW_SECONDS,
+    BatchItem,
     BatchRecord,
     FileRecord,
     ItemResult,
@@ -52,6 +52,19 @@ RESULTS_TTL = 2 * WINDOW_SECONDS
 _CAS_ATTEMPTS = 20
 _NOT_FOUND = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError,
               nats.js.errors.NotFoundError)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """An item, the provider whose workers run it, and its message body."""
+
+    provider: str
+    item: BatchItem
+    payload: bytes
+
+    @classmethod
+    def of(cls, provider: str, item: BatchItem) -> Queued:
+        return cls(provider, item, item.model_dump_json().encode())
 
 
 @dataclass(frozen=True, slots=True)

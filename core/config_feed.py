@@ -3,7 +3,7 @@
 One entry per gateway: bucket ``aigw_config``, key ``AIGW_CONFIG_KEY``. Ingresses
 publish (:mod:`ingress.config_reload` says when); every ingress and every worker follows
 the entry and applies each revision it can parse. The ingress and the workers share this
-module, as they share :mod:`accounting.publisher`.
+module, as they share :mod:`core.publisher`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from ingress.bucket_watch import BucketWatch
+from core.bucket_watch import BucketWatch
 from schemas.config_doc import ConfigDocument
 from schemas.subjects import CONFIG_BUCKET, CONFIG_HISTORY
 

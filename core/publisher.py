@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from nats.js.client import JetStreamContext
 
-from accounting.stream import ensure_usage_stream
+from core.usage_stream import ensure_usage_stream
 from schemas import subjects
 from schemas.usage import UsageEvent
 

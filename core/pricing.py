@@ -26,7 +26,7 @@ from typing import Any
 
 from schemas.usage import TokenUsage
 
-log = logging.getLogger("aigw.accounting.pricing")
+log = logging.getLogger("aigw.core.pricing")
 
 COST_QUANTUM = Decimal("1e-9")
 ZERO = Decimal("0")
@@ -115,7 +115,7 @@ class PriceTable:
 
     @classmethod
     def default(cls) -> PriceTable:
-        text = resources.files("accounting").joinpath("prices.json").read_text("utf-8")
+        text = resources.files("core").joinpath("prices.json").read_text("utf-8")
         return cls.from_json(json.loads(text))
 
     def lookup(self, provider: str, model: str) -> ModelPrice | None:

@@ -1,0 +1,1 @@
+"""Shared runtime beneath the roles: NATS buckets, config feed, usage publishing, pricing."""
