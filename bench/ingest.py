@@ -22,8 +22,8 @@ import nats
 from accounting import migrations
 from accounting.consumer import UsageConsumer
 from accounting.store import UsageStore, connect
+from cli.nats_server import NatsServer
 from core.usage_stream import ensure_usage_stream
-from ingress.nats_server import NatsServer
 from schemas import subjects
 from schemas.usage import UsageEvent, UsageStatus, event_id
 

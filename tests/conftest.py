@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from starlette.applications import Starlette
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.server import free_port, serve
 from tests.redis_server import RedisServer, redis_binary

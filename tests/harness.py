@@ -75,7 +75,7 @@ class Gateway:
     ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         return subprocess.Popen(
-            [sys.executable, "-m", "ingress.cli", *args],
+            [sys.executable, "-m", "cli.main", *args],
             env={**self._env(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
         )
 

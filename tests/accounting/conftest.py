@@ -21,8 +21,8 @@ from nats.js.errors import NotFoundError
 
 from accounting import migrations
 from accounting.store import UsageStore, connect
+from cli.nats_server import NatsServer
 from core.usage_stream import ensure_usage_stream
-from ingress.nats_server import NatsServer
 from schemas import subjects
 from schemas.usage import UsageEvent, UsageStatus, event_id
 from tests.clickhouse_server import fresh_database, server_url

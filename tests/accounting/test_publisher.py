@@ -9,8 +9,8 @@ from pathlib import Path
 import nats
 import pytest
 
+from cli.nats_server import NatsServer
 from core.publisher import UsagePublisher
-from ingress.nats_server import NatsServer
 from schemas import subjects
 from schemas.usage import UsageEvent, UsageStatus
 

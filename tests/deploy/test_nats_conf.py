@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ingress.nats_server import MAX_PAYLOAD, find_binary
+from cli.nats_server import MAX_PAYLOAD, find_binary
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "nats.conf"
 

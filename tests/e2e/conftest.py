@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from tests.fakes.openai_server import FakeOpenAIState
 from tests.harness import Gateway, write_config
 from tests.redis_server import RedisServer

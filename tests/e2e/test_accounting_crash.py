@@ -11,7 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from tests.fakes.openai_server import FakeOpenAIState
 from tests.harness import Gateway, write_config
 

@@ -19,7 +19,7 @@ import openai
 import pytest
 from openai.types import Batch
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from tests.e2e.conftest import MASTER_KEY, make_key
 from tests.fakes import openai_server
 from tests.fakes.server import free_port, serve

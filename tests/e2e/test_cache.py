@@ -22,7 +22,7 @@ import redis
 import yaml
 from openai.types.chat import ChatCompletionChunk
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from tests.e2e.conftest import MASTER_KEY, make_key
 from tests.fakes.openai_server import ANSWER, FakeOpenAIState
 from tests.harness import Gateway, write_config

@@ -39,7 +39,7 @@ class Up:
         self.port = free_port()
         self.log = cwd / "up.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingress.cli", "up", "--port", str(self.port),
+            [sys.executable, "-m", "cli.main", "up", "--port", str(self.port),
              "--data-dir", str(cwd / "data"), *args],
             env={**os.environ, **env}, stdout=open(self.log, "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT, cwd=cwd,
@@ -131,7 +131,7 @@ def test_a_wrong_config_stops_start_up_with_one_clear_line(tmp_path: Path) -> No
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_list:\n  - model_name: x\n    litellm_params:\n"
                    "      model: openai/gpt-4o\n      api_key: os.environ/NOT_SET_ANYWHERE\n")
-    result = subprocess.run([sys.executable, "-m", "ingress.cli", "up", "--config", str(bad)],
+    result = subprocess.run([sys.executable, "-m", "cli.main", "up", "--config", str(bad)],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -24,7 +24,7 @@ import httpx
 import nats
 import pytest
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from schemas import estimate, subjects
 from tests.fakes import openai_server
 from tests.fakes.openai_server import Served, running

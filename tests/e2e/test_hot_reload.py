@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from tests.e2e.conftest import MASTER_KEY
 from tests.fakes import openai_server
 from tests.fakes.server import free_port, serve

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from tests.e2e.conftest import MASTER_KEY, e2e_config
 from tests.fakes.openai_server import FakeOpenAIState
 from tests.harness import Gateway, write_config

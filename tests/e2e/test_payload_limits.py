@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from ingress.nats_server import MAX_PAYLOAD
+from cli.nats_server import MAX_PAYLOAD
 from tests.e2e.conftest import MASTER_KEY
 from tests.harness import Gateway
 

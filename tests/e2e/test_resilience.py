@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from ingress.nats_server import NatsServer
+from cli.nats_server import NatsServer
 from tests.e2e.conftest import MASTER_KEY
 from tests.fakes import openai_server
 from tests.fakes.server import free_port, serve

@@ -18,12 +18,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 
+from cli.admin import register
+from cli.nats_server import NatsServer
 from ingress import errors
-from ingress.admin_cli import register
 from ingress.auth import presented_key
 from ingress.errors import ApiError
 from ingress.keys import KeyStore, Rejection
-from ingress.nats_server import NatsServer
 from ingress.principal import ANONYMOUS, MASTER, Principal
 from ingress.routes import admin
 from schemas.keys import hash_secret

@@ -13,6 +13,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from cli.nats_server import NatsServer
 from core.batch_store import BatchStore, Queued
 from ingress.batch_finalizer import (
     CANCEL_GRACE,
@@ -20,7 +21,6 @@ from ingress.batch_finalizer import (
     VALIDATION_TIMEOUT,
     Finalizer,
 )
-from ingress.nats_server import NatsServer
 from schemas.batch import (
     Batch,
     BatchItem,

@@ -10,8 +10,8 @@ import nats
 import nats.errors
 from nats.js.kv import KV_DEL
 
+from cli.nats_server import NatsServer
 from core.bucket_watch import BucketWatch
-from ingress.nats_server import NatsServer
 
 
 async def _until(check, within: float) -> float:  # type: ignore[no-untyped-def]

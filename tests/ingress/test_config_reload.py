@@ -16,6 +16,7 @@ import yaml
 from nats.aio.client import Client
 from starlette.requests import Request
 
+from cli.nats_server import NatsServer
 from core.config_feed import NATS_ERRORS, ConfigFeed, Revision
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
@@ -27,7 +28,6 @@ from ingress.dispatch import Dispatcher
 from ingress.errors import ApiError
 from ingress.gatekeeper import Gatekeeper
 from ingress.keys import KeyStore
-from ingress.nats_server import NatsServer
 from ingress.principal import Principal
 from ingress.routing import Router
 from ingress.settings import IngressSettings

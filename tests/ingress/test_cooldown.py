@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import asyncio
 
+from cli.nats_server import NatsServer
 from ingress.cooldown import Availability, Breaker, availability
 from ingress.health_state import HealthBoard
-from ingress.nats_server import NatsServer
 from schemas.config import RouterSettings
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.health import CircuitState, HealthEntry

@@ -13,9 +13,9 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from redis.asyncio import Redis
 
+from cli.nats_server import NatsServer
 from ingress.cache import CachedAnswer
 from ingress.dedup_shared import CLAIM_PREFIX, SharedLeads
-from ingress.nats_server import NatsServer
 from schemas.usage import TokenUsage
 from tests.redis_server import RedisServer
 

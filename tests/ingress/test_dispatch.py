@@ -11,8 +11,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from cli.nats_server import NatsServer
 from ingress.dispatch import RECONNECT_GRACE, Disconnected, Dispatcher, FramesLost
-from ingress.nats_server import NatsServer
 from schemas import subjects
 from schemas.frames import FrameKind, headers
 from schemas.infer import Endpoint, InferRequest

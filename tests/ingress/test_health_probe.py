@@ -15,6 +15,7 @@ from typing import Any, cast
 import nats
 import pytest
 
+from cli.nats_server import NatsServer
 from ingress.cooldown import Availability
 from ingress.dispatch import Dispatcher, Reply
 from ingress.health_probe import (
@@ -26,7 +27,6 @@ from ingress.health_probe import (
     probe_request,
 )
 from ingress.health_state import HealthBoard, HealthCheck, ProbeLease, may_take
-from ingress.nats_server import NatsServer
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from schemas.config import (

@@ -14,8 +14,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from cli.nats_server import NatsServer
 from ingress.keys import Conflict, InvalidReference, KeyStore, Rejection
-from ingress.nats_server import NatsServer
 from ingress.principal import MASTER, Principal, allowed, effective_limits, visible_models
 from schemas.keys import (
     KeyCreate,

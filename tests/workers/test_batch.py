@@ -18,8 +18,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
+from cli.nats_server import NatsServer, free_port
 from core.batch_store import Buckets, ensure
-from ingress.nats_server import NatsServer, free_port
 from schemas import subjects
 from schemas.attempt_usage import attempt_event
 from schemas.batch import (

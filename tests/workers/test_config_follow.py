@@ -15,8 +15,8 @@ import pytest
 import yaml
 from nats.aio.client import Client
 
+from cli.nats_server import NatsServer
 from core.config_feed import ConfigFeed, Revision
-from ingress.nats_server import NatsServer
 from schemas.config import GatewayConfig, parse_config_text
 from schemas.config_doc import ConfigDocument
 from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind

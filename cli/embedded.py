@@ -11,9 +11,9 @@ from pathlib import Path
 
 import uvicorn
 
+from cli.nats_server import NatsServer
+from cli.process import GracefulServer, child_preexec
 from ingress.app import create_app
-from ingress.nats_server import NatsServer
-from ingress.process import GracefulServer, child_preexec
 from ingress.settings import IngressSettings
 from schemas.config import GatewayConfig
 
@@ -27,7 +27,7 @@ def start_worker(provider: str, nats_url: str, config_path: Path | None) -> subp
     else:
         env.pop("AIGW_CONFIG", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "workers", "--provider", provider],
+        [sys.executable, "-m", "cli", "worker", "--provider", provider],
         env=env,
         preexec_fn=child_preexec,
         start_new_session=True,
@@ -38,7 +38,7 @@ def start_accounting(nats_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
     # Its own process: it owns the chDB store, which one process at a time may open.
     env = {**os.environ, "NATS_URL": nats_url, "AIGW_DATA_DIR": str(data_dir)}
     return subprocess.Popen(
-        [sys.executable, "-m", "ingress.cli", "accounting"],
+        [sys.executable, "-m", "cli.main", "accounting"],
         env=env,
         preexec_fn=child_preexec,
         start_new_session=True,

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from ingress.process import child_preexec
+from cli.process import child_preexec
 
 
 class NatsServerError(RuntimeError):

@@ -42,7 +42,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from ingress.embedded import run_embedded
+    from cli.embedded import run_embedded
     from ingress.settings import IngressSettings
 
     config = _load(args.config)
@@ -55,8 +55,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_ingress(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from cli.process import GracefulServer
     from ingress.app import create_app
-    from ingress.process import GracefulServer
     from ingress.settings import IngressSettings
 
     settings = IngressSettings()
@@ -135,7 +135,7 @@ def parser() -> argparse.ArgumentParser:
     acc.add_argument("--data-dir", default=None, help="where the embedded ClickHouse lives")
     acc.set_defaults(func=cmd_accounting)
 
-    from ingress.admin_cli import register as register_admin
+    from cli.admin import register as register_admin
 
     register_admin(sub)
     return top
