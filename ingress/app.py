@@ -20,7 +20,8 @@ from ingress import errors, relay, spend_seed
 from ingress.admission import Admission, LocalAdmission, RedisAdmission, ResilientAdmission
 from ingress.admission.redis_impl import connect as connect_redis
 from ingress.alerts import BudgetAlerts
-from ingress.auth import Authenticator
+from ingress.auth.authenticate import Authenticator
+from ingress.auth.keys import KeyStore
 from ingress.batch_finalizer import Finalizer
 from ingress.cache import MemoryCache, RedisCache, ResponseCache
 from ingress.config_reload import reloader_for
@@ -30,7 +31,6 @@ from ingress.dispatch import Dispatcher
 from ingress.gatekeeper import Gatekeeper
 from ingress.health_probe import HealthProbe
 from ingress.health_state import HealthBoard
-from ingress.keys import KeyStore
 from ingress.load import LoadTracker
 from ingress.middleware import RequestIdMiddleware, RootPathMiddleware
 from ingress.routes import admin, batches, files, health, inference, models, usage

@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ingress.auth.principal import Principal
 from ingress.errors import invalid
-from ingress.principal import Principal
 from schemas.config import CacheSettings
 from schemas.infer import Endpoint
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from ingress.principal import Principal
+from ingress.auth.principal import Principal
 from ingress.state import Gateway
 
 

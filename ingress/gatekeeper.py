@@ -24,8 +24,8 @@ from ingress.admission import (
     unavailable_error,
 )
 from ingress.alerts import BudgetAlerts
+from ingress.auth.principal import Principal
 from ingress.budget import estimate_prompt_tokens, max_output_tokens, reserve_cost
-from ingress.principal import Principal
 from schemas.config import Deployment
 from schemas.keys import Limits
 

@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 import nats.aio.client
 
 from core.publisher import UsagePublisher
-from ingress.auth import Authenticator
+from ingress.auth.authenticate import Authenticator
+from ingress.auth.keys import KeyStore
 from ingress.cache import MemoryCache, ResponseCache
 from ingress.cache_key import default_ttls
 from ingress.dedup import InFlight
 from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import Dispatcher
 from ingress.gatekeeper import Gatekeeper
-from ingress.keys import KeyStore
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from schemas.config import GatewayConfig

@@ -1,8 +1,8 @@
 """``/admin/keys``, ``/admin/teams`` and ``/admin/config/reload``, for the master key only.
 
 Mounted under ``/admin``. The router needs from the running gateway:
-``gateway.keys`` (a :class:`~ingress.keys.KeyStore`), ``gateway.auth.check(request)``
-returning the caller's :class:`~ingress.principal.Principal` (401 for a bad key), and
+``gateway.keys`` (a :class:`~ingress.auth.keys.KeyStore`), ``gateway.auth.check(request)``
+returning the caller's :class:`~ingress.auth.principal.Principal` (401 for a bad key), and
 ``app.state.config_reloader`` (an :class:`~ingress.config_reload.ConfigReloader`, or None
 without a config file).
 """
@@ -16,10 +16,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 
 from core.config_feed import NATS_ERRORS as CONFIG_NATS_ERRORS
+from ingress.auth.keys import NATS_ERRORS, Conflict, InvalidReference, KeyStore, NotFound
+from ingress.auth.principal import Principal
 from ingress.config_reload import ConfigReloader
 from ingress.errors import ApiError
-from ingress.keys import NATS_ERRORS, Conflict, InvalidReference, KeyStore, NotFound
-from ingress.principal import Principal
 from schemas.config_doc import ReloadReport
 from schemas.keys import (
     KeyCreate,

@@ -17,9 +17,9 @@ from fastapi.routing import APIRoute
 
 from core.batch_store import BatchStore
 from ingress import form
+from ingress.auth.principal import Principal
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
-from ingress.principal import Principal
 from schemas.batch import FILE_PURPOSES, MAX_FILE_BYTES, FileObject, FileRecord
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from ingress.auth.principal import allowed, visible_models
 from ingress.deps import AuthedGateway, CurrentPrincipal
 from ingress.errors import ApiError
-from ingress.principal import allowed, visible_models
 from ingress.state import Gateway
 
 router = APIRouter()

@@ -21,10 +21,10 @@ from fastapi import FastAPI, Request
 from cli.admin import register
 from cli.nats_server import NatsServer
 from ingress import errors
-from ingress.auth import presented_key
+from ingress.auth.authenticate import presented_key
+from ingress.auth.keys import KeyStore, Rejection
+from ingress.auth.principal import ANONYMOUS, MASTER, Principal
 from ingress.errors import ApiError
-from ingress.keys import KeyStore, Rejection
-from ingress.principal import ANONYMOUS, MASTER, Principal
 from ingress.routes import admin
 from schemas.keys import hash_secret
 from tests.fakes.server import free_port

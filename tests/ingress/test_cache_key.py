@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from ingress.auth.principal import ANONYMOUS, MASTER, Principal
 from ingress.cache_key import OFF, CachePolicy, cache_key, policy, scope_of
 from ingress.errors import ApiError
-from ingress.principal import ANONYMOUS, MASTER, Principal
 from schemas.keys import Team, VirtualKey
 
 BODY: dict[str, Any] = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}],

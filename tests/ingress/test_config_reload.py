@@ -22,13 +22,13 @@ from core.pricing import PriceTable
 from core.publisher import UsagePublisher
 from ingress.admission import LocalAdmission
 from ingress.alerts import BudgetAlerts
-from ingress.auth import Authenticator
+from ingress.auth.authenticate import Authenticator
+from ingress.auth.keys import KeyStore
+from ingress.auth.principal import Principal
 from ingress.config_reload import ConfigFile, ConfigReloader, publish_at_start, refusal
 from ingress.dispatch import Dispatcher
 from ingress.errors import ApiError
 from ingress.gatekeeper import Gatekeeper
-from ingress.keys import KeyStore
-from ingress.principal import Principal
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from ingress.state import Gateway

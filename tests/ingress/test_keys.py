@@ -15,8 +15,8 @@ import pytest
 from nats.aio.client import Client
 
 from cli.nats_server import NatsServer
-from ingress.keys import Conflict, InvalidReference, KeyStore, Rejection
-from ingress.principal import MASTER, Principal, allowed, effective_limits, visible_models
+from ingress.auth.keys import Conflict, InvalidReference, KeyStore, Rejection
+from ingress.auth.principal import MASTER, Principal, allowed, effective_limits, visible_models
 from schemas.keys import (
     KeyCreate,
     KeyUpdate,

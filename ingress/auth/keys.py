@@ -29,7 +29,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ValidationError
 
 from core.bucket_watch import BucketWatch
-from ingress.principal import Principal
+from ingress.auth.principal import Principal
 from schemas.keys import (
     KEYS_BUCKET,
     TEAMS_BUCKET,

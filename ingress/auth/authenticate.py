@@ -6,9 +6,9 @@ import hmac
 
 from fastapi import Request
 
+from ingress.auth.keys import KeyStore, Rejection
+from ingress.auth.principal import ANONYMOUS, MASTER, Principal
 from ingress.errors import ApiError
-from ingress.keys import KeyStore, Rejection
-from ingress.principal import ANONYMOUS, MASTER, Principal
 
 
 def presented_key(request: Request) -> str | None:
