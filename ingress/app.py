@@ -16,10 +16,17 @@ from starlette.types import ASGIApp
 from core.batch_store import BatchStore
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
-from ingress import errors, relay, spend_seed
-from ingress.admission import Admission, LocalAdmission, RedisAdmission, ResilientAdmission
+from ingress import errors, relay
+from ingress.admission import (
+    Admission,
+    LocalAdmission,
+    RedisAdmission,
+    ResilientAdmission,
+    spend_seed,
+)
+from ingress.admission.alerts import BudgetAlerts
+from ingress.admission.gatekeeper import Gatekeeper
 from ingress.admission.redis_impl import connect as connect_redis
-from ingress.alerts import BudgetAlerts
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.batch_finalizer import Finalizer
@@ -28,7 +35,6 @@ from ingress.config_reload import reloader_for
 from ingress.dedup import InFlight
 from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import Dispatcher
-from ingress.gatekeeper import Gatekeeper
 from ingress.health_probe import HealthProbe
 from ingress.health_state import HealthBoard
 from ingress.load import LoadTracker

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from ingress.admission.gatekeeper import DeploymentBusy, Ticket
 from ingress.dispatch import Disconnected, Dispatcher, Frame, NoWorker, Reply, WorkerSilent
 from ingress.errors import ApiError
-from ingress.gatekeeper import DeploymentBusy, Ticket
 from ingress.lost import Lost, Silence
 from ingress.routing import Plan, Router
 from schemas.config import Deployment

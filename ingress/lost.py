@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from core.pricing import PriceTable
+from ingress.admission.gatekeeper import Ticket
 from ingress.dispatch import FramesLost, WorkerSilent
-from ingress.gatekeeper import Ticket
 from schemas import estimate
 from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment

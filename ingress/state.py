@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import nats.aio.client
 
 from core.publisher import UsagePublisher
+from ingress.admission.gatekeeper import Gatekeeper
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.cache import MemoryCache, ResponseCache
@@ -15,7 +16,6 @@ from ingress.cache_key import default_ttls
 from ingress.dedup import InFlight
 from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import Dispatcher
-from ingress.gatekeeper import Gatekeeper
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from schemas.config import GatewayConfig

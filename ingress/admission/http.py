@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ingress import budget
+from ingress.admission import budget
 from ingress.admission.types import Decision, Limit
 from ingress.errors import ApiError
 

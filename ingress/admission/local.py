@@ -16,8 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from ingress import budget
-from ingress.admission import outcome, window
+from ingress.admission import budget, outcome, window
 from ingress.admission.outcome import Counts
 from ingress.admission.types import (
     AdmissionPolicy,

@@ -18,8 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from ingress import budget
-from ingress.admission import window
+from ingress.admission import budget, window
 from ingress.admission.types import (
     AdmissionPolicy,
     AdmitRequest,

@@ -31,8 +31,7 @@ from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
 )
 
-from ingress import budget
-from ingress.admission import lua, outcome, window
+from ingress.admission import budget, lua, outcome, window
 from ingress.admission.outcome import Counts
 from ingress.admission.types import (
     AdmissionPolicy,

@@ -28,11 +28,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingress import batch_input
+from ingress.admission.gatekeeper import scopes_for
 from ingress.auth.principal import Principal, allowed
 from ingress.batch_input import ModelRefused
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
-from ingress.gatekeeper import scopes_for
 from ingress.routes.files import StoreDep, StoreRoute, may_see, visible_file
 from ingress.routes.inference import read_body
 from ingress.state import Gateway

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
 from ingress import execution, lost, relay, replay
+from ingress.admission.gatekeeper import Ticket
 from ingress.auth.principal import Principal, allowed
 from ingress.cache import CachedAnswer, Capture
 from ingress.cache_key import CachePolicy, cache_key, policy, scope_of
@@ -30,7 +31,6 @@ from ingress.dedup_shared import SharedLeads
 from ingress.deps import AuthedGateway, request_id
 from ingress.errors import ApiError, invalid
 from ingress.execution import Caller, Started
-from ingress.gatekeeper import Ticket
 from ingress.state import Gateway
 from schemas.config import Deployment
 from schemas.infer import Endpoint

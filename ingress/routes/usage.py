@@ -18,10 +18,10 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from ingress.admission import AdmissionUnavailable, unavailable_error
+from ingress.admission.gatekeeper import scopes_for
 from ingress.auth.principal import Principal
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
-from ingress.gatekeeper import scopes_for
 from ingress.state import Gateway
 from schemas.analytics import AnalyticsQuery, BreakdownBy
 from schemas.subjects import analytics as analytics_subject

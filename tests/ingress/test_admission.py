@@ -36,8 +36,8 @@ from ingress.admission import (
     refusal_error,
     window,
 )
+from ingress.admission.alerts import BudgetAlerts
 from ingress.admission.redis_impl import connect
-from ingress.alerts import BudgetAlerts
 from tests.redis_server import RedisServer
 
 # A minute boundary, near the real clock so Redis key TTLs (real time) outlive the test.

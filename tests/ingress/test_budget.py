@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from core.pricing import ModelPrice
-from ingress.budget import (
+from ingress.admission.budget import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     MEDIA_PART_TOKENS,
     budget_exceeded_message,

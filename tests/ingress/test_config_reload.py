@@ -21,14 +21,14 @@ from core.config_feed import NATS_ERRORS, ConfigFeed, Revision
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
 from ingress.admission import LocalAdmission
-from ingress.alerts import BudgetAlerts
+from ingress.admission.alerts import BudgetAlerts
+from ingress.admission.gatekeeper import Gatekeeper
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.auth.principal import Principal
 from ingress.config_reload import ConfigFile, ConfigReloader, publish_at_start, refusal
 from ingress.dispatch import Dispatcher
 from ingress.errors import ApiError
-from ingress.gatekeeper import Gatekeeper
 from ingress.routing import Router
 from ingress.settings import IngressSettings
 from ingress.state import Gateway

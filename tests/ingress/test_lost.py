@@ -7,8 +7,8 @@ import time
 from decimal import Decimal
 
 from core.pricing import PriceTable
+from ingress.admission.gatekeeper import Ticket
 from ingress.dispatch import FramesLost, WorkerSilent
-from ingress.gatekeeper import Ticket
 from ingress.lost import Output, Silence, account, lost_event, worker_lost
 from schemas.config import Deployment
 from schemas.infer import Endpoint, InferRequest

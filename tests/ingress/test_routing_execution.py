@@ -10,9 +10,9 @@ from typing import Any, cast
 import pytest
 
 from ingress import execution
+from ingress.admission.gatekeeper import Ticket
 from ingress.dispatch import Dispatcher, Reply
 from ingress.errors import ApiError
-from ingress.gatekeeper import Ticket
 from ingress.health_state import HealthBoard
 from ingress.routing import Router
 from schemas.config import Deployment, parse_config

@@ -23,9 +23,9 @@ from ingress.admission import (
     refusal_error,
     unavailable_error,
 )
-from ingress.alerts import BudgetAlerts
+from ingress.admission.alerts import BudgetAlerts
+from ingress.admission.budget import estimate_prompt_tokens, max_output_tokens, reserve_cost
 from ingress.auth.principal import Principal
-from ingress.budget import estimate_prompt_tokens, max_output_tokens, reserve_cost
 from schemas.config import Deployment
 from schemas.keys import Limits
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 
+from ingress.admission.budget import iso_z
 from ingress.admission.types import BudgetAlert
-from ingress.budget import iso_z
 
 log = logging.getLogger("aigw.ingress.alerts")
 

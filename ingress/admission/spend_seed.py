@@ -22,7 +22,7 @@ import nats.aio.client
 import nats.errors
 
 from ingress.admission import Admission, AdmissionUnavailable
-from ingress.budget import period_keys
+from ingress.admission.budget import period_keys
 from schemas import subjects
 
 log = logging.getLogger("aigw.ingress.spend")
