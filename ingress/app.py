@@ -36,11 +36,11 @@ from ingress.dedup import InFlight
 from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import Dispatcher
 from ingress.health_probe import HealthProbe
-from ingress.health_state import HealthBoard
-from ingress.load import LoadTracker
 from ingress.middleware import RequestIdMiddleware, RootPathMiddleware
 from ingress.routes import admin, batches, files, health, inference, models, usage
-from ingress.routing import Router
+from ingress.routing.health_board import HealthBoard
+from ingress.routing.load import LoadTracker
+from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from ingress.state import Gateway
 from schemas.config import GatewayConfig

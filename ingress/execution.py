@@ -3,7 +3,7 @@
 For the requested model, the plan's deployments are tried in order; a deployment-level
 failure moves on to the next at once. When the whole group has failed, a *retry round*
 re-plans the group after a backoff, as many times as the error class allows
-(:mod:`ingress.retry`). When the model's retries are spent, the configured fallback models
+(:mod:`ingress.routing.retry`). When the model's retries are spent, the configured fallback models
 are tried the same way, in order. Everything stops at the request's deadline.
 
 All of this happens only before the client has seen any content: once a chunk is relayed,
@@ -28,7 +28,7 @@ from ingress.admission.gatekeeper import DeploymentBusy, Ticket
 from ingress.dispatch import Disconnected, Dispatcher, Frame, NoWorker, Reply, WorkerSilent
 from ingress.errors import ApiError
 from ingress.lost import Lost, Silence
-from ingress.routing import Plan, Router
+from ingress.routing.router import Plan, Router
 from schemas.config import Deployment
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ingress.dispatch import Disconnected, Dispatcher, NoWorker, Reply, WorkerSilent
-from ingress.health_state import HealthCheck
-from ingress.routing import Router
+from ingress.routing.health_board import HealthCheck
+from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from schemas.config import Deployment, GatewayConfig
 from schemas.errors import ErrorInfo, ErrorKind

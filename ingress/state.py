@@ -16,7 +16,7 @@ from ingress.cache_key import default_ttls
 from ingress.dedup import InFlight
 from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import Dispatcher
-from ingress.routing import Router
+from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from schemas.config import GatewayConfig
 from schemas.infer import Endpoint

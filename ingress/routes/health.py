@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from ingress.cooldown import Availability
 from ingress.deps import AuthedGateway, GatewayDep
-from ingress.health_state import HealthCheck
+from ingress.routing.breaker import Availability
+from ingress.routing.health_board import HealthCheck
 from schemas import subjects
 
 router = APIRouter()

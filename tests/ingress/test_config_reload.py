@@ -29,7 +29,7 @@ from ingress.auth.principal import Principal
 from ingress.config_reload import ConfigFile, ConfigReloader, publish_at_start, refusal
 from ingress.dispatch import Dispatcher
 from ingress.errors import ApiError
-from ingress.routing import Router
+from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from ingress.state import Gateway
 from schemas.config import load_config, parse_config

@@ -3,8 +3,8 @@ from __future__ import annotations
 import asyncio
 
 from cli.nats_server import NatsServer
-from ingress.cooldown import Availability, Breaker, availability
-from ingress.health_state import HealthBoard
+from ingress.routing.breaker import Availability, Breaker, availability
+from ingress.routing.health_board import HealthBoard
 from schemas.config import RouterSettings
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.health import CircuitState, HealthEntry

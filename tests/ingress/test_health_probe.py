@@ -16,7 +16,6 @@ import nats
 import pytest
 
 from cli.nats_server import NatsServer
-from ingress.cooldown import Availability
 from ingress.dispatch import Dispatcher, Reply
 from ingress.health_probe import (
     CONCURRENCY,
@@ -26,8 +25,9 @@ from ingress.health_probe import (
     probe_body,
     probe_request,
 )
-from ingress.health_state import HealthBoard, HealthCheck, ProbeLease, may_take
-from ingress.routing import Router
+from ingress.routing.breaker import Availability
+from ingress.routing.health_board import HealthBoard, HealthCheck, ProbeLease, may_take
+from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from schemas.config import (
     ConfigError,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingress.retry import MIN_ATTEMPT_SECONDS, RetryPolicy
+from ingress.routing.retry import MIN_ATTEMPT_SECONDS, RetryPolicy
 from schemas.config import RouterSettings, parse_config
 from schemas.errors import ErrorInfo, ErrorKind
 

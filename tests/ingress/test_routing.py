@@ -4,8 +4,8 @@ from collections import Counter
 
 import pytest
 
-from ingress.health_state import HealthBoard
-from ingress.routing import Router
+from ingress.routing.health_board import HealthBoard
+from ingress.routing.router import Router
 from schemas.config import ConfigError, parse_config
 from schemas.errors import ErrorInfo, ErrorKind
 

@@ -13,8 +13,8 @@ from ingress import execution
 from ingress.admission.gatekeeper import Ticket
 from ingress.dispatch import Dispatcher, Reply
 from ingress.errors import ApiError
-from ingress.health_state import HealthBoard
-from ingress.routing import Router
+from ingress.routing.health_board import HealthBoard
+from ingress.routing.router import Router
 from schemas.config import Deployment, parse_config
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from ingress.admission.redis_impl import connect
-from ingress.load import LoadTracker
+from ingress.routing.load import LoadTracker
 from tests.redis_server import RedisServer
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingress.cooldown import Availability
-from ingress.health_state import HealthBoard
-from ingress.routing import Router
+from ingress.routing.breaker import Availability
+from ingress.routing.health_board import HealthBoard
+from ingress.routing.router import Router
 from schemas.config import GatewayConfig, parse_config
 from schemas.errors import ErrorInfo, ErrorKind
 

@@ -4,8 +4,8 @@ from collections import Counter
 from decimal import Decimal
 
 from core.pricing import PriceTable
-from ingress.load import Load
-from ingress.strategies import (
+from ingress.routing.load import Load
+from ingress.routing.strategies import (
     LeastBusy,
     LoadOf,
     LowestCost,

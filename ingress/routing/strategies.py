@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from core.pricing import PriceTable
-from ingress.load import Load
+from ingress.routing.load import Load
 from schemas.config import Deployment
 
 LoadOf = Callable[[str], Load]

@@ -31,7 +31,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.bucket_watch import BucketWatch
-from ingress.cooldown import Availability, Breaker, availability
+from ingress.routing.breaker import Availability, Breaker, availability
 from schemas.config import RouterSettings
 from schemas.errors import ErrorInfo
 from schemas.health import HEALTH_BUCKET, HealthEntry, health_key

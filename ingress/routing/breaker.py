@@ -8,7 +8,7 @@
 
 Each transition is a function of (entry, now) returning the new entry, or None when
 nothing changes, so a replica can re-apply it to a newer entry after losing a
-compare-and-set race (:mod:`ingress.health_state`).
+compare-and-set race (:mod:`ingress.routing.health_board`).
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ mirror and the load counters are kept up to date in the background.
 from __future__ import annotations
 
 from core.pricing import PriceTable
-from ingress.cooldown import Availability, Breaker
-from ingress.health_state import HealthBoard
-from ingress.load import LoadTracker
-from ingress.retry import RetryPolicy
-from ingress.strategies import SmoothWeighted, strategy_for
+from ingress.routing.breaker import Availability, Breaker
+from ingress.routing.health_board import HealthBoard
+from ingress.routing.load import LoadTracker
+from ingress.routing.retry import RetryPolicy
+from ingress.routing.strategies import SmoothWeighted, strategy_for
 from schemas.config import Deployment, GatewayConfig, RouterSettings
 from schemas.errors import ErrorKind
 

@@ -1,0 +1,1 @@
+"""Which deployment serves an attempt: strategies, load, retries, breakers and health state."""
