@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 from core.batch_store import BatchStore
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
-from ingress import errors, relay
+from ingress import errors
 from ingress.admission import (
     Admission,
     LocalAdmission,
@@ -34,8 +34,9 @@ from ingress.cache import MemoryCache, RedisCache, ResponseCache
 from ingress.config_reload import reloader_for
 from ingress.dedup import InFlight
 from ingress.dedup_shared import SharedLeads
-from ingress.dispatch import Dispatcher
-from ingress.health_probe import HealthProbe
+from ingress.dispatch import relay
+from ingress.dispatch.dispatcher import Dispatcher
+from ingress.dispatch.health_probe import HealthProbe
 from ingress.middleware import RequestIdMiddleware, RootPathMiddleware
 from ingress.routes import admin, batches, files, health, inference, models, usage
 from ingress.routing.health_board import HealthBoard

@@ -3,7 +3,7 @@
 An entry is one successful, complete answer (never an error, never a stream the client
 left) with what the call used and cost, so a hit can be accounted with ``saved_cost``.
 A non-streamed answer is kept as its response JSON; a streamed one as its chunks, exactly
-as the client saw them (:mod:`ingress.replay` turns either into the other).
+as the client saw them (:mod:`ingress.dispatch.replay` turns either into the other).
 
 Two stores behind one Protocol: Redis when ``REDIS_URL`` is set (one GET per lookup, one
 SET with an expiry per store, shared by every replica), an in-process LRU with expiry

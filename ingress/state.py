@@ -15,7 +15,7 @@ from ingress.cache import MemoryCache, ResponseCache
 from ingress.cache_key import default_ttls
 from ingress.dedup import InFlight
 from ingress.dedup_shared import SharedLeads
-from ingress.dispatch import Dispatcher
+from ingress.dispatch.dispatcher import Dispatcher
 from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from schemas.config import GatewayConfig

@@ -1,5 +1,5 @@
 """The usage event of one upstream attempt: as the worker that made it describes it, or as
-the ingress (``ingress.lost``) estimates it when that worker went silent. One builder, so
+the ingress (``ingress.dispatch.lost``) estimates it when that worker went silent. One builder, so
 both sides produce the same id and fields."""
 
 from __future__ import annotations

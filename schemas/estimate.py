@@ -4,7 +4,7 @@ OpenAI-style providers report usage only in the last chunk, so a stream cut off 
 network, the upstream or the client leaves the call with no figures, although the
 provider bills the prompt and every token it sent. A call whose worker died leaves no
 figures either, and the ingress accounts it from the request and the chunks it relayed
-(:mod:`ingress.lost`). An account of zero would be wrong for certain; an estimate is
+(:mod:`ingress.dispatch.lost`). An account of zero would be wrong for certain; an estimate is
 closer, and is marked as one; worker and ingress estimate by the same rules. The rule of
 thumb is the one OpenAI documents for English text: about four characters per token. The
 estimate never lowers a count the provider did report (Anthropic reports input tokens at

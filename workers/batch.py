@@ -25,7 +25,7 @@ delivery's event (a cancelled call, a 429) never shadows the call that answered.
 A worker killed outright publishes no event for the call it was in. So before each call a
 delivery records the attempt it is about to make (KV ``aigw_batch_runs``, one key per
 delivery), and a later delivery of an item with no result accounts every earlier
-delivery's recorded attempt as :mod:`ingress.lost` accounts an interactive one: the event
+delivery's recorded attempt as :mod:`ingress.dispatch.lost` accounts an interactive one: the event
 id that worker would have used, status ``error`` (``connection``, 502), the prompt
 estimated (:func:`lost_usage`) and priced. First event wins: if that worker did publish (a
 drain that cancelled its call), the copy is dropped as a duplicate by JetStream or the

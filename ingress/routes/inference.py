@@ -21,7 +21,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from ingress import execution, lost, relay, replay
 from ingress.admission.gatekeeper import Ticket
 from ingress.auth.principal import Principal, allowed
 from ingress.cache import CachedAnswer, Capture
@@ -29,8 +28,9 @@ from ingress.cache_key import CachePolicy, cache_key, policy, scope_of
 from ingress.dedup import Lead
 from ingress.dedup_shared import SharedLeads
 from ingress.deps import AuthedGateway, request_id
+from ingress.dispatch import execution, lost, relay, replay
+from ingress.dispatch.execution import Caller, Started
 from ingress.errors import ApiError, invalid
-from ingress.execution import Caller, Started
 from ingress.state import Gateway
 from schemas.config import Deployment
 from schemas.infer import Endpoint

@@ -10,7 +10,7 @@ burst of failures costs one write in flight per deployment, not one per failure.
 When NATS is unreachable the mirror keeps working for this replica alone: breakers still
 open and close locally, and the writes resume with the connection.
 
-The same bucket holds what the background health checks (:mod:`ingress.health_probe`)
+The same bucket holds what the background health checks (:mod:`ingress.dispatch.health_probe`)
 share: each deployment's last check (``c_<hash>``, last writer wins: one replica probes
 per interval) and the lease that says which replica probes (``probe_lease``,
 compare-and-set).

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 
 from ingress.cache import CachedAnswer
-from ingress.replay import assemble, json_hit, split, stream_hit
+from ingress.dispatch.replay import assemble, json_hit, split, stream_hit
 from schemas.usage import TokenUsage
 
 USAGE = TokenUsage(prompt_tokens=5, completion_tokens=4)

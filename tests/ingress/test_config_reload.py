@@ -27,7 +27,7 @@ from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.auth.principal import Principal
 from ingress.config_reload import ConfigFile, ConfigReloader, publish_at_start, refusal
-from ingress.dispatch import Dispatcher
+from ingress.dispatch.dispatcher import Dispatcher
 from ingress.errors import ApiError
 from ingress.routing.router import Router
 from ingress.settings import IngressSettings

@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client
 
 from cli.nats_server import NatsServer
-from ingress.dispatch import RECONNECT_GRACE, Disconnected, Dispatcher, FramesLost
+from ingress.dispatch.dispatcher import RECONNECT_GRACE, Disconnected, Dispatcher, FramesLost
 from schemas import subjects
 from schemas.frames import FrameKind, headers
 from schemas.infer import Endpoint, InferRequest

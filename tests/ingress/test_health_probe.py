@@ -16,8 +16,8 @@ import nats
 import pytest
 
 from cli.nats_server import NatsServer
-from ingress.dispatch import Dispatcher, Reply
-from ingress.health_probe import (
+from ingress.dispatch.dispatcher import Dispatcher, Reply
+from ingress.dispatch.health_probe import (
     CONCURRENCY,
     PROBE_PREFIX,
     HealthProbe,

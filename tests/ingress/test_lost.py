@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from core.pricing import PriceTable
 from ingress.admission.gatekeeper import Ticket
-from ingress.dispatch import FramesLost, WorkerSilent
-from ingress.lost import Output, Silence, account, lost_event, worker_lost
+from ingress.dispatch.dispatcher import FramesLost, WorkerSilent
+from ingress.dispatch.lost import Output, Silence, account, lost_event, worker_lost
 from schemas.config import Deployment
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import UsageEvent, UsageStatus, event_id

@@ -1,4 +1,4 @@
-"""Retries, failover and fallbacks in :mod:`ingress.execution`, with scripted workers: a
+"""Retries, failover and fallbacks in :mod:`ingress.dispatch.execution`, with scripted workers: a
 dispatcher double answers each attempt with the frames its deployment is scripted for."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any, cast
 
 import pytest
 
-from ingress import execution
 from ingress.admission.gatekeeper import Ticket
-from ingress.dispatch import Dispatcher, Reply
+from ingress.dispatch import execution
+from ingress.dispatch.dispatcher import Dispatcher, Reply
 from ingress.errors import ApiError
 from ingress.routing.health_board import HealthBoard
 from ingress.routing.router import Router

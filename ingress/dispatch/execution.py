@@ -25,9 +25,16 @@ from decimal import Decimal
 from typing import Any
 
 from ingress.admission.gatekeeper import DeploymentBusy, Ticket
-from ingress.dispatch import Disconnected, Dispatcher, Frame, NoWorker, Reply, WorkerSilent
+from ingress.dispatch.dispatcher import (
+    Disconnected,
+    Dispatcher,
+    Frame,
+    NoWorker,
+    Reply,
+    WorkerSilent,
+)
+from ingress.dispatch.lost import Lost, Silence
 from ingress.errors import ApiError
-from ingress.lost import Lost, Silence
 from ingress.routing.router import Plan, Router
 from schemas.config import Deployment
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
@@ -123,7 +130,7 @@ class Started:
     ticket: Ticket
     # When the attempt was sent (``time.monotonic()``).
     sent_at: float
-    # Accounts the attempt if its worker goes silent later (see :mod:`ingress.lost`).
+    # Accounts the attempt if its worker goes silent later (see :mod:`ingress.dispatch.lost`).
     lost: Lost | None = None
 
 

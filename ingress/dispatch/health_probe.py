@@ -41,7 +41,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ingress.dispatch import Disconnected, Dispatcher, NoWorker, Reply, WorkerSilent
+from ingress.dispatch.dispatcher import Disconnected, Dispatcher, NoWorker, Reply, WorkerSilent
 from ingress.routing.health_board import HealthCheck
 from ingress.routing.router import Router
 from ingress.settings import IngressSettings

@@ -46,7 +46,7 @@ from decimal import Decimal
 
 from core.pricing import PriceTable
 from ingress.admission.gatekeeper import Ticket
-from ingress.dispatch import FramesLost, WorkerSilent
+from ingress.dispatch.dispatcher import FramesLost, WorkerSilent
 from schemas import estimate
 from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment

@@ -3,7 +3,7 @@
 Whatever way an attempt ends (done, error, silent worker, client gone), its admission
 ticket is settled exactly once, with the real cost when the worker reported one. A worker
 that goes silent never will: the attempt is accounted at the ingress instead, from what the
-client was sent of the answer (:mod:`ingress.lost`).
+client was sent of the answer (:mod:`ingress.dispatch.lost`).
 
 When the request may be cached, a :class:`~ingress.cache.Capture` sees the answer go by
 (each chunk, then the done frame) and is told when it ends any other way.
@@ -23,10 +23,10 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ingress.cache import Capture
-from ingress.dispatch import WorkerSilent
+from ingress.dispatch.dispatcher import WorkerSilent
+from ingress.dispatch.execution import Settle, Started
+from ingress.dispatch.lost import Output, Silence
 from ingress.errors import ApiError
-from ingress.execution import Settle, Started
-from ingress.lost import Output, Silence
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind
 from schemas.usage import TokenUsage
 

@@ -1,0 +1,1 @@
+"""Attempts over NATS: publishing, failover, relaying frames, replays and lost workers."""
