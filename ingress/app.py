@@ -30,10 +30,10 @@ from ingress.admission.redis_impl import connect as connect_redis
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.batch_finalizer import Finalizer
-from ingress.cache import MemoryCache, RedisCache, ResponseCache
+from ingress.cache.dedup import InFlight
+from ingress.cache.dedup_shared import SharedLeads
+from ingress.cache.store import MemoryCache, RedisCache, ResponseCache
 from ingress.config_reload import reloader_for
-from ingress.dedup import InFlight
-from ingress.dedup_shared import SharedLeads
 from ingress.dispatch import relay
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.dispatch.health_probe import HealthProbe

@@ -35,7 +35,7 @@ class IngressSettings(BaseSettings):
     # What a request without max_tokens may produce, for its budget reservation.
     default_max_output_tokens: int = Field(
         default=4096, ge=1, validation_alias="AIGW_DEFAULT_MAX_OUTPUT_TOKENS")
-    # Response cache (ingress/cache_key.py): off unless a request asks, while the TTL is
+    # Response cache (ingress/cache/key.py): off unless a request asks, while the TTL is
     # 0; a TTL > 0 caches every request that does not opt out. Per-request TTLs are capped.
     # A config with ``litellm_settings.cache: true`` sets the default TTL instead.
     cache_ttl: float = Field(default=0.0, ge=0, validation_alias="AIGW_CACHE_TTL")

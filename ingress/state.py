@@ -11,10 +11,10 @@ from core.publisher import UsagePublisher
 from ingress.admission.gatekeeper import Gatekeeper
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
-from ingress.cache import MemoryCache, ResponseCache
-from ingress.cache_key import default_ttls
-from ingress.dedup import InFlight
-from ingress.dedup_shared import SharedLeads
+from ingress.cache.dedup import InFlight
+from ingress.cache.dedup_shared import SharedLeads
+from ingress.cache.key import default_ttls
+from ingress.cache.store import MemoryCache, ResponseCache
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.routing.router import Router
 from ingress.settings import IngressSettings

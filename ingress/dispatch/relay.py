@@ -5,7 +5,7 @@ ticket is settled exactly once, with the real cost when the worker reported one.
 that goes silent never will: the attempt is accounted at the ingress instead, from what the
 client was sent of the answer (:mod:`ingress.dispatch.lost`).
 
-When the request may be cached, a :class:`~ingress.cache.Capture` sees the answer go by
+When the request may be cached, a :class:`~ingress.cache.store.Capture` sees the answer go by
 (each chunk, then the done frame) and is told when it ends any other way.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ingress.cache import Capture
+from ingress.cache.store import Capture
 from ingress.dispatch.dispatcher import WorkerSilent
 from ingress.dispatch.execution import Settle, Started
 from ingress.dispatch.lost import Output, Silence

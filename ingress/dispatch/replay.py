@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
 
-from ingress.cache import CachedAnswer
+from ingress.cache.store import CachedAnswer
 from ingress.dispatch.relay import COST_HEADER, DONE, SSE_HEADERS, usage_chunk
 from schemas.usage import TokenUsage
 

@@ -1,11 +1,11 @@
 """``POST /v1/chat/completions`` and ``POST /v1/embeddings``.
 
-A request the cache may serve (:mod:`ingress.cache_key`) is looked up after the model is
+A request the cache may serve (:mod:`ingress.cache.key`) is looked up after the model is
 known to exist and be allowed, and before admission: a hit makes no upstream call, so it
 neither reserves budget nor counts towards rate limits (it costs the provider nothing,
 which is what limits protect). A hit is accounted as a ``cache_hit`` event with the
 original call's cost as ``saved_cost``. A miss runs as usual, its answer captured by the
-relay for the cache and for identical requests waiting on it (:mod:`ingress.dedup`).
+relay for the cache and for identical requests waiting on it (:mod:`ingress.cache.dedup`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from pydantic import BaseModel, ValidationError
 
 from ingress.admission.gatekeeper import Ticket
 from ingress.auth.principal import Principal, allowed
-from ingress.cache import CachedAnswer, Capture
-from ingress.cache_key import CachePolicy, cache_key, policy, scope_of
-from ingress.dedup import Lead
-from ingress.dedup_shared import SharedLeads
+from ingress.cache.dedup import Lead
+from ingress.cache.dedup_shared import SharedLeads
+from ingress.cache.key import CachePolicy, cache_key, policy, scope_of
+from ingress.cache.store import CachedAnswer, Capture
 from ingress.deps import AuthedGateway, request_id
 from ingress.dispatch import execution, lost, relay, replay
 from ingress.dispatch.execution import Caller, Started

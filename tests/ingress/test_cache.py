@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from ingress.admission.redis_impl import connect
-from ingress.cache import (
+from ingress.cache.dedup import InFlight
+from ingress.cache.store import (
     REDIS_PREFIX,
     CachedAnswer,
     CacheStore,
@@ -22,7 +23,6 @@ from ingress.cache import (
     RedisCache,
     ResponseCache,
 )
-from ingress.dedup import InFlight
 from schemas.config import Deployment
 from schemas.frames import DoneFrame
 from schemas.usage import TokenUsage

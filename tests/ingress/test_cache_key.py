@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from ingress.auth.principal import ANONYMOUS, MASTER, Principal
-from ingress.cache_key import OFF, CachePolicy, cache_key, policy, scope_of
+from ingress.cache.key import OFF, CachePolicy, cache_key, policy, scope_of
 from ingress.errors import ApiError
 from schemas.keys import Team, VirtualKey
 

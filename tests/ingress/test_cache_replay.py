@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from ingress.cache import CachedAnswer
+from ingress.cache.store import CachedAnswer
 from ingress.dispatch.replay import assemble, json_hit, split, stream_hit
 from schemas.usage import TokenUsage
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from ingress.cache import CachedAnswer, MemoryCache, ResponseCache
-from ingress.cache_key import default_ttls, policy
+from ingress.cache.key import default_ttls, policy
+from ingress.cache.store import CachedAnswer, MemoryCache, ResponseCache
 from schemas.config import CacheSettings
 from schemas.infer import Endpoint
 from schemas.usage import TokenUsage

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from ingress.cache import CachedAnswer, Capture, MemoryCache, ResponseCache
-from ingress.dedup import InFlight
+from ingress.cache.dedup import InFlight
+from ingress.cache.store import CachedAnswer, Capture, MemoryCache, ResponseCache
 from schemas.config import Deployment
 from schemas.frames import DoneFrame
 from schemas.usage import TokenUsage

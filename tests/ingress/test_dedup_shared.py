@@ -14,8 +14,8 @@ from nats.aio.client import Client as NatsClient
 from redis.asyncio import Redis
 
 from cli.nats_server import NatsServer
-from ingress.cache import CachedAnswer
-from ingress.dedup_shared import CLAIM_PREFIX, SharedLeads
+from ingress.cache.dedup_shared import CLAIM_PREFIX, SharedLeads
+from ingress.cache.store import CachedAnswer
 from schemas.usage import TokenUsage
 from tests.redis_server import RedisServer
 

@@ -15,7 +15,7 @@ a new leader among themselves, which would run a failing request N times in a ro
 
 Within one ingress process leaders are futures in memory, keyed by cache key (which
 already holds the team scope). Across replicas sharing a Redis cache, a leader also
-claims its key there (:mod:`ingress.dedup_shared`) and ``on_end`` tells the other
+claims its key there (:mod:`ingress.cache.dedup_shared`) and ``on_end`` tells the other
 replicas' followers when its answer is stored or its call failed.
 
 A finished leader stays findable until its entry is readable from the store, so a
@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from ingress.cache import CachedAnswer
+from ingress.cache.store import CachedAnswer
 
 
 class Lead:

@@ -1,6 +1,6 @@
 """In-flight deduplication across ingress replicas that share a Redis cache.
 
-:mod:`ingress.dedup` lets identical requests within one replica share a call. Behind a
+:mod:`ingress.cache.dedup` lets identical requests within one replica share a call. Behind a
 load balancer, identical requests often land on different replicas; without this module
 each would call the upstream. Here the replica about to lead a call first claims the
 cache key in Redis (``SET NX`` with an expiry, one round trip, only for cacheable
@@ -33,7 +33,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
-from ingress.cache import CachedAnswer
+from ingress.cache.store import CachedAnswer
 from schemas import subjects
 
 log = logging.getLogger("aigw.ingress.dedup")
@@ -73,7 +73,7 @@ class SharedLeads:
         self._renew = redis.register_script(_RENEW)
         self._drop = redis.register_script(_DROP)
         # The claims this replica holds: cache key -> (token, renewal task). One leader
-        # per key per replica (``ingress.dedup``), so the key is enough.
+        # per key per replica (``ingress.cache.dedup``), so the key is enough.
         self._held: dict[str, tuple[str, asyncio.Task[None]]] = {}
 
     @property

@@ -1,0 +1,1 @@
+"""The response cache: keys, stores, and in-flight dedup within and across replicas."""
