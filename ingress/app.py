@@ -29,7 +29,7 @@ from ingress.admission.gatekeeper import Gatekeeper
 from ingress.admission.redis_impl import connect as connect_redis
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
-from ingress.batch_finalizer import Finalizer
+from ingress.batch.finalizer import Finalizer
 from ingress.cache.dedup import InFlight
 from ingress.cache.dedup_shared import SharedLeads
 from ingress.cache.store import MemoryCache, RedisCache, ResponseCache

@@ -5,7 +5,7 @@ meanwhile): a bad line, a model that does not exist or that the key may not use 
 batch with every such line in ``errors``. Otherwise each line becomes one work-queue
 message for the provider of the deployment it was given, and the batch is
 ``in_progress``. Workers run the items (:mod:`workers.batch`); the finalizer
-(:mod:`ingress.batch_finalizer`) writes the output files.
+(:mod:`ingress.batch.finalizer`) writes the output files.
 
 Budget: a key (or team) whose daily or monthly budget is spent may not start a batch
 (429 ``insufficient_quota``). Items are not admitted one by one: each is accounted as it
@@ -27,10 +27,10 @@ import nats.errors
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingress import batch_input
 from ingress.admission.gatekeeper import scopes_for
 from ingress.auth.principal import Principal, allowed
-from ingress.batch_input import ModelRefused
+from ingress.batch import input as batch_input
+from ingress.batch.input import ModelRefused
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
 from ingress.routes.files import StoreDep, StoreRoute, may_see, visible_file

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.types import Message, Scope
 
 from ingress import form
-from ingress.batch_finalizer import render
+from ingress.batch.finalizer import render
 from ingress.errors import ApiError
 from ingress.routes.files import form_body
 from schemas.batch import ItemResult, error_line, output_line

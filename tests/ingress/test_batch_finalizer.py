@@ -15,7 +15,7 @@ from nats.aio.client import Client
 
 from cli.nats_server import NatsServer
 from core.batch_store import BatchStore, Queued
-from ingress.batch_finalizer import (
+from ingress.batch.finalizer import (
     CANCEL_GRACE,
     POLL_ITEMS_PER_SECOND,
     VALIDATION_TIMEOUT,

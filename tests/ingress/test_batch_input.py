@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ingress.batch_input import MAX_ERRORS, Caller, ModelRefused, custom_ids, parse
+from ingress.batch.input import MAX_ERRORS, Caller, ModelRefused, custom_ids, parse
 from schemas.config import Deployment, parse_config
 from schemas.infer import Endpoint
 

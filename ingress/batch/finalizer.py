@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from core.batch_store import BatchStore
-from ingress.batch_input import custom_ids
+from ingress.batch.input import custom_ids
 from schemas.batch import (
     BatchError,
     BatchErrors,

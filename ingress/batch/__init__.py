@@ -1,0 +1,1 @@
+"""The Batch API's ingress side: input file validation and the finalizer."""
