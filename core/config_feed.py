@@ -1,7 +1,7 @@
 """The config document in NATS KV: read it, publish it with compare-and-set, follow it.
 
 One entry per gateway: bucket ``aigw_config``, key ``AIGW_CONFIG_KEY``. Ingresses
-publish (:mod:`ingress.config_reload` says when); every ingress and every worker follows
+publish (:mod:`ingress.config.reload` says when); every ingress and every worker follows
 the entry and applies each revision it can parse. The ingress and the workers share this
 module, as they share :mod:`core.publisher`.
 """

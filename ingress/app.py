@@ -33,7 +33,7 @@ from ingress.batch.finalizer import Finalizer
 from ingress.cache.dedup import InFlight
 from ingress.cache.dedup_shared import SharedLeads
 from ingress.cache.store import MemoryCache, RedisCache, ResponseCache
-from ingress.config_reload import reloader_for
+from ingress.config.reload import reloader_for
 from ingress.dispatch import relay
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.dispatch.health_probe import HealthProbe

@@ -16,7 +16,7 @@ class IngressSettings(BaseSettings):
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
     config_path: Path | None = Field(default=None, validation_alias="AIGW_CONFIG")
-    # Hot reload (ingress/config_reload.py): the file is checked this often (0: only on
+    # Hot reload (ingress/config/reload.py): the file is checked this often (0: only on
     # SIGHUP or POST /admin/config/reload), and shared through NATS KV under this key.
     config_watch_interval: float = Field(
         default=1.0, ge=0, validation_alias="AIGW_CONFIG_WATCH_INTERVAL")

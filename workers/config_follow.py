@@ -1,6 +1,6 @@
 """A worker's config kept in step with the gateway config in NATS KV (hot reload).
 
-The ingress publishes the config file (:mod:`ingress.config_reload`); a worker follows the
+The ingress publishes the config file (:mod:`ingress.config.reload`); a worker follows the
 entry and applies each revision it can parse with its own environment. One it cannot
 parse (an ``os.environ/`` variable missing on this host) is logged, and the worker keeps
 its config. An attempt that names a deployment unknown here makes the worker read the

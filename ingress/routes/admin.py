@@ -3,7 +3,7 @@
 Mounted under ``/admin``. The router needs from the running gateway:
 ``gateway.keys`` (a :class:`~ingress.auth.keys.KeyStore`), ``gateway.auth.check(request)``
 returning the caller's :class:`~ingress.auth.principal.Principal` (401 for a bad key), and
-``app.state.config_reloader`` (an :class:`~ingress.config_reload.ConfigReloader`, or None
+``app.state.config_reloader`` (an :class:`~ingress.config.reload.ConfigReloader`, or None
 without a config file).
 """
 
@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from core.config_feed import NATS_ERRORS as CONFIG_NATS_ERRORS
 from ingress.auth.keys import NATS_ERRORS, Conflict, InvalidReference, KeyStore, NotFound
 from ingress.auth.principal import Principal
-from ingress.config_reload import ConfigReloader
+from ingress.config.reload import ConfigReloader
 from ingress.errors import ApiError
 from schemas.config_doc import ReloadReport
 from schemas.keys import (

@@ -16,10 +16,10 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from core.batch_store import BatchStore
-from ingress import form
 from ingress.auth.principal import Principal
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
+from ingress.routes import form
 from schemas.batch import FILE_PURPOSES, MAX_FILE_BYTES, FileObject, FileRecord
 
 

@@ -9,9 +9,9 @@ import pytest
 from starlette.requests import Request
 from starlette.types import Message, Scope
 
-from ingress import form
 from ingress.batch.finalizer import render
 from ingress.errors import ApiError
+from ingress.routes import form
 from ingress.routes.files import form_body
 from schemas.batch import ItemResult, error_line, output_line
 

@@ -26,7 +26,7 @@ from ingress.admission.gatekeeper import Gatekeeper
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.auth.principal import Principal
-from ingress.config_reload import ConfigFile, ConfigReloader, publish_at_start, refusal
+from ingress.config.reload import ConfigFile, ConfigReloader, publish_at_start, refusal
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.errors import ApiError
 from ingress.routing.router import Router
