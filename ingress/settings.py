@@ -51,7 +51,7 @@ class IngressSettings(BaseSettings):
     cache_dedup_wait: float = Field(
         default=300.0, gt=0, validation_alias="AIGW_CACHE_DEDUP_WAIT")
     budget_webhook_url: str | None = Field(default=None, validation_alias="AIGW_BUDGET_WEBHOOK_URL")
-    # How often live spend counters are raised to ClickHouse's figures (ingress/admission/spend_seed.py).
+    # How often live spend counters are raised to ClickHouse's figures (admission/spend_seed.py).
     spend_seed_interval: float = Field(
         default=60.0, gt=0, validation_alias="AIGW_SPEND_SEED_INTERVAL")
     host: str = Field(default="0.0.0.0", validation_alias="AIGW_HOST")
