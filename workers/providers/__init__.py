@@ -11,12 +11,12 @@ from workers.providers.base import Provider
 
 # provider prefix -> "module:Class". OpenAI-compatible servers share the OpenAI adapter.
 _ADAPTERS: dict[str, str] = {
-    "openai": "workers.providers.openai:OpenAIProvider",
-    "anthropic": "workers.providers.anthropic:AnthropicProvider",
-    "gemini": "workers.providers.gemini:GeminiProvider",
+    "openai": "workers.providers.openai.adapter:OpenAIProvider",
+    "anthropic": "workers.providers.anthropic.adapter:AnthropicProvider",
+    "gemini": "workers.providers.gemini.adapter:GeminiProvider",
     "mock": "workers.providers.mock:MockProvider",
 }
-_OPENAI_COMPATIBLE = "workers.providers.openai:OpenAIProvider"
+_OPENAI_COMPATIBLE = "workers.providers.openai.adapter:OpenAIProvider"
 
 
 def adapter_path(provider: str) -> str:

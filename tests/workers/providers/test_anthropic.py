@@ -15,8 +15,8 @@ from schemas.errors import ErrorKind
 from schemas.usage import TokenUsage
 from tests.fakes import anthropic_server
 from tests.fakes.server import free_port, serve
-from workers.providers.anthropic import AnthropicProvider, error_from_anthropic
-from workers.providers.anthropic_translate import (
+from workers.providers.anthropic.adapter import AnthropicProvider, error_from_anthropic
+from workers.providers.anthropic.translate import (
     JSON_OBJECT_INSTRUCTION,
     StreamTranslator,
     from_anthropic_response,

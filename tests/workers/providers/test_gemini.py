@@ -19,7 +19,7 @@ from schemas.usage import TokenUsage
 from tests.fakes.gemini_server import THOUGHT_SIGNATURE, THOUGHT_TOKENS, TOOL_ARGS, create_app
 from tests.fakes.server import free_port, serve
 from workers.providers.base import StreamItem, UpstreamCall, UpstreamError
-from workers.providers.gemini import (
+from workers.providers.gemini.adapter import (
     GeminiProvider,
     StreamTranslator,
     error_from_gemini,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 
 from schemas.errors import ErrorKind
-from workers.providers.openai import error_from_openai, split_usage, stream_body
+from workers.providers.openai.adapter import error_from_openai, split_usage, stream_body
 
 
 def _err(status: int, body: bytes, headers: dict[str, str] | None = None):  # type: ignore[no-untyped-def]

@@ -2,7 +2,7 @@
 
 The native API rather than Gemini's OpenAI-compatible endpoint: its usage breaks out
 thinking and tool-use tokens, and the compatibility layer is reported brittle in tool loops
-(thought signatures). Chat translation lives in :mod:`workers.providers.gemini_translate`;
+(thought signatures). Chat translation lives in :mod:`workers.providers.gemini.translate`;
 this module does the HTTP, the small embeddings translation, and reads Gemini's errors.
 """
 
@@ -29,7 +29,7 @@ from workers.providers.base import (
     status_for_kind,
     transport_error,
 )
-from workers.providers.gemini_translate import (
+from workers.providers.gemini.translate import (
     PROVIDER,
     StreamTranslator,
     from_gemini_response,

@@ -1,6 +1,6 @@
 """Anthropic's Messages API behind the OpenAI-shaped Provider protocol.
 
-Body translation lives in :mod:`workers.providers.anthropic_translate`; this module does
+Body translation lives in :mod:`workers.providers.anthropic.translate`; this module does
 the HTTP and turns Anthropic's errors, whether an error response or an ``error`` event
 inside a 200 stream, into :class:`ErrorInfo`. The deployment's API key is scrubbed from
 every error message before it leaves the adapter.
@@ -16,7 +16,7 @@ import httpx
 
 from schemas.config import Deployment
 from schemas.errors import ErrorInfo, ErrorKind
-from workers.providers.anthropic_translate import (
+from workers.providers.anthropic.translate import (
     PROVIDER,
     StreamTranslator,
     from_anthropic_response,
