@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import uvicorn
 
-from cli.nats_server import NatsServer
+from cli.nats_server import NatsServer, free_port
 from cli.process import GracefulServer, child_preexec
 from ingress.app import create_app
 from ingress.settings import IngressSettings
@@ -20,8 +21,11 @@ from schemas.config import GatewayConfig
 log = logging.getLogger("aigw")
 
 
-def start_worker(provider: str, nats_url: str, config_path: Path | None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "NATS_URL": nats_url, "AIGW_PROVIDER": provider}
+def start_worker(
+    provider: str, nats_url: str, config_path: Path | None, metrics_port: int = 0
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NATS_URL": nats_url, "AIGW_PROVIDER": provider,
+           "AIGW_METRICS_PORT": str(metrics_port)}
     if config_path is not None:
         env["AIGW_CONFIG"] = str(config_path)
     else:
@@ -34,9 +38,12 @@ def start_worker(provider: str, nats_url: str, config_path: Path | None) -> subp
     )
 
 
-def start_accounting(nats_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_accounting(
+    nats_url: str, data_dir: Path, metrics_port: int = 0
+) -> subprocess.Popen[bytes]:
     # Its own process: it owns the chDB store, which one process at a time may open.
-    env = {**os.environ, "NATS_URL": nats_url, "AIGW_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "NATS_URL": nats_url, "AIGW_DATA_DIR": str(data_dir),
+           "AIGW_METRICS_PORT": str(metrics_port)}
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "accounting"],
         env=env,
@@ -64,8 +71,19 @@ def run_embedded(
     nats_server.start()
     settings = settings.model_copy(update={"nats_url": nats_server.url})
     config_path = settings.config_path.resolve() if settings.config_path else None
-    workers = [start_worker(p, nats_server.url, config_path) for p in config.providers]
-    workers.append(start_accounting(nats_server.url, data_dir))
+    # Each child serves /metrics on a port of its own, listed at GET /health/targets.
+    targets: list[dict[str, str | None]] = []
+    workers = []
+    for provider in config.providers:
+        port = free_port()
+        workers.append(start_worker(provider, nats_server.url, config_path, port))
+        targets.append({"role": "worker", "provider": provider,
+                        "url": f"http://127.0.0.1:{port}/metrics"})
+    port = free_port()
+    workers.append(start_accounting(nats_server.url, data_dir, port))
+    targets.append({"role": "accounting", "provider": None,
+                    "url": f"http://127.0.0.1:{port}/metrics"})
+    settings = settings.model_copy(update={"metrics_targets": json.dumps(targets)})
     try:
         app = create_app(settings, config)
         server = GracefulServer(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Coroutine
@@ -24,21 +23,26 @@ def _load(path: Path | None) -> GatewayConfig:
     return config
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("AIGW_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    # httpx logs every upstream call at INFO: per-request logging stays off the hot path.
-    for noisy in ("httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _telemetry(role: str) -> None:
+    """Logs in the chosen format, and traces when the OTEL_* environment asks for them."""
+    from core.telemetry import logs, tracing
+
+    role = "ingress" if role == "up" else role  # aigw up serves the ingress in-process
+    logs.configure(role)
+    if role in tracing.SERVICE_NAMES:
+        tracing.setup(role)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """Run a process's main coroutine on uvloop, as uvicorn runs the ingress."""
     import uvloop
 
-    uvloop.run(main)
+    from core.telemetry import tracing
+
+    try:
+        uvloop.run(main)
+    finally:
+        tracing.shutdown()
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -71,7 +75,12 @@ def cmd_ingress(args: argparse.Namespace) -> int:
         create_app(settings, config), host=settings.host, port=settings.port,
         log_level="warning", access_log=False,
     ))
-    server.run()
+    try:
+        server.run()
+    finally:
+        from core.telemetry import tracing
+
+        tracing.shutdown()
     return 0
 
 
@@ -87,6 +96,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         updates["concurrency"] = args.concurrency
     if args.config:
         updates["config_path"] = args.config
+    if args.metrics_port is not None:
+        updates["metrics_port"] = args.metrics_port
     settings = settings.model_copy(update=updates)
     config = _load(settings.config_path)
     if settings.provider not in config.providers:
@@ -104,6 +115,8 @@ def cmd_accounting(args: argparse.Namespace) -> int:
     settings = AccountingSettings()
     if args.data_dir:
         settings = settings.model_copy(update={"data_dir": Path(args.data_dir)})
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
     _run(run_accounting(settings))
     return 0
 
@@ -129,10 +142,14 @@ def parser() -> argparse.ArgumentParser:
     wrk.add_argument("--provider", default=None)
     wrk.add_argument("--concurrency", type=int, default=None)
     wrk.add_argument("--config", type=Path, default=None)
+    wrk.add_argument("--metrics-port", type=int, default=None,
+                     help="serve /metrics and health here (AIGW_METRICS_PORT; 0: off)")
     wrk.set_defaults(func=cmd_worker)
 
     acc = sub.add_parser("accounting", help="run the usage consumer and analytics service")
     acc.add_argument("--data-dir", default=None, help="where the embedded ClickHouse lives")
+    acc.add_argument("--metrics-port", type=int, default=None,
+                     help="serve /metrics and health here (AIGW_METRICS_PORT; 0: off)")
     acc.set_defaults(func=cmd_accounting)
 
     from cli.admin import register as register_admin
@@ -143,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _logging()
+    _telemetry(args.command)
     code: int = args.func(args)
     return code
 

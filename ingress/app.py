@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from core.batch_store import BatchStore
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
+from core.telemetry.process import PROCESS, count_reconnect
 from ingress import errors
 from ingress.admission import (
     Admission,
@@ -37,8 +38,9 @@ from ingress.config.reload import reloader_for
 from ingress.dispatch import relay
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.dispatch.health_probe import HealthProbe
-from ingress.middleware import RequestIdMiddleware, RootPathMiddleware
-from ingress.routes import admin, batches, files, health, inference, models, usage
+from ingress.metrics import INGRESS, ProviderWatch
+from ingress.middleware import ObserveMiddleware, RequestIdMiddleware, RootPathMiddleware
+from ingress.routes import admin, batches, files, health, inference, metrics, models, usage
 from ingress.routing.health_board import HealthBoard
 from ingress.routing.load import LoadTracker
 from ingress.routing.router import Router
@@ -119,6 +121,16 @@ def _shared_leads(
     return SharedLeads(client, nc, settings.cache_dedup_wait)
 
 
+def _observe(gateway: Gateway) -> ProviderWatch:
+    """Scrapes read this replica's live state; a watch keeps provider readiness fresh."""
+    INGRESS.gateway = lambda: gateway
+    PROCESS.connection = lambda: gateway.nc
+    PROCESS.publisher = lambda: gateway.usage
+    watch = ProviderWatch(gateway)
+    watch.start()
+    return watch
+
+
 def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,6 +140,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
                 name="aigw-ingress",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
+                reconnected_cb=count_reconnect,
             )
 
             async def close_nats() -> None:
@@ -179,6 +192,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             probe = HealthProbe(app.state.gateway)
             probe.start()
             stack.push_async_callback(probe.stop)
+            watch = _observe(app.state.gateway)
+            stack.push_async_callback(watch.stop)
             app.state.batch_store = BatchStore(nc)
             await app.state.batch_store.start()
             stack.push_async_callback(app.state.batch_store.stop)
@@ -197,7 +212,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
         app.include_router(batches.router, prefix=prefix)
     app.include_router(admin.router, prefix="/admin")
     app.include_router(health.router)
-    wrapped: ASGIApp = RequestIdMiddleware(app)
+    app.include_router(metrics.router)
+    wrapped: ASGIApp = ObserveMiddleware(RequestIdMiddleware(app), settings.access_log)
     if settings.server_root_path:
         wrapped = RootPathMiddleware(wrapped, settings.server_root_path)
     return wrapped

@@ -93,6 +93,7 @@ def _validation_message(errors: list[Any]) -> tuple[str, str | None]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
+        request.state.error_type = exc.code or exc.type
         return exc.to_response()
 
     @app.exception_handler(RequestValidationError)

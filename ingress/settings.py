@@ -23,6 +23,13 @@ class IngressSettings(BaseSettings):
     config_key: str = Field(default=CONFIG_KEY, pattern=r"^[-_=.a-zA-Z0-9]+$",
                             validation_alias="AIGW_CONFIG_KEY")
     server_root_path: str = Field(default="", validation_alias="SERVER_ROOT_PATH")
+    # A bearer token GET /metrics must carry (unset: open, as Prometheus expects).
+    metrics_key: str | None = Field(default=None, validation_alias="AIGW_METRICS_KEY")
+    # The other processes' metrics endpoints, for GET /health/targets (aigw up sets it):
+    # a JSON list of {"role", "provider", "url"}.
+    metrics_targets: str | None = Field(default=None, validation_alias="AIGW_METRICS_TARGETS")
+    # One log line per request (method, route, status, duration, model, key id).
+    access_log: bool = Field(default=False, validation_alias="AIGW_ACCESS_LOG")
     # A worker heartbeats an idle attempt this often; the ingress gives up on a worker
     # that stays silent for heartbeat_timeout.
     heartbeat_interval: float = Field(default=2.0, gt=0, validation_alias="AIGW_HEARTBEAT")

@@ -14,6 +14,10 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    # /metrics, /health/liveliness and /health/readiness on this port (0: off).
+    metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="AIGW_METRICS_PORT")
+    metrics_host: str = Field(default="0.0.0.0", validation_alias="AIGW_METRICS_HOST")
+    metrics_key: str | None = Field(default=None, validation_alias="AIGW_METRICS_KEY")
     config_path: Path | None = Field(default=None, validation_alias="AIGW_CONFIG")
     # The NATS KV entry the ingress publishes the config under (hot reload).
     config_key: str = Field(default=CONFIG_KEY, validation_alias="AIGW_CONFIG_KEY")

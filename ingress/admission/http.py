@@ -7,6 +7,7 @@ from decimal import Decimal
 from ingress.admission import budget
 from ingress.admission.types import Decision, Limit
 from ingress.errors import ApiError
+from ingress.metrics import LIMIT_REFUSALS
 
 
 def refusal_error(decision: Decision) -> ApiError:
@@ -20,6 +21,7 @@ def refusal_error(decision: Decision) -> ApiError:
     if refused is None:
         raise ValueError("the decision allowed the request")
     scope = refused.scope
+    LIMIT_REFUSALS.labels(scope.kind, "budget" if refused.limit.is_budget else "rate_limit").inc()
     if refused.limit.is_budget:
         assert refused.resets_at is not None
         message = budget.budget_exceeded_message(

@@ -22,6 +22,7 @@ import nats.aio.client
 import nats.aio.msg
 import nats.errors
 
+from core.telemetry import tracing
 from ingress.errors import ApiError
 from schemas import subjects
 from schemas.frames import KIND_HEADER, SEQ_HEADER, FrameKind
@@ -147,6 +148,13 @@ class Reply:
         await self._dispatcher.cancel(self.request.request_id)
 
 
+def trace_headers() -> dict[str, str]:
+    """The current span's W3C context, for the worker to continue the trace."""
+    carrier: dict[str, str] = {}
+    tracing.inject(carrier)
+    return carrier
+
+
 class Dispatcher:
     def __init__(self, nc: nats.aio.client.Client) -> None:
         self._nc = nc
@@ -191,6 +199,7 @@ class Dispatcher:
                 subjects.infer(provider),
                 request.model_dump_json().encode(),
                 reply=f"{self._prefix}.{token}",
+                headers=trace_headers() if tracing.enabled else None,
             )
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError):
             self.forget(token)

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from opentelemetry.trace import Status, StatusCode
+
+from core.telemetry import tracing
 from ingress.admission.gatekeeper import DeploymentBusy, Ticket
 from ingress.dispatch.dispatcher import (
     Disconnected,
@@ -35,7 +38,9 @@ from ingress.dispatch.dispatcher import (
 )
 from ingress.dispatch.lost import Lost, Silence
 from ingress.errors import ApiError
+from ingress.metrics import FALLBACKS, RETRIES
 from ingress.routing.router import Plan, Router
+from ingress.spans import attempt_span
 from schemas.config import Deployment
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind
@@ -215,6 +220,17 @@ class _Run:
     async def attempt(self, deployment: Deployment, model: str) -> Started | bool:
         """One attempt: Started, True to go on to the next deployment, False to stop
         trying this model (the request itself is at fault)."""
+        if not tracing.enabled:
+            return await self._attempt(deployment, model)
+        with attempt_span(self.endpoint.value, model, deployment.provider,
+                          deployment.upstream_model, self.request_id, self.attempts) as span:
+            outcome = await self._attempt(deployment, model)
+            if not isinstance(outcome, Started) and self.last is not None:
+                span.set_attribute("error.type", self.last.code or self.last.kind.value)
+                span.set_status(Status(StatusCode.ERROR))
+            return outcome
+
+    async def _attempt(self, deployment: Deployment, model: str) -> Started | bool:
         attempt = self.attempts
         self.attempts += 1
         try:
@@ -336,6 +352,7 @@ class _Run:
             if wait is None:
                 return None
             retries += 1
+            RETRIES.labels(model).inc()
             log.info("%s: retry %d on %s in %.2f s after %s", self.request_id, retries,
                      model, wait, self.last.kind.value)
             await asyncio.sleep(wait)
@@ -382,6 +399,7 @@ async def start(
         if not model:
             break
         tried.add(model)
+        FALLBACKS.labels(model_alias).inc()
         log.info("%s: falling back from %s to %s after %s", request_id, model_alias, model,
                  run.last.kind.value)
         started = await run.model(router.plan(model), model)

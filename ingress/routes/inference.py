@@ -31,6 +31,7 @@ from ingress.deps import AuthedGateway, request_id
 from ingress.dispatch import execution, lost, relay, replay
 from ingress.dispatch.execution import Caller, Started
 from ingress.errors import ApiError, invalid
+from ingress.metrics import CACHE, GenAI
 from ingress.state import Gateway
 from schemas.config import Deployment
 from schemas.infer import Endpoint
@@ -195,10 +196,16 @@ async def _cached(gateway: Gateway, key: str, wanted: CachePolicy) -> CachedAnsw
     looked. None: make the call."""
     inflight = gateway.inflight if gateway.settings.cache_dedup else None
     if inflight is not None and (leader := inflight.leader(key)) is not None:
-        return await inflight.follow(leader)
+        return _counted(await inflight.follow(leader), "dedup_join")
     answer = await gateway.cache.lookup(key, wanted.max_age)
     if answer is None and inflight is not None and (leader := inflight.leader(key)) is not None:
-        return await inflight.follow(leader)
+        return _counted(await inflight.follow(leader), "dedup_join")
+    return _counted(answer, "hit")
+
+
+def _counted(answer: CachedAnswer | None, result: str) -> CachedAnswer | None:
+    if answer is not None:
+        CACHE.labels(result).inc()
     return answer
 
 
@@ -221,7 +228,8 @@ async def _lead_across_replicas(
     except BaseException:  # our client left: our own followers make their own calls
         lead.release()
         raise
-    if answer is not None:  # this replica's own followers get it too
+    if answer is not None:
+        CACHE.labels("dedup_join").inc()  # this replica's own followers get it too
         lead.resolve(answer)
         lead.release()
     return answer
@@ -247,6 +255,7 @@ async def _answer(
 ) -> Response:
     principal: Principal = request.state.principal
     plan = _plan(gateway, principal, model)
+    genai = request.state.genai = GenAI(endpoint.value, model, stream=stream)
     settings = gateway.settings
     timeout = settings.heartbeat_timeout
     settle = gateway.gatekeeper.settle
@@ -258,6 +267,7 @@ async def _answer(
         key = cache_key(endpoint.value, model, scope_of(principal, settings.cache_scope), body)
         answer = await _cached(gateway, key, wanted) if wanted.lookup else None
         if answer is not None:
+            genai.provider = answer.provider
             _publish_hit(gateway, principal, request_id(request), model, endpoint, stream,
                          _caller(principal, body), answer,
                          (time.perf_counter() - began) * 1000)
@@ -269,18 +279,21 @@ async def _answer(
                 lead = gateway.inflight.lead(key)
                 answer = await _lead_across_replicas(gateway, lead, wanted)
                 if answer is not None:
+                    genai.provider = answer.provider
                     _publish_hit(gateway, principal, request_id(request), model, endpoint,
                                  stream, _caller(principal, body), answer,
                                  (time.perf_counter() - began) * 1000)
                     return (replay.stream_hit(answer, include_usage) if stream
                             else replay.json_hit(answer))
             capture = Capture(gateway.cache, key, wanted.ttl, lead)
+        CACHE.labels("miss").inc()
     try:
         started = await _start(request, gateway, plan, model, body, endpoint, stream)
     except BaseException:
         if capture is not None:
             capture.abandon()
         raise
+    genai.provider = started.deployment.provider
     response: Response
     if stream:
         response = relay.stream_response(started, include_usage, timeout, settle, capture)

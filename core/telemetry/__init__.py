@@ -1,0 +1,1 @@
+"""Telemetry shared by every process: Prometheus metrics, the metrics server, traces, logs."""

@@ -1,0 +1,137 @@
+"""The ingress's Prometheus metrics: requests, GenAI durations, refusals, cache, circuits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nats.errors import Error as NatsError
+from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from core.telemetry import buckets
+from schemas import subjects
+
+if TYPE_CHECKING:
+    from ingress.state import Gateway
+
+log = logging.getLogger("aigw.metrics")
+
+GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
+
+OPERATION_DURATION = Histogram(
+    "gen_ai_client_operation_duration_seconds",
+    "Whole request at the ingress, from the first byte in to the last byte out.",
+    (*GENAI_LABELS, "error_type"), buckets=buckets.DURATION)
+FIRST_TOKEN = Histogram(
+    "gen_ai_server_time_to_first_token_seconds",
+    "Streams: from the request to the first content chunk sent to the client.",
+    GENAI_LABELS, buckets=buckets.FIRST_TOKEN)
+REQUESTS = Counter("aigw_requests", "HTTP requests by route and status class.",
+                   ("route", "status_class"))
+LIMIT_REFUSALS = Counter("aigw_limit_refusals", "Requests refused by a rate limit or budget.",
+                         ("scope", "reason"))
+CACHE = Counter("aigw_cache_requests", "Cacheable requests: hit, miss, or dedup_join.",
+                ("result",))
+FALLBACKS = Counter("aigw_fallbacks", "Requests moved on to a fallback model.",
+                    ("gen_ai_request_model",))
+RETRIES = Counter("aigw_retries", "Retry rounds over a model's deployments.",
+                  ("gen_ai_request_model",))
+for _result in ("hit", "miss", "dedup_join"):
+    CACHE.labels(_result)
+
+
+
+@dataclass(slots=True)
+class GenAI:
+    """What an inference route tells the metrics middleware about its request."""
+
+    operation: str
+    model: str
+    provider: str = ""
+    stream: bool = False
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+class IngressCollector(Collector):
+    """Read at each scrape from the live state, so requests pay nothing for these."""
+
+    def __init__(self) -> None:
+        self.gateway: Callable[[], Gateway | None] = lambda: None
+        self.in_flight = 0
+        self.providers_ready: dict[str, bool] = {}
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        yield GaugeMetricFamily("aigw_inflight_requests", "HTTP requests being served.",
+                                value=self.in_flight)
+        ready = GaugeMetricFamily(
+            "aigw_provider_ready", "1 when a worker answers for the configured provider.",
+            labels=["gen_ai_provider_name"])
+        for provider, ok in sorted(self.providers_ready.items()):
+            ready.add_metric([provider], 1.0 if ok else 0.0)
+        yield ready
+        circuits = GaugeMetricFamily(
+            "aigw_circuit_open", "1 while a deployment's circuit is open (cooling down).",
+            labels=["deployment", "gen_ai_request_model"])
+        gateway = self.gateway()
+        if gateway is not None:
+            from ingress.routing.breaker import Availability
+
+            routing = gateway.router
+            for d in routing.deployments:
+                cooling = routing.health.availability(d.id) is Availability.COOLING
+                circuits.add_metric([d.id, d.model_name], 1.0 if cooling else 0.0)
+        yield circuits
+
+
+INGRESS = IngressCollector()
+REGISTRY.register(INGRESS)
+
+
+class ProviderWatch:
+    """Pings each configured provider's workers every few seconds for ``aigw_provider_ready``
+    (the alert on a provider with no worker); one request per provider per tick."""
+
+    def __init__(self, gateway: Gateway, every: float = 5.0) -> None:
+        self._gateway = gateway
+        self._every = every
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def check(self) -> None:
+        nc = self._gateway.nc
+        providers = list(self._gateway.config.providers)
+        answers = await asyncio.gather(*(self._answers(p) for p in providers)) \
+            if nc.is_connected else [False] * len(providers)
+        INGRESS.providers_ready = dict(zip(providers, answers, strict=True))
+
+    async def _answers(self, provider: str) -> bool:
+        try:
+            await self._gateway.nc.request(subjects.ping(provider), b"", timeout=1.0)
+        except (NatsError, TimeoutError):
+            return False
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception as exc:
+                log.debug("provider check failed: %s", exc)
+            await asyncio.sleep(self._every)
