@@ -26,6 +26,7 @@ from ingress.admission import (
     spend_seed,
 )
 from ingress.admission.alerts import BudgetAlerts
+from ingress.admission.budget_watch import BudgetWatch
 from ingress.admission.gatekeeper import Gatekeeper
 from ingress.admission.redis_impl import connect as connect_redis
 from ingress.auth.authenticate import Authenticator
@@ -121,14 +122,18 @@ def _shared_leads(
     return SharedLeads(client, nc, settings.cache_dedup_wait)
 
 
-def _observe(gateway: Gateway) -> ProviderWatch:
-    """Scrapes read this replica's live state; a watch keeps provider readiness fresh."""
+def _observe(gateway: Gateway) -> tuple[ProviderWatch, BudgetWatch]:
+    """Scrapes read this replica's live state; watches keep provider readiness and team
+    budget use fresh."""
     INGRESS.gateway = lambda: gateway
     PROCESS.connection = lambda: gateway.nc
     PROCESS.publisher = lambda: gateway.usage
-    watch = ProviderWatch(gateway)
-    watch.start()
-    return watch
+    providers = ProviderWatch(gateway)
+    budgets = BudgetWatch(gateway.gatekeeper.admission, gateway.keys.list_teams,
+                          INGRESS.set_budget_ratios, gateway.settings.budget_metrics_interval)
+    providers.start()
+    budgets.start()
+    return providers, budgets
 
 
 def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
@@ -192,8 +197,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             probe = HealthProbe(app.state.gateway)
             probe.start()
             stack.push_async_callback(probe.stop)
-            watch = _observe(app.state.gateway)
-            stack.push_async_callback(watch.stop)
+            for watch in _observe(app.state.gateway):
+                stack.push_async_callback(watch.stop)
             app.state.batch_store = BatchStore(nc)
             await app.state.batch_store.start()
             stack.push_async_callback(app.state.batch_store.stop)

@@ -68,6 +68,10 @@ class IngressCollector(Collector):
         self.gateway: Callable[[], Gateway | None] = lambda: None
         self.in_flight = 0
         self.providers_ready: dict[str, bool] = {}
+        self.budget_ratios: dict[tuple[str, str], float] = {}
+
+    def set_budget_ratios(self, ratios: dict[tuple[str, str], float]) -> None:
+        self.budget_ratios = ratios
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         yield GaugeMetricFamily("aigw_inflight_requests", "HTTP requests being served.",
@@ -78,6 +82,12 @@ class IngressCollector(Collector):
         for provider, ok in sorted(self.providers_ready.items()):
             ready.add_metric([provider], 1.0 if ok else 0.0)
         yield ready
+        budgets = GaugeMetricFamily(
+            "aigw_budget_utilization_ratio", "A team's spend over its budget this period.",
+            labels=["team", "period"])
+        for (team, period), ratio in sorted(self.budget_ratios.items()):
+            budgets.add_metric([team, period], ratio)
+        yield budgets
         circuits = GaugeMetricFamily(
             "aigw_circuit_open", "1 while a deployment's circuit is open (cooling down).",
             labels=["deployment", "gen_ai_request_model"])

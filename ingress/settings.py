@@ -28,6 +28,9 @@ class IngressSettings(BaseSettings):
     # The other processes' metrics endpoints, for GET /health/targets (aigw up sets it):
     # a JSON list of {"role", "provider", "url"}.
     metrics_targets: str | None = Field(default=None, validation_alias="AIGW_METRICS_TARGETS")
+    # How often each team's budget use is read for aigw_budget_utilization_ratio.
+    budget_metrics_interval: float = Field(
+        default=15.0, gt=0, validation_alias="AIGW_BUDGET_METRICS_INTERVAL")
     # One log line per request (method, route, status, duration, model, key id).
     access_log: bool = Field(default=False, validation_alias="AIGW_ACCESS_LOG")
     # A worker heartbeats an idle attempt this often; the ingress gives up on a worker

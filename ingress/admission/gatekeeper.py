@@ -27,7 +27,7 @@ from ingress.admission.alerts import BudgetAlerts
 from ingress.admission.budget import estimate_prompt_tokens, max_output_tokens, reserve_cost
 from ingress.auth.principal import Principal
 from schemas.config import Deployment
-from schemas.keys import Limits
+from schemas.keys import Limits, Team
 
 log = logging.getLogger("aigw.ingress")
 
@@ -51,14 +51,17 @@ def _scope(kind: str, id: str, limits: Limits, label: str | None) -> Scope | Non
                  label=label)
 
 
+def team_scope(team: Team) -> Scope | None:
+    return _scope("team", team.id, team.limits, team.alias or team.id)
+
+
 def scopes_for(principal: Principal, deployment: Deployment | None) -> list[Scope]:
     scopes: list[Scope | None] = []
     if principal.key is not None:
         scopes.append(_scope("key", principal.key.id, principal.key.limits,
                              principal.key.alias or principal.key.id))
     if principal.team is not None:
-        scopes.append(_scope("team", principal.team.id, principal.team.limits,
-                             principal.team.alias or principal.team.id))
+        scopes.append(team_scope(principal.team))
     if deployment is not None and (deployment.rpm is not None or deployment.tpm is not None):
         scopes.append(Scope("deployment", deployment.id, rpm=deployment.rpm,
                             tpm=deployment.tpm, label=deployment.model_name))

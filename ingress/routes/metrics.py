@@ -16,11 +16,15 @@ from ingress.errors import ApiError
 router = APIRouter()
 
 
+def _check_key(request: Request, gateway: GatewayDep) -> None:
+    if not authorized(request.headers.get("authorization"), gateway.settings.metrics_key):
+        raise ApiError(401, "This route needs the bearer token set in AIGW_METRICS_KEY.",
+                       type="authentication_error", code="invalid_api_key")
+
+
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request, gateway: GatewayDep) -> Response:
-    if not authorized(request.headers.get("authorization"), gateway.settings.metrics_key):
-        raise ApiError(401, "GET /metrics needs the bearer token set in AIGW_METRICS_KEY.",
-                       type="authentication_error", code="invalid_api_key")
+    _check_key(request, gateway)
     return Response(metrics_body(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -37,6 +41,7 @@ async def targets(request: Request, gateway: GatewayDep,
                   format: str | None = None) -> JSONResponse:
     """The processes a Prometheus should scrape; ``?format=prometheus`` answers in its
     HTTP service discovery shape."""
+    _check_key(request, gateway)
     found = _targets(request, gateway)
     if format != "prometheus":
         return JSONResponse(found)

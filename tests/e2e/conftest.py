@@ -79,7 +79,8 @@ def gateway(
     gw = Gateway(nats_url=nats_server.url, config_path=config, log_dir=work,
                  env={"FAKE_OPENAI_KEY": "sk-fake", "AIGW_HEARTBEAT": "0.5",
                       "AIGW_HEARTBEAT_TIMEOUT": "2", "REDIS_URL": redis_server.url,
-                      "AIGW_ACCOUNTING_BATCH_AGE": "0.2", "AIGW_SPEND_SEED_INTERVAL": "1"})
+                      "AIGW_ACCOUNTING_BATCH_AGE": "0.2", "AIGW_SPEND_SEED_INTERVAL": "1",
+                      "AIGW_BUDGET_METRICS_INTERVAL": "0.5"})
     gw.start_accounting(work / "data")
     gw.start_worker("openai")
     gw.start_worker("openai")
