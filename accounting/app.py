@@ -2,6 +2,8 @@
 
 It runs the migrations, the usage consumer (JetStream → ClickHouse) and the analytics
 responders, and stops gracefully: the batch in hand is written and acked before exit.
+With ``AIGW_METRICS_PORT`` set it serves ``/metrics`` and the health routes, and reads
+the consumer's lag every ``AIGW_ACCOUNTING_LAG_INTERVAL`` seconds.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
 
 from accounting import migrations, service
 from accounting.consumer import UsageConsumer
+from accounting.metrics import LagWatch
 from accounting.settings import AccountingSettings
 from accounting.store import UsageStore, connect
+from core.telemetry.process import PROCESS, count_reconnect
+from core.telemetry.server import MetricsServer
 
 log = logging.getLogger("aigw.accounting")
 
@@ -33,7 +39,9 @@ class Accounting:
             log_level=logging.DEBUG,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
+            reconnected_cb=count_reconnect,
         )
+        self.nc: Client | None = None
         # Two handles on one store: an analytics query never waits behind an insert.
         self.ingest_client = connect(settings.clickhouse)
         self.query_client = connect(settings.clickhouse)
@@ -41,6 +49,11 @@ class Accounting:
         # ``store`` lets a test stand a failing store in front of the real one.
         self.store = store if store is not None else UsageStore(self.ingest_client)
         self.consumer: UsageConsumer | None = None
+        self.lag: LagWatch | None = None
+        self.metrics: MetricsServer | None = None
+        if settings.metrics_port > 0:
+            self.metrics = MetricsServer(settings.metrics_port, settings.metrics_host,
+                                         ready=self.ready, key=settings.metrics_key)
         self._register()
 
     def _register(self) -> None:
@@ -51,10 +64,21 @@ class Accounting:
             query = service.query_name(msg.raw_message.subject)
             return await asyncio.to_thread(service.answer, client, query, msg.body)
 
+    def ready(self) -> bool:
+        """Connected to NATS, consuming, and ClickHouse took the last insert."""
+        return (self.nc is not None and self.nc.is_connected
+                and self.consumer is not None and self.consumer.running
+                and self.consumer.store_reachable)
+
     async def start(self) -> None:
+        if self.metrics is not None:
+            # First, so a port already taken stops the process before it connects.
+            await self.metrics.start()
         await self.broker.start()
+        self.nc = self.broker.connection
+        PROCESS.connection = lambda: self.nc
         self.consumer = UsageConsumer(
-            self.broker.connection,
+            self.nc,
             self.store,
             batch_size=self.settings.batch_size,
             batch_age=self.settings.batch_age,
@@ -63,15 +87,21 @@ class Accounting:
             stream_max_age=self.settings.stream_max_age_days * 86400,
         )
         await self.consumer.start()
+        self.lag = LagWatch(self.consumer.js, self.consumer.durable, self.settings.lag_interval)
+        self.lag.start()
         log.info("accounting connected to %s, ClickHouse at %s",
                  self.settings.nats_url, self.settings.clickhouse)
 
     async def stop(self) -> None:
+        if self.lag is not None:
+            await self.lag.stop()
         if self.consumer is not None:
             await self.consumer.stop()
         await self.broker.stop()
         self.ingest_client.close()
         self.query_client.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
 
 
 STOP_SECONDS = 5.0

@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy, Header
 
+from accounting import metrics
 from accounting.store import EventKey, batch_token
 from core.usage_stream import DEFAULT_MAX_AGE_S, ensure_usage_stream
 from schemas import subjects
@@ -117,6 +118,8 @@ class UsageConsumer:
         self.stream_max_age = stream_max_age
         self.durable = durable
         self.stats = ConsumerStats()
+        # False from a failed insert (ClickHouse away) to the next one that works.
+        self.store_reachable = True
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sub: Subscription | None = None
@@ -152,6 +155,10 @@ class UsageConsumer:
         )
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="usage-consumer")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Stop pulling, write and ack what was delivered, unsubscribe. The durable
@@ -250,9 +257,10 @@ class UsageConsumer:
 
     async def _insert(self, msgs: list[Msg], keys: list[EventKey], token: str | None) -> None:
         try:
-            inserted = await asyncio.to_thread(
-                self.store.insert, keys, token, [m.data for m in msgs]
-            )
+            with metrics.INSERT_DURATION.time():
+                inserted = await asyncio.to_thread(
+                    self.store.insert, keys, token, [m.data for m in msgs]
+                )
         except Exception as exc:
             if refused_data(exc) and len(msgs) == 1:
                 log.error("dropping usage event %s: ClickHouse refuses it: %s",
@@ -264,17 +272,21 @@ class UsageConsumer:
                 await self._insert(msgs[half:], keys[half:], None)
             else:
                 self.stats.failed_batches += 1
+                self.store_reachable = False
                 log.warning("usage insert of %d events failed, retrying in %.0fs: %s",
                             len(msgs), self.retry_delay, exc)
                 for msg in msgs:
                     await msg.nak(delay=self.retry_delay)
             return
+        self.store_reachable = True
         for msg in msgs:
             await msg.ack()
         self.stats.batches += 1
         self.stats.received += len(msgs)
         self.stats.inserted += inserted
         self.stats.duplicates += len(msgs) - inserted
+        metrics.INSERTED.inc(inserted)
+        metrics.DUPLICATES.inc(len(msgs) - inserted)
 
     async def _drop(self, msgs: Sequence[Msg]) -> None:
         # Redelivering a message that can never be stored would only loop; it stays in

@@ -30,6 +30,8 @@ class AccountingSettings(BaseSettings):
     # How long delivered events wait for their ack before JetStream delivers them again
     # (after a crash, the delay before they land).
     ack_wait: float = Field(default=30.0, gt=0, validation_alias="AIGW_ACCOUNTING_ACK_WAIT")
+    # Seconds between two reads of the consumer's lag (pending events, age of the oldest).
+    lag_interval: float = Field(default=5.0, gt=0, validation_alias="AIGW_ACCOUNTING_LAG_INTERVAL")
     ttl_days: int = Field(default=DEFAULT_TTL_DAYS, ge=1, validation_alias="AIGW_USAGE_TTL_DAYS")
     stream_max_age_days: float = Field(default=7.0, gt=0,
                                        validation_alias="AIGW_USAGE_STREAM_MAX_AGE_DAYS")
