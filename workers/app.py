@@ -1,4 +1,7 @@
-"""The worker process: a FastStream app serving one provider on its NATS queue group."""
+"""The worker process: a FastStream app serving one provider on its NATS queue group.
+
+With ``AIGW_METRICS_PORT`` set it also serves ``/metrics`` and its health there.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +14,20 @@ from decimal import Decimal
 import nats.errors
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client
 
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
+from core.telemetry import tracing
+from core.telemetry.process import PROCESS, count_reconnect
+from core.telemetry.server import MetricsServer
 from schemas import subjects
 from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment, GatewayConfig
 from schemas.usage import TokenUsage
 from workers.batch import BatchRunner
 from workers.config_follow import ConfigFollower
+from workers.metrics import LOAD
 from workers.providers import create_provider
 from workers.service import FrameTooLarge, Outcome, WorkerService
 from workers.settings import WorkerSettings
@@ -50,6 +58,7 @@ class Worker:
             apply_types=False,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
+            reconnected_cb=count_reconnect,
         )
         self.client = upstream_client(settings.max_connections)
         self.prices = PriceTable.default()
@@ -66,8 +75,28 @@ class Worker:
         self.service.refresh = self.follower.refresh
         self.batch = BatchRunner(self.provider_name, self.service, settings.concurrency)
         self.usage: UsagePublisher | None = None
+        self.nc: Client | None = None
+        self._serving = False
         self._heartbeats: asyncio.Task[None] | None = None
         self._register()
+
+    # ---- what /metrics and /health/readiness read --------------------------------------
+
+    @property
+    def interactive(self) -> int:
+        return max(0, self.service.in_flight - self.batch.calling)
+
+    @property
+    def capacity(self) -> int:
+        return self.settings.concurrency
+
+    @property
+    def batch_running(self) -> int:
+        return self.batch.running
+
+    def ready(self) -> bool:
+        """Subscribed and connected to NATS; not ready any more once draining."""
+        return self._serving and self.nc is not None and self.nc.is_connected
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         if self.batch.takes(subject):  # a batch item's frames stay in the process
@@ -118,7 +147,10 @@ class Worker:
             decoder=_raw,
         )
         async def on_attempt(msg: NatsMessage) -> None:
-            await service.handle(msg.body, msg.reply_to)
+            if tracing.enabled:  # the ingress's trace context rides in the headers
+                await service.handle(msg.body, msg.reply_to, msg.headers)
+            else:
+                await service.handle(msg.body, msg.reply_to)
 
         @self.broker.subscriber(subjects.CANCEL_ALL, no_reply=True, decoder=_raw)
         async def on_cancel(msg: NatsMessage) -> None:
@@ -130,16 +162,19 @@ class Worker:
 
     async def start(self) -> None:
         await self.broker.start()
+        self.nc = self.broker.connection
         self.usage = UsagePublisher(self.broker.connection.jetstream())
         await self.usage.start()
         self._heartbeats = asyncio.create_task(self.service.heartbeat_forever())
         await self.batch.start(self.broker.connection)
         if self.settings.config_path is not None:
             await self.follower.start(self.broker.connection)
+        self._serving = True
         log.info("worker for %s connected to %s", self.provider_name, self.settings.nats_url)
 
     async def stop(self) -> None:
         """Stop taking attempts, let running ones finish (up to the drain time), close."""
+        self._serving = False
         deadline = asyncio.get_running_loop().time() + self.settings.drain_seconds
         for sub in self.broker.subscribers:
             with contextlib.suppress(Exception):
@@ -158,6 +193,14 @@ class Worker:
 
 async def run_worker(settings: WorkerSettings, config: GatewayConfig) -> None:
     worker = Worker(settings, config)
+    PROCESS.connection = lambda: worker.nc
+    PROCESS.publisher = lambda: worker.usage
+    LOAD.worker = lambda: worker
+    metrics: MetricsServer | None = None
+    if settings.metrics_port > 0:  # up before NATS: liveliness answers while connecting
+        metrics = MetricsServer(settings.metrics_port, settings.metrics_host,
+                                ready=worker.ready, key=settings.metrics_key)
+        await metrics.start()
     await worker.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,3 +211,6 @@ async def run_worker(settings: WorkerSettings, config: GatewayConfig) -> None:
         await asyncio.wait_for(worker.stop(), settings.drain_seconds + 5)
     except TimeoutError:
         log.warning("worker did not stop cleanly; exiting")
+    finally:
+        if metrics is not None:
+            await metrics.stop()

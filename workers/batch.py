@@ -53,6 +53,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.client import JetStreamContext
 
 from core.batch_store import Buckets, ensure
+from core.telemetry import tracing
 from schemas import estimate, subjects
 from schemas.batch import (
     STOPPED,
@@ -61,13 +62,16 @@ from schemas.batch import (
     BatchStatus,
     ItemResult,
     error_line,
-    output_line,
     result_key,
 )
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
 from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
+from workers import spans
+from workers.batch_results import item_result as _result
+from workers.batch_results import too_large
+from workers.metrics import batch_item_done
 from workers.service import WorkerService
 
 log = logging.getLogger("aigw.worker")
@@ -104,43 +108,6 @@ def lost_usage(request: InferRequest) -> TokenUsage:
     return TokenUsage(prompt_tokens=tokens, estimated=True)
 
 
-def _result(item: BatchItem, frame: DoneFrame | ErrorFrame) -> ItemResult:
-    """An item's result from the last frame of its call."""
-    request_id = item.request.request_id
-    usage = frame.usage
-    tokens = {
-        "prompt_tokens": usage.prompt_tokens if usage else 0,
-        "completion_tokens": usage.completion_tokens if usage else 0,
-        "cached_tokens": usage.cached_tokens if usage else 0,
-        "reasoning_tokens": usage.reasoning_tokens if usage else 0,
-    }
-    if isinstance(frame, DoneFrame):
-        body = dict(frame.response or {})
-        answer = body.get("usage")
-        if frame.cost is not None and isinstance(answer, dict):
-            body["usage"] = {**answer, "cost": float(frame.cost)}
-        line = output_line(item.batch_id, item.custom_id, request_id, 200, body)
-        return ItemResult(line=item.line, custom_id=item.custom_id, ok=True, output=line,
-                          **tokens)
-    error = frame.error
-    body = {"error": {"message": error.message, "type": error.openai_type,
-                      "param": error.param, "code": error.code}}
-    line = output_line(item.batch_id, item.custom_id, request_id, error.status, body)
-    return ItemResult(line=item.line, custom_id=item.custom_id, ok=False, output=line, **tokens)
-
-
-def too_large(item: BatchItem, result: ItemResult, size: int, limit: int) -> ItemResult:
-    """What is stored instead of a ``result`` larger than a NATS message: an error line
-    that keeps the paid call's tokens."""
-    body = {"error": {
-        "message": f"The answer ({size:,} bytes) is larger than the {limit:,} bytes a message "
-                   "may carry on this gateway's NATS (its max_payload setting); ask for less "
-                   "at a time (fewer inputs, fewer choices).",
-        "type": "invalid_request_error", "param": None, "code": "response_too_large"}}
-    line = output_line(item.batch_id, item.custom_id, item.request.request_id, 400, body)
-    return result.model_copy(update={"ok": False, "output": line})
-
-
 def backoff(attempt: int, error: ErrorInfo) -> float:
     """Seconds before retry ``attempt`` (1, 2, ...): the provider's hint, else doubling."""
     if error.retry_after is not None:
@@ -156,6 +123,7 @@ class BatchRunner:
         self._capacity = min(CONCURRENCY, concurrency)
         self._waiting: dict[str, asyncio.Future[DoneFrame | ErrorFrame]] = {}
         self._active: set[asyncio.Task[None]] = set()
+        self._calling = 0  # items inside the service: interactive = in_flight - _calling
         self._status: dict[str, tuple[float, BatchStatus | None]] = {}
         self._buckets: Buckets | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -209,6 +177,11 @@ class BatchRunner:
     @property
     def running(self) -> int:
         return len(self._active)
+
+    @property
+    def calling(self) -> int:
+        """Items whose attempt the service is running (counted in its ``in_flight``)."""
+        return self._calling
 
     def _room(self) -> int:
         interactive = self._service.in_flight - len(self._active)
@@ -298,6 +271,7 @@ class BatchRunner:
             status = await self._batch_status(item.batch_id)
         if status is None or status in STOPPED:
             await msg.ack()
+            batch_item_done(self._provider, "cancelled")
             return
         if delivery > MAX_DELIVERIES:
             await self._store(item, ItemResult(
@@ -306,12 +280,20 @@ class BatchRunner:
                                   f"The request was tried {MAX_DELIVERIES} times and never "
                                   "finished.")))
             await msg.ack()
+            batch_item_done(self._provider, "failed")
             return
-        frame = await self._call(item, delivery)
+        if tracing.enabled:
+            with spans.batch_item(item) as span:
+                frame = await self._call(item, delivery)
+                spans.batch_item_result(span, frame)
+        else:
+            frame = await self._call(item, delivery)
         if frame is None:  # cancelled with the worker: leave it for redelivery
             return
-        await self._store(item, _result(item, frame))
+        stored = await self._store(item, _result(item, frame))
         await msg.ack()
+        if stored is not None:
+            batch_item_done(self._provider, "completed" if stored else "failed")
 
     async def _call(self, item: BatchItem, delivery: int) -> DoneFrame | ErrorFrame | None:
         frame: DoneFrame | ErrorFrame | None = None
@@ -336,10 +318,12 @@ class BatchRunner:
         future: asyncio.Future[DoneFrame | ErrorFrame] = (
             asyncio.get_running_loop().create_future())
         self._waiting[reply] = future
+        self._calling += 1
         try:
             await self._service.handle(data, reply)
             return future.result() if future.done() else None
         finally:
+            self._calling -= 1
             self._waiting.pop(reply, None)
 
     # ---- state in KV ---------------------------------------------------------------------
@@ -391,16 +375,20 @@ class BatchRunner:
                 self._status = {k: v for k, v in self._status.items() if now - v[0] <= STATUS_TTL}
         return cached[1]
 
-    async def _store(self, item: BatchItem, result: ItemResult) -> None:
+    async def _store(self, item: BatchItem, result: ItemResult) -> bool | None:
+        """Store the item's result once; whether it was an answer (None: stored before)."""
         data = result.model_dump_json().encode()
         try:
             await self._kv.results.create(result_key(item.batch_id, result.ok, item.line), data)
         except nats.js.errors.KeyWrongLastSequenceError:
-            pass  # another delivery of the item stored its result first
+            return None  # another delivery of the item stored its result first
         except nats.errors.MaxPayloadError:
             # Left unacknowledged, the item would be run (and paid for) on every redelivery.
             error = too_large(item, result, len(data), self._max_payload)
-            with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+            try:
                 await self._kv.results.create(result_key(item.batch_id, False, item.line),
                                               error.model_dump_json().encode())
-
+            except nats.js.errors.KeyWrongLastSequenceError:
+                return None
+            return False
+        return result.ok

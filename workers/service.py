@@ -11,18 +11,22 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from opentelemetry.trace import Span
 from pydantic import ValidationError
 
+from core.telemetry import tracing
 from schemas import estimate
 from schemas.config import Deployment, GatewayConfig
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind, headers
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
+from workers import spans
+from workers.metrics import UpstreamCalls, call_status
 from workers.providers.base import Provider, UpstreamCall, UpstreamError
 
 log = logging.getLogger("aigw.worker")
@@ -56,6 +60,9 @@ class Attempt:
     task: asyncio.Task[None] | None = None
     usage: TokenUsage | None = None
     cost: Decimal | None = None
+    # Set only while tracing: the attempt's span, and the streamed text (content tracing).
+    span: Span | None = None
+    text: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,7 @@ class WorkerService:
         self._publish = publish
         self._on_outcome = on_outcome
         self._running: dict[str, Attempt] = {}
+        self._calls = UpstreamCalls(provider_name)
 
     @property
     def in_flight(self) -> int:
@@ -131,8 +139,11 @@ class WorkerService:
             attempt.seq -= 1  # refused before anything was sent (or could interleave)
             raise
 
-    async def handle(self, data: bytes, reply: str) -> None:
-        """Run one attempt published by an ingress. Never raises for the caller."""
+    async def handle(self, data: bytes, reply: str,
+                     trace_headers: Mapping[str, str] | None = None) -> None:
+        """Run one attempt published by an ingress. Never raises for the caller. While
+        tracing, its span continues the trace in ``trace_headers`` (the message's headers),
+        or the current one when there are none (a batch item's)."""
         if not reply:
             log.warning("dropping an attempt with no reply subject")
             return
@@ -146,7 +157,14 @@ class WorkerService:
             )
             return
         attempt = Attempt(request=request, reply=reply)
-        task = asyncio.create_task(self._run(attempt))
+        if tracing.enabled:
+            attempt.span, run_in = spans.begin_attempt(request, trace_headers,
+                                                       self.provider_name)
+            if tracing.content and request.stream:
+                attempt.text = []
+            task = asyncio.create_task(self._run(attempt), context=run_in)
+        else:
+            task = asyncio.create_task(self._run(attempt))
         attempt.task = task
         self._running[request.request_id] = attempt
         try:
@@ -195,6 +213,7 @@ class WorkerService:
         deployment = self._resolve(request.deployment_id)
         error: ErrorInfo | None = None
         cancelled = False
+        call: UpstreamCall | None = None
         try:
             if deployment is None and self.refresh is not None:
                 await self.refresh()
@@ -211,6 +230,8 @@ class WorkerService:
                 body={**request.body, "model": deployment.upstream_model},
                 request_id=request.request_id,
             )
+            if attempt.span is not None:
+                spans.calling(attempt.span, request, deployment)
             if request.endpoint is Endpoint.CHAT and request.stream:
                 await self._stream(attempt, call)
             else:
@@ -239,6 +260,9 @@ class WorkerService:
             error = ErrorInfo.of(ErrorKind.SERVER, "the worker failed while handling the request")
             await self._fail(attempt, error)
         finally:
+            latency = time.monotonic() - attempt.started
+            if call is not None and (status := call_status(error, cancelled)) is not None:
+                self._calls.record(status, latency)
             if self._on_outcome is not None:
                 self._on_outcome(
                     Outcome(
@@ -247,11 +271,14 @@ class WorkerService:
                         usage=attempt.usage,
                         error=error,
                         cancelled=cancelled,
-                        latency_ms=(time.monotonic() - attempt.started) * 1000,
+                        latency_ms=latency * 1000,
                         ttft_ms=_ttft(attempt),
                         cost=attempt.cost,
                     )
                 )
+            if attempt.span is not None:
+                spans.end_attempt(attempt.span, attempt.usage, attempt.cost, error, cancelled,
+                                  attempt.text)
 
     def _settle(self, attempt: Attempt, call: UpstreamCall, usage: TokenUsage) -> None:
         attempt.usage = usage
@@ -280,6 +307,8 @@ class WorkerService:
         else:
             result = await self._provider.complete(call)
         attempt.first_chunk_at = time.monotonic()
+        if attempt.span is not None:
+            spans.answered(attempt.span, result.response)
         self._settle(attempt, call, result.usage)
         finish = None
         choices = result.response.get("choices")
@@ -306,6 +335,10 @@ class WorkerService:
                 continue
             if attempt.first_chunk_at is None:
                 attempt.first_chunk_at = time.monotonic()
+                if attempt.span is not None:
+                    spans.answered(attempt.span, item)
+            if attempt.text is not None:
+                spans.collect_text(attempt.text, item)
             for choice in item.get("choices") or ():
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
