@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import nats
 import nats.errors
@@ -136,6 +138,16 @@ def _observe(gateway: Gateway) -> tuple[ProviderWatch, BudgetWatch]:
     return providers, budgets
 
 
+def _no_framework_telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry (0.16x) would add a second server span per request and
+    record validation errors with their input, prompts included: the gateway's own spans
+    (ingress/spans.py) carry what is needed and nothing more."""
+    if "telemetry" not in inspect.signature(FastAPI).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False,
+                          "operation_spans": False}}
+
+
 def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -207,7 +219,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             stack.push_async_callback(finalizer.stop)
             yield
 
-    app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  **_no_framework_telemetry())
     errors.install(app)
     for prefix in ("/v1", ""):
         app.include_router(inference.router, prefix=prefix)

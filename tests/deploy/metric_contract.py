@@ -31,9 +31,8 @@ Role = Literal["ingress", "worker", "accounting"]
 ROLES: tuple[Role, ...] = ("ingress", "worker", "accounting")
 JOBS: dict[Role, str] = {role: f"aigw-{role}" for role in ROLES}
 EVERY: frozenset[Role] = frozenset(ROLES)
-# Token usage and cost belong to whoever publishes the usage event: mostly a worker, the
-# ingress for an attempt whose worker was lost.
-PUBLISHERS: frozenset[Role] = frozenset({"ingress", "worker"})
+# Token usage and cost are counted by accounting, once per event stored (after dedup),
+# so they equal what the usage API reports.
 INGRESS: frozenset[Role] = frozenset({"ingress"})
 WORKER: frozenset[Role] = frozenset({"worker"})
 ACCOUNTING: frozenset[Role] = frozenset({"accounting"})
@@ -61,9 +60,9 @@ CONTRACT: tuple[Metric, ...] = (
     Metric("aigw_usage_events_published_total", "counter", EVERY),
     Metric("aigw_usage_events_spooled_total", "counter", EVERY),
     Metric("aigw_usage_events_dropped_total", "counter", EVERY),
-    Metric("gen_ai_client_token_usage", "histogram", PUBLISHERS,
+    Metric("gen_ai_client_token_usage", "histogram", ACCOUNTING,
            (OP, PROVIDER, MODEL, "gen_ai_token_type")),
-    Metric("aigw_cost_usd_total", "counter", PUBLISHERS, (MODEL, "team")),
+    Metric("aigw_cost_usd_total", "counter", ACCOUNTING, (MODEL, "team")),
     Metric("gen_ai_client_operation_duration_seconds", "histogram", INGRESS,
            (OP, PROVIDER, MODEL, "error_type")),
     Metric("gen_ai_server_time_to_first_token_seconds", "histogram", INGRESS,
