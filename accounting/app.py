@@ -22,6 +22,7 @@ from accounting.consumer import UsageConsumer
 from accounting.metrics import LagWatch
 from accounting.settings import AccountingSettings
 from accounting.store import UsageStore, connect
+from core.nats_servers import servers
 from core.telemetry.process import PROCESS, count_reconnect
 from core.telemetry.server import MetricsServer
 
@@ -35,7 +36,7 @@ class Accounting:
         self.settings = settings
         # Per-message logging at INFO costs throughput: keep it at DEBUG.
         self.broker = NatsBroker(
-            settings.nats_url,
+            servers(settings.nats_url),
             log_level=logging.DEBUG,
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,

@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from starlette.types import ASGIApp
 
 from core.batch_store import BatchStore
+from core.nats_servers import servers
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
 from core.telemetry.process import PROCESS, count_reconnect
@@ -153,7 +154,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             nc = await nats.connect(
-                settings.nats_url,
+                servers(settings.nats_url),
                 name="aigw-ingress",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,

@@ -16,6 +16,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 
+from core.nats_servers import servers
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
 from core.telemetry import tracing
@@ -53,7 +54,7 @@ class Worker:
         # No FastDepends either: it resolves message context through sync functions run in
         # a thread pool, four thread hops per attempt. Handlers take the raw message.
         self.broker = NatsBroker(
-            settings.nats_url,
+            servers(settings.nats_url),
             log_level=logging.DEBUG,
             apply_types=False,
             max_reconnect_attempts=-1,
