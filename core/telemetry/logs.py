@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from datetime import UTC, datetime
+from typing import TextIO
 
 # The request a log line belongs to, set by whoever handles it.
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -51,10 +52,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-def configure(role: str, env: dict[str, str] | None = None) -> None:
+def configure(role: str, env: dict[str, str] | None = None,
+              stream: TextIO | None = None) -> None:
     env = dict(os.environ) if env is None else env
     fmt = env.get("AIGW_LOG_FORMAT", "text").strip().lower()
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(role))
     else:
