@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.periodic import Periodic
 from core.telemetry import buckets
 from schemas import subjects
 
@@ -106,23 +106,13 @@ INGRESS = IngressCollector()
 REGISTRY.register(INGRESS)
 
 
-class ProviderWatch:
+class ProviderWatch(Periodic):
     """Pings each configured provider's workers every few seconds for ``aigw_provider_ready``
     (the alert on a provider with no worker); one request per provider per tick."""
 
     def __init__(self, gateway: Gateway, every: float = 5.0) -> None:
+        super().__init__(self.check, every, "checking providers")
         self._gateway = gateway
-        self._every = every
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def check(self) -> None:
         nc = self._gateway.nc
@@ -137,11 +127,3 @@ class ProviderWatch:
         except (NatsError, TimeoutError):
             return False
         return True
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception as exc:
-                log.debug("provider check failed: %s", exc)
-            await asyncio.sleep(self._every)

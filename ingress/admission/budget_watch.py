@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 
+from core.periodic import Periodic
 from ingress.admission.gatekeeper import team_scope
 from ingress.admission.outcome import PERIODS
 from ingress.admission.types import Admission
 from schemas.keys import Team
-
-log = logging.getLogger("aigw.metrics")
 
 
 def ratios(status: dict[str, object]) -> dict[tuple[str, str], float]:
@@ -28,37 +24,19 @@ def ratios(status: dict[str, object]) -> dict[tuple[str, str], float]:
     return found
 
 
-class BudgetWatch:
+class BudgetWatch(Periodic):
     """One admission status call per tick for every team with a budget; a scrape reads
     the last figures from memory."""
 
     def __init__(self, admission: Admission, teams: Callable[[], Iterable[Team]],
                  publish: Callable[[dict[tuple[str, str], float]], None],
                  every: float = 15.0) -> None:
+        super().__init__(self.check, every, "reading budget use")
         self._admission = admission
         self._teams = teams
         self._publish = publish
-        self._every = every
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def check(self) -> None:
         scopes = [s for t in self._teams() if (s := team_scope(t)) is not None
                   and (s.daily_budget is not None or s.monthly_budget is not None)]
         self._publish(ratios(await self._admission.status(scopes)) if scopes else {})
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception as exc:
-                log.debug("budget use not read: %s", exc)
-            await asyncio.sleep(self._every)
