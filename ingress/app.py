@@ -168,7 +168,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
                     await nc.close()
 
             stack.push_async_callback(close_nats)
-            dispatcher = Dispatcher(nc)
+            dispatcher = Dispatcher(nc, settings.capacity_wait)
             await dispatcher.start()
             keys = KeyStore(nc)
             await keys.start()

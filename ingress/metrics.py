@@ -69,6 +69,8 @@ class IngressCollector(Collector):
         self.in_flight = 0
         self.providers_ready: dict[str, bool] = {}
         self.budget_ratios: dict[tuple[str, str], float] = {}
+        # Calls waiting for a worker of a full provider (ingress.dispatch.capacity).
+        self.waiting: dict[str, int] = {}
 
     def set_budget_ratios(self, ratios: dict[tuple[str, str], float]) -> None:
         self.budget_ratios = ratios
@@ -100,6 +102,15 @@ class IngressCollector(Collector):
                 cooling = routing.health.availability(d.id) is Availability.COOLING
                 circuits.add_metric([d.id, d.model_name], 1.0 if cooling else 0.0)
         yield circuits
+        waiting = GaugeMetricFamily(
+            "aigw_dispatch_waiting",
+            "Calls waiting for a worker because every worker of the provider is busy.",
+            labels=["gen_ai_provider_name"])
+        providers = dict.fromkeys(gateway.config.providers, 0) if gateway is not None else {}
+        providers.update(self.waiting)
+        for provider, count in sorted(providers.items()):
+            waiting.add_metric([provider], float(count))
+        yield waiting
 
 
 INGRESS = IngressCollector()

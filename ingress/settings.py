@@ -37,6 +37,9 @@ class IngressSettings(BaseSettings):
     # that stays silent for heartbeat_timeout.
     heartbeat_interval: float = Field(default=2.0, gt=0, validation_alias="AIGW_HEARTBEAT")
     heartbeat_timeout: float = Field(default=6.0, gt=0, validation_alias="AIGW_HEARTBEAT_TIMEOUT")
+    # How long a call waits for a worker when every worker of its provider is full, before
+    # a 503 no_capacity (never beyond the request's own deadline).
+    capacity_wait: float = Field(default=10.0, ge=0, validation_alias="AIGW_CAPACITY_WAIT")
     # Shared rate limits, spend and reservations. Without it: in-process (one replica).
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
     # Redis down: "closed" refuses with 503, "open" falls back to in-process limits.

@@ -28,6 +28,8 @@ class FrameKind(StrEnum):
     HEARTBEAT = "heartbeat"
     DONE = "done"
     ERROR = "error"
+    # The worker is at its concurrency and did not start the attempt: send it again later.
+    BUSY = "busy"
 
 
 class DoneFrame(BaseModel):

@@ -25,8 +25,10 @@ from core.telemetry.server import MetricsServer
 from schemas import subjects
 from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment, GatewayConfig
+from schemas.frames import FrameKind, headers
 from schemas.usage import TokenUsage
 from workers.batch import BatchRunner
+from workers.capacity import Capacity
 from workers.config_follow import ConfigFollower
 from workers.metrics import LOAD
 from workers.providers import create_provider
@@ -74,7 +76,9 @@ class Worker:
         # Hot reload: the config in NATS KV, when this worker was started with a file.
         self.follower = ConfigFollower(self.service, self.client, settings.config_key)
         self.service.refresh = self.follower.refresh
-        self.batch = BatchRunner(self.provider_name, self.service, settings.concurrency)
+        self.gate = Capacity(settings.concurrency)
+        self.batch = BatchRunner(self.provider_name, self.service, settings.concurrency,
+                                 self.gate)
         self.usage: UsagePublisher | None = None
         self.nc: Client | None = None
         self._serving = False
@@ -108,6 +112,12 @@ class Worker:
             await connection.publish(subject, body, headers=headers)
         except nats.errors.MaxPayloadError:
             raise FrameTooLarge(len(body), connection.max_payload) from None
+
+    async def _refuse(self, reply: str) -> None:
+        """Tell the ingress this worker is full: it did not start the attempt."""
+        if reply:
+            with contextlib.suppress(nats.errors.Error):
+                await self.broker.connection.publish(reply, b"", headers=headers(FrameKind.BUSY, 1))
 
     def _price(self, deployment: Deployment, usage: TokenUsage) -> Decimal | None:
         return self.prices.cost(
@@ -143,11 +153,14 @@ class Worker:
         @self.broker.subscriber(
             subjects.infer(p),
             queue=subjects.worker_queue(p),
-            max_workers=self.settings.concurrency,
+            max_workers=self.gate.handler_slots,
             no_reply=True,
             decoder=_raw,
         )
         async def on_attempt(msg: NatsMessage) -> None:
+            if not self.gate.admit(service.in_flight):
+                await self._refuse(msg.reply_to)
+                return
             if tracing.enabled:  # the ingress's trace context rides in the headers
                 await service.handle(msg.body, msg.reply_to, msg.headers)
             else:

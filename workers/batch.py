@@ -7,7 +7,8 @@ event (carrying ``batch_id``) are the same. Their frames never cross the bus: th
 hands the service a local reply subject and :meth:`BatchRunner.deliver` takes the frames.
 
 Interactive requests come first: the runner fetches only while the worker has room
-(interactive in-flight below half its concurrency) and never runs more than
+(interactive in-flight below half its concurrency, and no interactive attempt refused as
+busy in the last seconds: :mod:`workers.capacity`) and never runs more than
 :data:`CONCURRENCY` items at once.
 
 Exactly once, as the files see it: a result is written with a KV ``create`` keyed by the
@@ -71,6 +72,7 @@ from schemas.usage import TokenUsage
 from workers import spans
 from workers.batch_results import item_result as _result
 from workers.batch_results import too_large
+from workers.capacity import Capacity
 from workers.metrics import batch_item_done
 from workers.service import WorkerService
 
@@ -116,10 +118,12 @@ def backoff(attempt: int, error: ErrorInfo) -> float:
 
 
 class BatchRunner:
-    def __init__(self, provider: str, service: WorkerService, concurrency: int) -> None:
+    def __init__(self, provider: str, service: WorkerService, concurrency: int,
+                 capacity: Capacity | None = None) -> None:
         self._provider = provider
         self._service = service
         self._worker_concurrency = concurrency
+        self._gate = capacity if capacity is not None else Capacity(concurrency)
         self._capacity = min(CONCURRENCY, concurrency)
         self._waiting: dict[str, asyncio.Future[DoneFrame | ErrorFrame]] = {}
         self._active: set[asyncio.Task[None]] = set()
@@ -184,6 +188,8 @@ class BatchRunner:
         return self._calling
 
     def _room(self) -> int:
+        if self._gate.interactive_waiting():
+            return 0
         interactive = self._service.in_flight - len(self._active)
         if interactive * 2 >= self._worker_concurrency:
             return 0

@@ -42,6 +42,14 @@ class NoWorker(Exception):
         self.provider = provider
 
 
+class WorkerBusy(Exception):
+    """The worker the attempt reached was at its concurrency and did not start it."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"every worker of provider {provider!r} is busy")
+        self.provider = provider
+
+
 class Disconnected(Exception):
     """The ingress has no connection to NATS: nothing can be sent to a worker."""
 
@@ -126,6 +134,8 @@ class Reply:
             expected, self._seq = self._seq + 1, int(seq)
             if self._seq != expected:
                 raise FramesLost(expected, self._seq)
+        if kind == FrameKind.BUSY:
+            raise WorkerBusy(self.provider)
         return Frame(FrameKind(kind), msg.data)
 
     async def next_content(self, timeout: float) -> Frame:
@@ -156,8 +166,10 @@ def trace_headers() -> dict[str, str]:
 
 
 class Dispatcher:
-    def __init__(self, nc: nats.aio.client.Client) -> None:
+    def __init__(self, nc: nats.aio.client.Client, capacity_wait: float = 10.0) -> None:
         self._nc = nc
+        # How long an attempt may wait for a worker of a full provider (see capacity).
+        self.capacity_wait = capacity_wait
         self._prefix = nc.new_inbox()
         self._pending: dict[str, Reply] = {}
         self._tokens = itertools.count(1)

@@ -28,22 +28,24 @@ from opentelemetry.trace import Status, StatusCode
 
 from core.telemetry import tracing
 from ingress.admission.gatekeeper import DeploymentBusy, Ticket
+from ingress.dispatch.capacity import CapacityWait
 from ingress.dispatch.dispatcher import (
     Disconnected,
     Dispatcher,
     Frame,
     NoWorker,
-    Reply,
+    WorkerBusy,
     WorkerSilent,
 )
 from ingress.dispatch.lost import Lost, Silence
+from ingress.dispatch.observed import ObservedReply
 from ingress.errors import ApiError
 from ingress.metrics import FALLBACKS, RETRIES
 from ingress.routing.router import Plan, Router
 from ingress.spans import attempt_span
 from schemas.config import Deployment
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
-from schemas.frames import DoneFrame, ErrorFrame, FrameKind
+from schemas.frames import ErrorFrame, FrameKind
 from schemas.infer import Endpoint, InferRequest
 
 log = logging.getLogger("aigw.ingress")
@@ -56,73 +58,6 @@ Settle = Callable[[Ticket, int, Decimal | None], None]
 # context that is too long or a refused prompt would fail the same way on its siblings.
 FAILOVER: frozenset[ErrorKind] = RETRYABLE | {
     ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION, ErrorKind.NOT_FOUND}
-
-
-class ObservedReply:
-    """An attempt's reply as the relay reads it, telling the router how the attempt ended:
-    the latency and tokens of a done frame, the failure in an error frame, and when it
-    stops being in flight. Chunks pass straight through."""
-
-    __slots__ = ("_deployment_id", "_ended", "_reply", "_router", "provider", "request")
-
-    def __init__(self, reply: Reply, router: Router | None, deployment_id: str) -> None:
-        self._reply = reply
-        self._router = router
-        self._deployment_id = deployment_id
-        self._ended = router is None
-        self.request = reply.request
-        self.provider = reply.provider
-        if router is not None:
-            router.load.started(deployment_id)
-
-    async def next(self, timeout: float) -> Frame:
-        frame = await self._reply.next(timeout)
-        if frame.kind is FrameKind.DONE or frame.kind is FrameKind.ERROR:
-            self._observe(frame)
-        return frame
-
-    def ready(self) -> Frame | None:
-        frame = self._reply.ready()
-        if frame is not None and frame.kind in (FrameKind.DONE, FrameKind.ERROR):
-            self._observe(frame)
-        return frame
-
-    async def next_content(self, timeout: float) -> Frame:
-        while True:
-            frame = await self.next(timeout)
-            if frame.kind is not FrameKind.HEARTBEAT:
-                return frame
-
-    def _observe(self, frame: Frame) -> None:
-        if self._ended or self._router is None:
-            return
-        self._ended = True
-        load = self._router.load
-        if frame.kind is FrameKind.DONE:
-            done = DoneFrame.model_validate_json(frame.body)
-            load.finished(self._deployment_id, latency_ms=done.latency_ms or None,
-                          ttft_ms=done.ttft_ms, tokens=done.usage.total_tokens)
-            return
-        failure = ErrorFrame.model_validate_json(frame.body)
-        load.finished(self._deployment_id,
-                      tokens=failure.usage.total_tokens if failure.usage else 0)
-        self._router.health.failed(self._deployment_id, failure.error)
-
-    def _end(self) -> None:
-        if not self._ended and self._router is not None:
-            self._ended = True
-            self._router.load.finished(self._deployment_id)
-
-    def close(self) -> None:
-        self._reply.close()
-        self._end()
-
-    async def cancel(self) -> None:
-        self._end()
-        await self._reply.cancel()
-
-    async def signal_cancel(self) -> None:
-        await self._reply.signal_cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,47 +187,71 @@ class _Run:
             end_user=self.caller.end_user,
             metadata=self.caller.metadata or {},
         )
-        sent_at = time.monotonic()
+        waiting: CapacityWait | None = None
         try:
-            sent = await self.dispatcher.send(request, deployment.provider)
-        except Disconnected as exc:
-            # Nothing reached a worker. Not the deployment's fault: no breaker counts it,
-            # and the next deployment is refused the same way, at once.
-            self.settle(ticket, 0, Decimal(0))
-            self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="nats_unavailable")
-            return True
-        except BaseException:
-            self.settle(ticket, 0, Decimal(0))
-            raise
-        reply = ObservedReply(sent, self.router, deployment.id)
-        try:
-            frame = await self.first_frame(reply)
-        except NoWorker as exc:
-            reply.close()
-            self.settle(ticket, 0, Decimal(0))
-            self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="no_worker")
-            return True
-        except (WorkerSilent, _DeadlinePassed) as exc:
-            # Before the cancel's await: whether NATS is connected tells a lost worker.
-            accounted = (isinstance(exc, WorkerSilent) and self.lost is not None
-                         and self.lost(Silence(request, deployment, ticket, exc, sent_at)))
-            await reply.cancel()
-            if not accounted:
-                # The worker may have called the upstream: hold the reservation as spent.
-                self.settle(ticket, 0, ticket.reserve_cost)
-            if isinstance(exc, _DeadlinePassed):
-                assert self.timeout is not None
-                raise _deadline_error(self.timeout) from None
-            self.last = ErrorInfo.of(
-                ErrorKind.TIMEOUT, f"{exc} (provider {deployment.provider})",
-                code="worker_timeout")
-            log.info("attempt %d of %s: worker silent on %s, trying the next deployment",
-                     attempt, self.request_id, deployment.id)
-            return True
-        except BaseException:
-            reply.close()
-            self.settle(ticket, 0, ticket.reserve_cost)
-            raise
+            while True:
+                sent_at = time.monotonic()
+                try:
+                    sent = await self.dispatcher.send(request, deployment.provider)
+                except Disconnected as exc:
+                    # Nothing reached a worker. Not the deployment's fault: no breaker counts
+                    # it, and the next deployment is refused the same way, at once.
+                    self.settle(ticket, 0, Decimal(0))
+                    self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc),
+                                             code="nats_unavailable")
+                    return True
+                except BaseException:
+                    self.settle(ticket, 0, Decimal(0))
+                    raise
+                reply = ObservedReply(sent, self.router, deployment.id)
+                try:
+                    frame = await self.first_frame(reply)
+                except WorkerBusy:
+                    reply.close()  # nothing started: wait for a worker, then send again
+                    if waiting is None:
+                        waiting = CapacityWait(deployment.provider,
+                                               self.dispatcher.capacity_wait, self.remaining())
+                    try:
+                        if await waiting.pause():
+                            continue
+                    except BaseException:
+                        self.settle(ticket, 0, Decimal(0))
+                        raise
+                    self.settle(ticket, 0, Decimal(0))
+                    self.last = waiting.error()
+                    return True
+                except NoWorker as exc:
+                    reply.close()
+                    self.settle(ticket, 0, Decimal(0))
+                    self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="no_worker")
+                    return True
+                except (WorkerSilent, _DeadlinePassed) as exc:
+                    # Before the cancel's await: whether NATS is connected tells a lost worker.
+                    accounted = (isinstance(exc, WorkerSilent) and self.lost is not None
+                                 and self.lost(Silence(request, deployment, ticket, exc,
+                                                       sent_at)))
+                    await reply.cancel()
+                    if not accounted:
+                        # The worker may have called the upstream: hold the reservation as
+                        # spent.
+                        self.settle(ticket, 0, ticket.reserve_cost)
+                    if isinstance(exc, _DeadlinePassed):
+                        assert self.timeout is not None
+                        raise _deadline_error(self.timeout) from None
+                    self.last = ErrorInfo.of(
+                        ErrorKind.TIMEOUT, f"{exc} (provider {deployment.provider})",
+                        code="worker_timeout")
+                    log.info("attempt %d of %s: worker silent on %s, trying the next "
+                             "deployment", attempt, self.request_id, deployment.id)
+                    return True
+                except BaseException:
+                    reply.close()
+                    self.settle(ticket, 0, ticket.reserve_cost)
+                    raise
+                break
+        finally:
+            if waiting is not None:
+                waiting.close()
         if frame.kind is FrameKind.ERROR:
             reply.close()
             failure = ErrorFrame.model_validate_json(frame.body)
