@@ -28,6 +28,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from core.telemetry import tracing
 from ingress.admission.gatekeeper import DeploymentBusy, Ticket
+from ingress.dispatch.abandon import Settle, abandon
 from ingress.dispatch.capacity import CapacityWait
 from ingress.dispatch.dispatcher import (
     Disconnected,
@@ -51,7 +52,6 @@ from schemas.infer import Endpoint, InferRequest
 log = logging.getLogger("aigw.ingress")
 
 Admit = Callable[[Deployment, int], Awaitable[Ticket]]
-Settle = Callable[[Ticket, int, Decimal | None], None]
 
 # Errors after which the next deployment of the group may well succeed: transient ones,
 # and a deployment's own misconfiguration (a wrong key or model name). A bad request, a
@@ -245,8 +245,9 @@ class _Run:
                              "deployment", attempt, self.request_id, deployment.id)
                     return True
                 except BaseException:
-                    reply.close()
-                    self.settle(ticket, 0, ticket.reserve_cost)
+                    # The caller is gone (cancelled) or we failed: the worker may be calling
+                    # the upstream; stop it, and settle with what it reports.
+                    abandon(reply, ticket, self.settle)
                     raise
                 break
         finally:

@@ -11,8 +11,6 @@ When the request may be cached, a :class:`~ingress.cache.store.Capture` sees the
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -23,8 +21,10 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ingress.cache.store import Capture
+from ingress.dispatch.abandon import Settle, abandon, settle_frame
+from ingress.dispatch.abandon import drain as abandon_drain
 from ingress.dispatch.dispatcher import WorkerSilent
-from ingress.dispatch.execution import Settle, Started
+from ingress.dispatch.execution import Started
 from ingress.dispatch.lost import Output, Silence
 from ingress.errors import ApiError
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind
@@ -35,9 +35,6 @@ log = logging.getLogger("aigw.ingress")
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 COST_HEADER = "x-aigw-cost-usd"
-# How long a cancelled attempt's worker gets to report what the call used.
-_CANCEL_REPORT_SECONDS = 5.0
-_background: set[asyncio.Task[None]] = set()
 
 
 def _lost(started: Started, cause: WorkerSilent, output: Output | None = None) -> None:
@@ -48,33 +45,11 @@ def _lost(started: Started, cause: WorkerSilent, output: Output | None = None) -
 
 
 def _settle_frame(started: Started, settle: Settle, kind: FrameKind, body: bytes) -> None:
-    if kind is FrameKind.DONE:
-        done = DoneFrame.model_validate_json(body)
-        settle(started.ticket, done.usage.total_tokens, done.cost)
-    elif kind is FrameKind.ERROR:
-        failure = ErrorFrame.model_validate_json(body)
-        settle(started.ticket, failure.usage.total_tokens if failure.usage else 0, failure.cost)
-
-
-async def _await_cancel_report(started: Started, settle: Settle) -> None:
-    """After a client left: tell the worker, then settle with what it reports it used, or
-    with the whole reservation if it never says."""
-    reply = started.reply
-    try:
-        await reply.signal_cancel()
-        frame = await reply.next_content(_CANCEL_REPORT_SECONDS)
-        _settle_frame(started, settle, frame.kind, frame.body)
-    except Exception:
-        pass
-    finally:
-        reply.close()
-        settle(started.ticket, 0, started.ticket.reserve_cost)
+    settle_frame(started.ticket, settle, kind, body)
 
 
 def _cancel_in_background(started: Started, settle: Settle) -> None:
-    task = asyncio.create_task(_await_cancel_report(started, settle))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    abandon(started.reply, started.ticket, settle)
 
 
 async def json_response(
@@ -241,8 +216,4 @@ def stream_response(
     return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
-async def drain() -> None:
-    """Wait for cancel reports still outstanding (at shutdown)."""
-    if _background:
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*_background, return_exceptions=True)
+drain = abandon_drain  # at shutdown: cancel reports still outstanding

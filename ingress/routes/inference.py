@@ -30,6 +30,7 @@ from ingress.cache.store import CachedAnswer, Capture
 from ingress.deps import AuthedGateway, request_id
 from ingress.dispatch import execution, lost, relay, replay
 from ingress.dispatch.execution import Caller, Started
+from ingress.dispatch.hangup import HangUp
 from ingress.errors import ApiError, invalid
 from ingress.metrics import CACHE, GenAI
 from ingress.state import Gateway
@@ -245,6 +246,28 @@ def _announce_end(shared: SharedLeads, key: str, stored: bool) -> None:
 
 
 async def _answer(
+    request: Request,
+    gateway: Gateway,
+    model: str,
+    body: dict[str, Any],
+    endpoint: Endpoint,
+    stream: bool,
+    include_usage: bool = False,
+) -> Response:
+    if stream:  # a stream notices a departed client at its next write
+        return await _respond(request, gateway, model, body, endpoint, stream, include_usage)
+    hangup = HangUp(request.receive)
+    try:
+        return await _respond(request, gateway, model, body, endpoint, stream, include_usage)
+    except asyncio.CancelledError:
+        if not hangup.gone:
+            raise
+        raise hangup.absorb() from None
+    finally:
+        hangup.close()
+
+
+async def _respond(
     request: Request,
     gateway: Gateway,
     model: str,

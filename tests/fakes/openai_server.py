@@ -9,6 +9,7 @@ aliases at different behaviours of one server:
 - ``context-small``: 400 ``context_length_exceeded``
 - ``fail-midstream``: a streamed answer that breaks off after three chunks
 - ``slow``: waits ``slow_seconds`` before answering (heartbeat tests)
+- ``slow-watch``: like ``slow``, but counts in ``cancelled`` a caller that hangs up
 - ``slow-stream``: streams one chunk, then waits ``slow_seconds`` (cancellation tests)
 - ``stall-midstream``: streams three content chunks, then waits ``slow_seconds`` before
   the rest (a worker killed, or NATS lost, while the client already has content)
@@ -154,6 +155,13 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
             return _error(500, "transient failure", "server_error", None)
         if model == "slow" or (model == "hang-once" and first_time(body)):
             await asyncio.sleep(state.slow_seconds)
+        if model == "slow-watch":  # notices its client leaving, as a real upstream does
+            deadline = time.monotonic() + state.slow_seconds
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    state.cancelled += 1
+                    return Response(status_code=499)
+                await asyncio.sleep(0.05)
         if body.get("stream"):
             return StreamingResponse(_stream(body, state), media_type="text/event-stream")
         state.completed += 1
