@@ -34,6 +34,7 @@ from ingress.admission.gatekeeper import Gatekeeper
 from ingress.admission.redis_impl import connect as connect_redis
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
+from ingress.batch.admission import BatchAdmission
 from ingress.batch.finalizer import Finalizer
 from ingress.cache.dedup import InFlight
 from ingress.cache.dedup_shared import SharedLeads
@@ -218,6 +219,9 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             finalizer = Finalizer(app.state.batch_store)
             finalizer.start()
             stack.push_async_callback(finalizer.stop)
+            batch_admission = BatchAdmission(app.state.gateway)
+            await batch_admission.start()
+            stack.push_async_callback(batch_admission.stop)
             yield
 
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None,

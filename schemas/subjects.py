@@ -89,3 +89,16 @@ def batch_provider_items(provider: str) -> str:
 def batch_consumer(provider: str) -> str:
     """The durable pull consumer that ``provider``'s workers share."""
     return f"batch-{provider}"
+
+
+# Batch items are admitted like interactive calls (rate limits, budgets) by an ingress:
+# a worker asks on ADMIT (request/reply, one ingress of the queue group answers) and
+# settles on the subject that ingress named in its answer, where it holds the ticket.
+ADMIT = f"{PREFIX}.admit.batch"
+ADMIT_QUEUE = "ingress-admit"
+SETTLE_PREFIX = f"{PREFIX}.admit.settle"
+
+
+def settle(replica: str) -> str:
+    """Where the ingress replica ``replica`` takes the settlements of what it admitted."""
+    return f"{SETTLE_PREFIX}.{replica}"

@@ -78,7 +78,7 @@ class Worker:
         self.service.refresh = self.follower.refresh
         self.gate = Capacity(settings.concurrency)
         self.batch = BatchRunner(self.provider_name, self.service, settings.concurrency,
-                                 self.gate)
+                                 self.gate, admit=settings.batch_admission)
         self.usage: UsagePublisher | None = None
         self.nc: Client | None = None
         self._serving = False

@@ -65,11 +65,13 @@ from schemas.batch import (
     error_line,
     result_key,
 )
+from schemas.batch_admission import AdmitAnswer, Verdict
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
 from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
 from workers import spans
+from workers.batch_admission import AdmissionClient
 from workers.batch_results import item_result as _result
 from workers.batch_results import too_large
 from workers.capacity import Capacity
@@ -117,10 +119,15 @@ def backoff(attempt: int, error: ErrorInfo) -> float:
     return min(0.5 * 2.0 ** (attempt - 1), 8.0)
 
 
+ADMITTED = AdmitAnswer(verdict=Verdict.ADMITTED)  # no admission asked: nothing to settle
+
+
 class BatchRunner:
     def __init__(self, provider: str, service: WorkerService, concurrency: int,
-                 capacity: Capacity | None = None) -> None:
+                 capacity: Capacity | None = None, admit: bool = False) -> None:
         self._provider = provider
+        self._admit_items = admit  # ask an ingress first (rate limits, budgets)
+        self._admission: AdmissionClient | None = None
         self._service = service
         self._worker_concurrency = concurrency
         self._gate = capacity if capacity is not None else Capacity(concurrency)
@@ -158,6 +165,8 @@ class BatchRunner:
         js = nc.jetstream()
         self._max_payload = nc.max_payload
         self._buckets = await ensure(js)
+        if self._admit_items:
+            self._admission = AdmissionClient(nc)
         self._loop_task = asyncio.create_task(self._run_forever(js))
 
     async def stop(self, deadline: float) -> None:
@@ -306,9 +315,19 @@ class BatchRunner:
         first = (delivery - 1) * ATTEMPTS  # no two deliveries share an attempt number
         for retry in range(ATTEMPTS):
             request = item.request.model_copy(update={"attempt": first + retry})
+            admitted = ADMITTED
+            if self._admission is not None:
+                found = await self._admission.admit(request, lambda: self._stopping)
+                if found is None:  # stopping: leave the item for redelivery
+                    return None
+                if found.error is not None:  # refused: a spent budget, a revoked key
+                    return ErrorFrame(error=found.error)
+                admitted = found
             await self._kv.runs.put(run_key(item.batch_id, item.line, delivery),
                                     str(request.attempt).encode())
             frame = await self._attempt(request.model_dump_json().encode())
+            if self._admission is not None:
+                await self._admission.settle(admitted, request, frame)
             if not isinstance(frame, ErrorFrame):
                 return frame
             error = frame.error

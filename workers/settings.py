@@ -25,3 +25,6 @@ class WorkerSettings(BaseSettings):
     concurrency: int = Field(default=512, ge=1, validation_alias="AIGW_WORKER_CONCURRENCY")
     max_connections: int = Field(default=1000, ge=1, validation_alias="AIGW_MAX_CONNECTIONS")
     drain_seconds: float = Field(default=30.0, ge=0, validation_alias="AIGW_DRAIN_SECONDS")
+    # Batch items are admitted by an ingress (rate limits, budgets) before each attempt.
+    # Off only for a worker run without any ingress (some tests).
+    batch_admission: bool = Field(default=True, validation_alias="AIGW_BATCH_ADMISSION")

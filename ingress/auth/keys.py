@@ -243,13 +243,21 @@ class KeyStore:
         if found is None:
             return Rejection.UNKNOWN
         key_id, stored = found
-        key = self._keys[key_id][1]
+        return self._principal(self._keys[key_id][1], stored)
+
+    def principal_of(self, key_id: str) -> Principal | Rejection:
+        """The caller a key id stands for now (a batch item's key when it runs). No I/O."""
+        held = self._keys.get(key_id)
+        return Rejection.UNKNOWN if held is None else self._principal(held[1], None)
+
+    def _principal(self, key: VirtualKey, stored: SecretHash | None) -> Principal | Rejection:
         now = self._clock()
+        key_id = key.id
         if key.revoked:
             return Rejection.REVOKED
         if key.expired(now):
             return Rejection.EXPIRED
-        if not stored.valid_at(now):
+        if stored is not None and not stored.valid_at(now):
             return Rejection.ROTATED
         team = None
         if key.team_id is not None:

@@ -8,8 +8,8 @@ message for the provider of the deployment it was given, and the batch is
 (:mod:`ingress.batch.finalizer`) writes the output files.
 
 Budget: a key (or team) whose daily or monthly budget is spent may not start a batch
-(429 ``insufficient_quota``). Items are not admitted one by one: each is accounted as it
-runs, so a batch started with budget left can overshoot it by what its items cost.
+(429 ``insufficient_quota``); each item is then admitted as it runs
+(:mod:`ingress.batch.admission`), so a running batch stops at the budget.
 """
 
 from __future__ import annotations
