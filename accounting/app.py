@@ -25,6 +25,7 @@ from accounting.store import UsageStore, connect
 from core.nats_servers import servers
 from core.telemetry.process import PROCESS, count_reconnect
 from core.telemetry.server import MetricsServer
+from schemas.bus_roles import ACCOUNTING
 
 log = logging.getLogger("aigw.accounting")
 
@@ -41,6 +42,7 @@ class Accounting:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             reconnected_cb=count_reconnect,
+            **settings.bus.broker_options(ACCOUNTING),
         )
         self.nc: Client | None = None
         # Two handles on one store: an analytics query never waits behind an insert.

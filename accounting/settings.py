@@ -8,12 +8,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from accounting.migrations import DEFAULT_TTL_DAYS
+from core.bus_auth import BusAuth
 
 
 class AccountingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    # NATS credentials and TLS (AIGW_NATS_USER, AIGW_NATS_PASSWORD, AIGW_NATS_TLS_*).
+    bus: BusAuth = Field(default_factory=BusAuth)
     # /metrics, /health/liveliness and /health/readiness on this port (0: off).
     metrics_port: int = Field(default=0, ge=0, le=65535, validation_alias="AIGW_METRICS_PORT")
     metrics_host: str = Field(default="0.0.0.0", validation_alias="AIGW_METRICS_HOST")

@@ -12,20 +12,23 @@ from pathlib import Path
 
 import uvicorn
 
+from cli.bus_config import EmbeddedCredentials
 from cli.nats_server import NatsServer, free_port
 from cli.process import GracefulServer, child_preexec
 from ingress.app import create_app
 from ingress.settings import IngressSettings
+from schemas.bus_roles import ACCOUNTING, INGRESS, WORKER
 from schemas.config import GatewayConfig
 
 log = logging.getLogger("aigw")
 
 
 def start_worker(
-    provider: str, nats_url: str, config_path: Path | None, metrics_port: int = 0
+    provider: str, nats_url: str, config_path: Path | None, metrics_port: int = 0,
+    bus_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "NATS_URL": nats_url, "AIGW_PROVIDER": provider,
-           "AIGW_METRICS_PORT": str(metrics_port)}
+           "AIGW_METRICS_PORT": str(metrics_port), **(bus_env or {})}
     if config_path is not None:
         env["AIGW_CONFIG"] = str(config_path)
     else:
@@ -39,11 +42,11 @@ def start_worker(
 
 
 def start_accounting(
-    nats_url: str, data_dir: Path, metrics_port: int = 0
+    nats_url: str, data_dir: Path, metrics_port: int = 0, bus_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     # Its own process: it owns the chDB store, which one process at a time may open.
     env = {**os.environ, "NATS_URL": nats_url, "AIGW_DATA_DIR": str(data_dir),
-           "AIGW_METRICS_PORT": str(metrics_port)}
+           "AIGW_METRICS_PORT": str(metrics_port), **(bus_env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "accounting"],
         env=env,
@@ -67,20 +70,27 @@ def stop_children(children: list[subprocess.Popen[bytes]], timeout: float = 15.0
 def run_embedded(
     settings: IngressSettings, config: GatewayConfig, data_dir: Path
 ) -> int:
-    nats_server = NatsServer(data_dir / "nats")
+    # Every process its own NATS user and permissions (schemas/bus_roles.py).
+    bus = EmbeddedCredentials.load_or_create(data_dir)
+    nats_server = NatsServer(data_dir / "nats", extra_config=bus.authorization())
     nats_server.start()
-    settings = settings.model_copy(update={"nats_url": nats_server.url})
+    settings = settings.model_copy(update={"bus": bus.auth(INGRESS)})
+    # Usage events not yet in JetStream survive a child's death in a spool per process.
+    spool_dir = settings.spool_dir or data_dir / "spool"
+    os.environ["AIGW_SPOOL_DIR"] = str(spool_dir)
+    settings = settings.model_copy(update={"nats_url": nats_server.url, "spool_dir": spool_dir})
     config_path = settings.config_path.resolve() if settings.config_path else None
     # Each child serves /metrics on a port of its own, listed at GET /health/targets.
     targets: list[dict[str, str | None]] = []
     workers = []
     for provider in config.providers:
         port = free_port()
-        workers.append(start_worker(provider, nats_server.url, config_path, port))
+        workers.append(start_worker(provider, nats_server.url, config_path, port,
+                                    bus.env(WORKER)))
         targets.append({"role": "worker", "provider": provider,
                         "url": f"http://127.0.0.1:{port}/metrics"})
     port = free_port()
-    workers.append(start_accounting(nats_server.url, data_dir, port))
+    workers.append(start_accounting(nats_server.url, data_dir, port, bus.env(ACCOUNTING)))
     targets.append({"role": "accounting", "provider": None,
                     "url": f"http://127.0.0.1:{port}/metrics"})
     settings = settings.model_copy(update={"metrics_targets": json.dumps(targets)})

@@ -6,6 +6,7 @@ the version is the one the project pins and not whatever the system has.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -45,10 +46,13 @@ MAX_PAYLOAD = 8 * 1024 * 1024
 class NatsServer:
     def __init__(
         self, store_dir: Path, port: int | None = None, host: str = "127.0.0.1",
-        max_payload: int = MAX_PAYLOAD,
+        max_payload: int = MAX_PAYLOAD, extra_config: str = "",
     ) -> None:
         self.store_dir = store_dir
         self.max_payload = max_payload
+        # More nats-server.conf (an authorization or a tls block): kept here, so that a
+        # restart through this object starts the same server.
+        self.extra_config = extra_config
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
@@ -61,7 +65,11 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log_file = self.store_dir / "nats-server.log"
         config = self.store_dir / "nats-server.conf"  # settings with no command-line flag
-        config.write_text(f"max_payload: {self.max_payload}\n")
+        # Owner only: an authorization block holds passwords.
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(f"max_payload: {self.max_payload}\n{self.extra_config}")
         self.process = subprocess.Popen(
             [find_binary(), "-c", str(config), "-a", self.host, "-p", str(self.port), "-js",
              "-sd", str(self.store_dir), "-l", str(log_file)],

@@ -1,66 +1,120 @@
 """Publishing usage events to JetStream, off the response path.
 
-``submit`` only appends to a bounded buffer; a background pump publishes with
-``Nats-Msg-Id`` = event id, so a retried publish is dropped by JetStream. While NATS is
-away, events wait in the buffer; if it overflows, the dropped count is logged and kept in
-``dropped``, never silent. Workers publish one event per upstream call; the ingress one per
-request it answers itself (rejected, served from cache).
+``submit`` appends the event to the process's spool (:mod:`core.spool`, when it has one)
+and to a bounded buffer; a background pump publishes with ``Nats-Msg-Id`` = event id, so a
+retried publish is dropped by JetStream, and takes acknowledged events out of the spool.
+While NATS is away, events wait in the buffer and the spool; a process killed meanwhile
+replays its spool when it starts again. If the buffer (or the spool) overflows, the dropped
+count is logged and kept in ``dropped``, never silent. Workers publish one event per
+upstream call; the ingress one per request it answers itself (rejected, served from cache).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from nats.js.client import JetStreamContext
 
+from core.spool import Spool, SpoolFull
 from core.usage_stream import ensure_usage_stream
 from schemas import subjects
 from schemas.usage import UsageEvent
 
 log = logging.getLogger("aigw.usage")
 
+SYNC_EVERY = 0.2  # seconds between fsyncs of the spool
+
+
+@dataclass(slots=True)
+class _Pending:
+    event_id: str
+    subject: str
+    data: bytes
+    segment: int  # in the spool; -1 without one
+    failed: bool = False
+
 
 class UsagePublisher:
-    def __init__(self, js: JetStreamContext, capacity: int = 100_000, window: int = 256) -> None:
+    def __init__(self, js: JetStreamContext, capacity: int = 100_000, window: int = 256,
+                 spool: Spool | None = None) -> None:
         self._js = js
-        self._buffer: collections.deque[UsageEvent] = collections.deque()
+        self._buffer: collections.deque[_Pending] = collections.deque()
         self._capacity = capacity
         self._window = window
+        self._spool = spool
         self._wake = asyncio.Event()
         self.dropped = 0
         self.published = 0
+        # Events whose first publish failed: they wait (in the spool) for a later one.
+        self.spooled = 0
         self._task: asyncio.Task[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
         return len(self._buffer)
 
+    def _drop(self, event_id: str, why: str) -> None:
+        self.dropped += 1
+        log.error("%s: dropped event %s, %d dropped so far", why, event_id, self.dropped)
+
     def submit(self, event: UsageEvent) -> None:
         if len(self._buffer) >= self._capacity:
-            self.dropped += 1
-            log.error(
-                "usage buffer full (%d events): dropped event %s, %d dropped so far",
-                self._capacity, event.event_id, self.dropped,
-            )
+            self._drop(event.event_id, f"usage buffer full ({self._capacity} events)")
             return
-        self._buffer.append(event)
+        data = event.model_dump_json().encode()
+        segment = -1
+        if self._spool is not None:
+            try:
+                segment = self._spool.append(data)
+            except SpoolFull:
+                self._drop(event.event_id, "usage spool full")
+                return
+            except OSError as exc:  # a full or failing disk: keep the event in memory
+                log.error("could not spool usage event %s: %s", event.event_id, exc)
+        self._buffer.append(_Pending(event.event_id, subjects.usage(event.provider), data,
+                                     segment))
         self._wake.set()
 
-    async def start(self) -> None:
-        await ensure_usage_stream(self._js)
-        self._task = asyncio.create_task(self._pump())
+    def _replay(self, spool: Spool) -> None:
+        recovered = spool.recover()
+        for segment, data in recovered:
+            try:
+                event = UsageEvent.model_validate_json(data)
+            except ValueError:
+                log.error("dropping an unreadable line of the usage spool")
+                spool.acked(segment)
+                continue
+            self._buffer.append(_Pending(event.event_id, subjects.usage(event.provider), data,
+                                         segment))
+        if recovered:
+            log.warning("replaying %d usage events from the spool %s", len(recovered),
+                        spool.directory)
 
-    async def _publish(self, batch: Sequence[UsageEvent]) -> None:
+    async def start(self) -> None:
+        if self._spool is not None:
+            self._replay(self._spool)
+            self._syncer = asyncio.create_task(self._sync_forever(self._spool))
+        self._task = asyncio.create_task(self._pump())
+        try:
+            await ensure_usage_stream(self._js)
+        except Exception as exc:  # NATS or JetStream away: the pump waits for it
+            log.warning("usage stream not ready (%s); events wait in the spool", exc)
+
+    async def _sync_forever(self, spool: Spool) -> None:
+        while True:
+            await asyncio.sleep(SYNC_EVERY)
+            await asyncio.to_thread(spool.sync)
+
+    async def _publish(self, batch: Sequence[_Pending]) -> None:
         await asyncio.gather(*(
-            self._js.publish(
-                subjects.usage(e.provider),
-                e.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": e.event_id},
-            )
-            for e in batch
+            self._js.publish(p.subject, p.data, headers={"Nats-Msg-Id": p.event_id})
+            for p in batch
         ))
 
     async def _pump(self) -> None:
@@ -76,13 +130,19 @@ class UsagePublisher:
                 raise
             except Exception as exc:
                 # Keep the batch: the same ids re-published later are deduplicated.
+                for pending in batch:
+                    if not pending.failed:
+                        pending.failed = True
+                        self.spooled += 1
                 log.warning("usage publish failed (%s); %d events waiting", exc, self.pending)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
             for _ in batch:
-                self._buffer.popleft()
+                done = self._buffer.popleft()
+                if self._spool is not None and done.segment >= 0:
+                    self._spool.acked(done.segment)
             self.published += len(batch)
 
     async def flush(self, timeout: float = 10.0) -> bool:
@@ -95,6 +155,13 @@ class UsagePublisher:
     async def stop(self, timeout: float = 10.0) -> None:
         await self.flush(timeout)
         if self._buffer:
-            log.error("stopping with %d usage events unpublished", len(self._buffer))
-        if self._task is not None:
-            self._task.cancel()
+            where = (f"; they stay in the spool {self._spool.directory}" if self._spool
+                     else "")
+            log.error("stopping with %d usage events unpublished%s", len(self._buffer), where)
+        for task in (self._task, self._syncer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._spool is not None:
+            self._spool.close()

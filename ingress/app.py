@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from starlette.types import ASGIApp
 
+from core import spool
 from core.batch_store import BatchStore
 from core.nats_servers import servers
 from core.pricing import PriceTable
@@ -51,6 +52,7 @@ from ingress.routing.load import LoadTracker
 from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from ingress.state import Gateway
+from schemas import bus_roles
 from schemas.config import GatewayConfig
 
 log = logging.getLogger("aigw.ingress")
@@ -160,6 +162,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 reconnected_cb=count_reconnect,
+                **settings.bus.connect_options(bus_roles.INGRESS),
             )
 
             async def close_nats() -> None:
@@ -174,7 +177,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             keys = KeyStore(nc)
             await keys.start()
             stack.push_async_callback(keys.stop)
-            publisher = UsagePublisher(nc.jetstream())
+            publisher = UsagePublisher(nc.jetstream(),
+                                       spool=spool.claim(settings.spool_dir, "ingress"))
             await publisher.start()
             stack.push_async_callback(publisher.stop)
             alerts = BudgetAlerts(settings.budget_webhook_url)

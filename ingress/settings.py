@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.bus_auth import BusAuth
 from schemas.subjects import CONFIG_KEY
 
 
@@ -15,6 +16,8 @@ class IngressSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore")
 
     nats_url: str = Field(default="nats://127.0.0.1:4222", validation_alias="NATS_URL")
+    # NATS credentials and TLS (AIGW_NATS_USER, AIGW_NATS_PASSWORD, AIGW_NATS_TLS_*).
+    bus: BusAuth = Field(default_factory=BusAuth)
     config_path: Path | None = Field(default=None, validation_alias="AIGW_CONFIG")
     # Hot reload (ingress/config/reload.py): the file is checked this often (0: only on
     # SIGHUP or POST /admin/config/reload), and shared through NATS KV under this key.
@@ -37,6 +40,8 @@ class IngressSettings(BaseSettings):
     # that stays silent for heartbeat_timeout.
     heartbeat_interval: float = Field(default=2.0, gt=0, validation_alias="AIGW_HEARTBEAT")
     heartbeat_timeout: float = Field(default=6.0, gt=0, validation_alias="AIGW_HEARTBEAT_TIMEOUT")
+    # Usage events not yet acknowledged by JetStream are kept here, and replayed on start.
+    spool_dir: Path | None = Field(default=None, validation_alias="AIGW_SPOOL_DIR")
     # How long a call waits for a worker when every worker of its provider is full, before
     # a 503 no_capacity (never beyond the request's own deadline).
     capacity_wait: float = Field(default=10.0, ge=0, validation_alias="AIGW_CAPACITY_WAIT")

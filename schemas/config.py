@@ -289,6 +289,10 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
     master = resolve_env(general.get("master_key"), env, "general_settings.master_key")
     if isinstance(master, bool) or not isinstance(master, str | int | None):
         raise ConfigError(f"general_settings.master_key: expected a string, got {_kind(master)}")
+    if isinstance(master, str) and not master.strip():
+        # An unfilled secret (an empty AIGW_MASTER_KEY in a deployment) must not open the gateway.
+        raise ConfigError("general_settings.master_key: empty; set a key, or remove the "
+                          "setting to run without one")
     sections = {s: _mapping(raw.get(s), s) for s in ("litellm_settings", "router_settings")}
     ignored = [f"{k}" for k in raw if k not in _KNOWN_TOP]
     ignored += [f"general_settings.{k}" for k in general if k not in _KNOWN_GENERAL]

@@ -16,6 +16,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 
+from core import spool
 from core.nats_servers import servers
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
@@ -24,6 +25,7 @@ from core.telemetry.process import PROCESS, count_reconnect
 from core.telemetry.server import MetricsServer
 from schemas import subjects
 from schemas.attempt_usage import attempt_event
+from schemas.bus_roles import WORKER
 from schemas.config import Deployment, GatewayConfig
 from schemas.frames import FrameKind, headers
 from schemas.usage import TokenUsage
@@ -62,6 +64,7 @@ class Worker:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             reconnected_cb=count_reconnect,
+            **settings.bus.broker_options(WORKER),
         )
         self.client = upstream_client(settings.max_connections)
         self.prices = PriceTable.default()
@@ -177,7 +180,9 @@ class Worker:
     async def start(self) -> None:
         await self.broker.start()
         self.nc = self.broker.connection
-        self.usage = UsagePublisher(self.broker.connection.jetstream())
+        self.usage = UsagePublisher(
+            self.broker.connection.jetstream(),
+            spool=spool.claim(self.settings.spool_dir, f"worker-{self.provider_name}"))
         await self.usage.start()
         self._heartbeats = asyncio.create_task(self.service.heartbeat_forever())
         await self.batch.start(self.broker.connection)

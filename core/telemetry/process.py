@@ -20,6 +20,7 @@ class _Connection(Protocol):
 class _Publisher(Protocol):
     published: int
     dropped: int
+    spooled: int
 
     @property
     def pending(self) -> int: ...
@@ -44,6 +45,10 @@ class ProcessCollector(Collector):
         yield CounterMetricFamily("aigw_usage_events_dropped",
                                   "Usage events dropped because the buffer was full.",
                                   value=pub.dropped if pub else 0)
+        yield CounterMetricFamily("aigw_usage_events_spooled",
+                                  "Usage events whose publish failed: they wait in the spool "
+                                  "(or memory) for a later one.",
+                                  value=pub.spooled if pub else 0)
         yield GaugeMetricFamily("aigw_usage_events_pending",
                                 "Usage events waiting to be published.",
                                 value=pub.pending if pub else 0)

@@ -9,7 +9,8 @@ import hmac
 import logging
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE_LATEST
+from prometheus_client import REGISTRY, generate_latest
 
 log = logging.getLogger("aigw.metrics")
 

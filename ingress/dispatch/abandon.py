@@ -24,8 +24,10 @@ _background: set[asyncio.Task[None]] = set()
 
 
 class _Frame(Protocol):
-    kind: FrameKind
-    body: bytes
+    @property
+    def kind(self) -> FrameKind: ...
+    @property
+    def body(self) -> bytes: ...
 
 
 class Abandonable(Protocol):

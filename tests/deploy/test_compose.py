@@ -19,7 +19,9 @@ ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 PROVIDERS = ("openai", "anthropic", "gemini")
-REQUIRED = ("AIGW_MASTER_KEY", "CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+NATS_PASSWORDS = ("AIGW_NATS_INGRESS_PASSWORD", "AIGW_NATS_WORKER_PASSWORD",
+                  "AIGW_NATS_ACCOUNTING_PASSWORD")
+REQUIRED = ("AIGW_MASTER_KEY", "CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD", *NATS_PASSWORDS)
 # The routes the gateway serves (see tests/deploy/test_k8s.py): listed by hand while the
 # packages move.
 APP_ROUTES = frozenset({"/health/liveliness", "/health/readiness", "/metrics"})
@@ -181,6 +183,28 @@ def test_grafana_is_provisioned_from_the_deploy_folder_with_the_clickhouse_plugi
         assert any(v.startswith(f"{ROOT}/deploy/grafana/{folder}:") for v in volumes), folder
     assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"]
     assert grafana["environment"]["CLICKHOUSE_PASSWORD"] == "test-value"
+
+
+def test_nats_requires_a_login_and_each_gateway_service_logs_in_as_its_own_role(
+        tmp_path: Path) -> None:
+    values = {name: f"value-of-{name.lower()}" for name in REQUIRED}
+    done = compose_config(env_file(tmp_path, **values))
+    assert done.returncode == 0, done.stderr
+    services: dict[str, Obj] = yaml.safe_load(done.stdout)["services"]
+    nats = services["nats"]
+    assert {k: nats["environment"][k] for k in NATS_PASSWORDS} == {
+        k: values[k] for k in NATS_PASSWORDS}
+    mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}"
+              for v in nats["volumes"]]
+    for name in ("nats.conf", "authorization.conf"):
+        assert any(m.startswith(f"{ROOT}/deploy/nats/{name}:/etc/nats/{name}") for m in mounts)
+    for name, service in gateway(services).items():
+        role = "worker" if name.startswith("worker-") else name
+        env = service["environment"]
+        assert env["AIGW_NATS_USER"] == role, name
+        assert env["AIGW_NATS_PASSWORD"] == values[f"AIGW_NATS_{role.upper()}_PASSWORD"], name
+        others = [v for k, v in values.items() if k in NATS_PASSWORDS and role.upper() not in k]
+        assert not set(others) & set(map(str, env.values())), f"{name} holds another's password"
 
 
 def test_the_dockerfile_builds_in_two_stages_and_runs_aigw_as_an_unprivileged_user() -> None:

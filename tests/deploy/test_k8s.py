@@ -16,7 +16,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from cli.bus_config import authorization
 from schemas import subjects
+from schemas.bus_roles import ROLES
+from schemas.config import ConfigError, parse_config_text
 from tests.deploy.metric_contract import label_names_in, labels_of, metric_names_in, series_names
 from tests.deploy.tools import ROOT, nats_server, require
 
@@ -373,10 +376,74 @@ def test_with_deps_runs_a_three_node_jetstream_cluster_with_the_compose_payload_
     if binary is None:
         pytest.skip("nats-server is not installed, so the cluster config is not parsed")
     (tmp_path / "nats.conf").write_text(text)
+    (tmp_path / "authorization.conf").write_text(conf["data"]["authorization.conf"])
+    passwords = {f"AIGW_NATS_{role.upper()}_PASSWORD": "test1value" for role in ROLES}
     checked = subprocess.run([binary, "-t", "-c", str(tmp_path / "nats.conf")], text=True,
                              capture_output=True, timeout=30, check=False,
-                             env={**os.environ, "POD_NAME": "nats-0"})
+                             env={**os.environ, "POD_NAME": "nats-0", **passwords})
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_with_deps_nats_lets_in_each_gateway_role_with_its_own_password_only(
+        renderings: dict[str, Rendering]) -> None:
+    r = renderings["with-deps"]
+    nats = r.get("StatefulSet", "nats")["spec"]["template"]["spec"]
+    conf = r.get("ConfigMap", nats["volumes"][0]["configMap"]["name"])["data"]
+    assert conf["authorization.conf"] == authorization()
+    assert "include ./authorization.conf" in conf["nats.conf"]
+    given = {v["name"]: v["valueFrom"]["secretKeyRef"]["key"]
+             for v in nats["containers"][0]["env"] if "secretKeyRef" in v.get("valueFrom", {})}
+    variables = {f"AIGW_NATS_{role.upper()}_PASSWORD" for role in ROLES}
+    assert given == {v: v for v in variables}
+    # An empty password lets anyone in as that role: the container refuses to start.
+    command = nats["containers"][0]["command"]
+    assert command[:2] == ["sh", "-ec"]
+    script = command[2].replace("exec nats-server", "exec echo nats-server")
+    filled = dict.fromkeys(variables, "test1value")
+    ran = subprocess.run(["sh", "-ec", script], env={"PATH": os.environ["PATH"], **filled},
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert ran.stdout.strip() == "nats-server --config /etc/nats/nats.conf", ran.stderr
+    for variable in variables:
+        ran = subprocess.run(["sh", "-ec", script], capture_output=True, text=True, timeout=30,
+                             env={"PATH": os.environ["PATH"], **filled, variable: ""},
+                             check=False)
+        assert ran.returncode != 0 and variable in ran.stderr, variable
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nothing_is_reachable_from_outside_the_cluster(
+        renderings: dict[str, Rendering], overlay: str) -> None:
+    r = renderings[overlay]
+    for service in r.of("Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]
+    for workload, container in r.containers():
+        pod = workload["spec"]["template"]["spec"]
+        assert not pod.get("hostNetwork"), workload["metadata"]["name"]
+        assert not any("hostPort" in p for p in container.get("ports", [])), container["name"]
+
+
+def test_an_unfilled_master_key_stops_the_gateway_instead_of_leaving_it_open() -> None:
+    text = (K8S / "base" / "config.yaml").read_text()
+    env = dict.fromkeys(re.findall(r"os\.environ/(\w+)", text), "test-value")
+    assert parse_config_text(text, env, "config.yaml").master_key is not None
+    with pytest.raises(ConfigError, match="master_key"):
+        parse_config_text(text, {**env, "AIGW_MASTER_KEY": ""}, "config.yaml")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_gateway_process_logs_in_to_nats_as_its_own_role(
+        renderings: dict[str, Rendering], overlay: str) -> None:
+    r = renderings[overlay]
+    for workload, container in r.containers():
+        if not is_gateway(container):
+            continue
+        role = container["args"][0]
+        env = {v["name"]: v for v in container["env"]}
+        where = f"{overlay}: {workload['metadata']['name']}"
+        assert env["AIGW_NATS_USER"]["value"] == role, where
+        ref = env["AIGW_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == f"AIGW_NATS_{role.upper()}_PASSWORD", where
+        assert ref["key"] in r.get("Secret", ref["name"])["data"], where
 
 
 def test_the_prometheus_operator_monitors_scrape_gateway_pods_on_ports_they_expose(

@@ -233,14 +233,28 @@ def test_files_can_be_listed_retrieved_and_deleted(gateway: Gateway) -> None:
         client.files.retrieve(file_id)
 
 
-def test_every_item_is_one_usage_event_with_the_batch_id(gateway: Gateway) -> None:
+def test_every_item_is_one_usage_event_with_the_batch_id(
+    gateway: Gateway, fake_openai: tuple[str, openai_server.FakeOpenAIState]
+) -> None:
     key_id, secret = make_key(gateway, alias="batch-usage")
     client = _client(gateway, secret)
-    done = _wait(client, _submit(client, [_chat_line(f"u{i}") for i in range(3)]).id)
+    marker = f"batch-usage-{key_id}"
+    done = _wait(client, _submit(client, [_chat_line(f"u{i}", text=f"{marker} u{i}")
+                                          for i in range(3)]).id)
     assert done.status == "completed"
     rows = _usage(gateway, key_id, done.id, expected=3)
-    assert sorted(r["request_id"] for r in rows) == sorted(
-        f"{done.id}-u{i}" for i in range(3))
+    time.sleep(1.0)  # an event counted twice would arrive by now
+    rows = _usage(gateway, key_id, done.id, expected=3)
+    calls = [body for body in list(fake_openai[1].requests)
+             if marker in json.dumps(body.get("messages", ""))]
+    # Each item answered once, each upstream call accounted once: a redelivered item
+    # (its worker stalled past the ack deadline) makes two calls and two events, never
+    # an event without a call.
+    seen = [(r["request_id"], r["status"], r.get("error_type")) for r in rows]
+    ok = sorted(r["request_id"] for r in rows if r["status"] == "ok")
+    assert ok == sorted(f"{done.id}-u{i}" for i in range(3)), seen
+    assert len(rows) == len(calls), (seen, len(calls))
+    assert len({r["event_id"] for r in rows}) == len(rows), seen
 
 
 def _usage(gateway: Gateway, key_id: str | None, batch_id: str,

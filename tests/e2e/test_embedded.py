@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nats
+import nats.errors
 import pytest
 
 from tests.fakes.server import free_port
@@ -137,3 +141,48 @@ def test_a_wrong_config_stops_start_up_with_one_clear_line(tmp_path: Path) -> No
     assert result.stderr.strip().splitlines() == [
         "aigw: model_list[0] (x) litellm_params.api_key: environment variable "
         "NOT_SET_ANYWHERE is not set"]
+
+
+def _refused_without_credentials(url: str) -> None:
+    async def attempt() -> None:
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(url, allow_reconnect=False)
+
+    asyncio.run(attempt())
+
+
+def _chat_is_accounted(port: int, requests: int) -> None:
+    base = f"http://127.0.0.1:{port}"
+    r = httpx.post(f"{base}/v1/chat/completions", timeout=30,
+                   json={"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base}/v1/usage/summary", timeout=10).json().get("requests") != requests:
+        assert time.monotonic() < deadline, "the call never reached accounting"
+        time.sleep(0.2)
+
+
+def test_up_gives_each_process_its_own_nats_login_and_keeps_it_across_restarts(
+        up_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    up = up_factory([])
+    up.wait_ready()
+    credentials = tmp_path / "data" / "nats-credentials.json"
+    server_conf = tmp_path / "data" / "nats" / "nats-server.conf"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert server_conf.stat().st_mode & 0o777 == 0o600
+    assert "authorization {" in server_conf.read_text()
+    kept = credentials.read_text()
+    found = re.search(r"NATS: (nats://\S+)", up.log.read_text())
+    assert found, up.log.read_text()
+    _refused_without_credentials(found[1])
+    _chat_is_accounted(up.port, requests=1)
+    assert up.stop() == 0
+
+    again = up_factory([])
+    again.wait_ready()
+    assert credentials.read_text() == kept
+    _chat_is_accounted(again.port, requests=2)
+    assert again.stop() == 0
+    server_log = (tmp_path / "data" / "nats" / "nats-server.log").read_text()
+    assert [line for line in server_log.splitlines() if "Violation" in line] == []
+

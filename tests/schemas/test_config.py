@@ -330,3 +330,11 @@ def test_a_router_setting_of_the_wrong_type_is_one_line_naming_it() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(raw, {})
     assert str(caught.value) == "router_settings: num_retries: Input should be a valid integer"
+
+
+@pytest.mark.parametrize("value", ["os.environ/AIGW_MASTER_KEY", "", "  "])
+def test_a_master_key_that_is_empty_stops_start_up_instead_of_opening_the_gateway(
+        value: str) -> None:
+    raw = {"model_list": [], "general_settings": {"master_key": value}}
+    with pytest.raises(ConfigError, match="master_key: empty"):
+        parse_config(raw, {"AIGW_MASTER_KEY": ""})

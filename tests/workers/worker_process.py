@@ -31,7 +31,10 @@ def worker_process(nats_url: str, raw_config: dict[str, Any], work: Path, provid
                    env: Mapping[str, str]) -> Iterator[tuple[Gateway, GatewayConfig]]:
     """One worker for ``provider`` serving ``raw_config``; the config as it parsed it."""
     config_path = write_config(work / "config.yaml", raw_config)
-    gateway = Gateway(nats_url=nats_url, config_path=config_path, log_dir=work, env=dict(env))
+    # No ingress runs here to admit batch items (tests/e2e/test_batch_admission.py covers
+    # that); the worker runs them unasked unless a test turns admission on.
+    env = {"AIGW_BATCH_ADMISSION": "false", **env}
+    gateway = Gateway(nats_url=nats_url, config_path=config_path, log_dir=work, env=env)
     gateway.start_worker(provider)
     try:
         yield gateway, parse_config(raw_config, env)
