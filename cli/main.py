@@ -158,8 +158,21 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _environment() -> None:
+    """Settings read where they are used, checked here once so that a bad one stops the
+    process with one line instead of a traceback mid-start."""
+    from core import replicas
+
+    try:
+        replicas.wanted()
+    except ValueError as exc:
+        print(f"aigw: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    _environment()
     _telemetry(args.command)
     code: int = args.func(args)
     return code

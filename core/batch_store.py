@@ -31,6 +31,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from nats.js.object_store import ObjectStore
 from pydantic import ValidationError
 
+from core import replicas
 from core.bucket_watch import BucketWatch
 from schemas import subjects
 from schemas.batch import (
@@ -78,10 +79,13 @@ async def _bucket(
     js: JetStreamContext, name: str, description: str, ttl: float | None = None
 ) -> KeyValue:
     try:
-        return await js.key_value(name)
+        kv = await js.key_value(name)
     except nats.js.errors.BucketNotFoundError:
         return await js.create_key_value(
-            KeyValueConfig(bucket=name, history=1, description=description, ttl=ttl))
+            KeyValueConfig(bucket=name, history=1, description=description, ttl=ttl,
+                           replicas=replicas.wanted()))
+    await replicas.check(js, f"KV_{name}")
+    return kv
 
 
 async def ensure(js: JetStreamContext) -> Buckets:
@@ -90,9 +94,11 @@ async def ensure(js: JetStreamContext) -> Buckets:
         name=subjects.BATCH_STREAM, subjects=[subjects.BATCH_SUBJECTS],
         retention=RetentionPolicy.WORK_QUEUE, duplicate_window=DUPLICATE_WINDOW,
         description="ai-gateway batch items waiting for a worker",
+        num_replicas=replicas.wanted(),
     )
     try:
-        await js.stream_info(subjects.BATCH_STREAM)
+        info = await js.stream_info(subjects.BATCH_STREAM)
+        replicas.compare(subjects.BATCH_STREAM, info.config.num_replicas or 1)
     except nats.js.errors.NotFoundError:
         try:
             await js.add_stream(config)
@@ -147,9 +153,11 @@ class BatchStore:
         self._files = await _bucket(self._js, subjects.FILES_BUCKET, "ai-gateway files")
         try:
             self._objects = await self._js.object_store(subjects.FILES_OBJECTS)
+            await replicas.check(self._js, f"OBJ_{subjects.FILES_OBJECTS}")
         except nats.js.errors.BucketNotFoundError:
             self._objects = await self._js.create_object_store(
-                subjects.FILES_OBJECTS, description="ai-gateway file contents")
+                subjects.FILES_OBJECTS, description="ai-gateway file contents",
+                replicas=replicas.wanted())
         self._watch = BucketWatch(self._nc, self._buckets.batches, subjects.BATCH_BUCKET,
                                   self._mirror)
         await self._watch.start()

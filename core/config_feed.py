@@ -18,6 +18,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from core import replicas
 from core.bucket_watch import BucketWatch
 from schemas.config_doc import ConfigDocument
 from schemas.subjects import CONFIG_BUCKET, CONFIG_HISTORY
@@ -47,11 +48,12 @@ class ConfigFeed:
         """Open the bucket, creating it when it is missing."""
         try:
             self._kv = await self._js.key_value(self._bucket)
+            await replicas.check(self._js, f"KV_{self._bucket}")
         except nats.js.errors.BucketNotFoundError:
             # Two processes may race here; creating a stream with an identical config is
             # idempotent in JetStream, so both succeed.
             self._kv = await self._js.create_key_value(
-                bucket=self._bucket, history=CONFIG_HISTORY,
+                bucket=self._bucket, history=CONFIG_HISTORY, replicas=replicas.wanted(),
                 description="ai-gateway config files, one key per gateway",
             )
 

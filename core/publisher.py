@@ -28,6 +28,7 @@ from schemas.usage import UsageEvent
 log = logging.getLogger("aigw.usage")
 
 SYNC_EVERY = 0.2  # seconds between fsyncs of the spool
+ADOPT_EVERY = 5.0  # seconds between looks for the spools of dead siblings
 
 
 @dataclass(slots=True)
@@ -82,7 +83,9 @@ class UsagePublisher:
         self._wake.set()
 
     def _replay(self, spool: Spool) -> None:
-        recovered = spool.recover()
+        self._enqueue(spool, spool.recover())
+
+    def _enqueue(self, spool: Spool, recovered: list[tuple[int, bytes]]) -> None:
         for segment, data in recovered:
             try:
                 event = UsageEvent.model_validate_json(data)
@@ -107,9 +110,21 @@ class UsagePublisher:
             log.warning("usage stream not ready (%s); events wait in the spool", exc)
 
     async def _sync_forever(self, spool: Spool) -> None:
+        loop = asyncio.get_running_loop()
+        adopt_at = loop.time() + ADOPT_EVERY
         while True:
             await asyncio.sleep(SYNC_EVERY)
             await asyncio.to_thread(spool.sync)
+            if loop.time() >= adopt_at:
+                adopt_at = loop.time() + ADOPT_EVERY
+                try:
+                    orphans = await asyncio.to_thread(spool.adopt_orphans)
+                except OSError as exc:
+                    log.error("could not adopt a dead sibling's usage spool: %s", exc)
+                    continue
+                if orphans:
+                    self._enqueue(spool, orphans)
+                    self._wake.set()
 
     async def _publish(self, batch: Sequence[_Pending]) -> None:
         await asyncio.gather(*(

@@ -9,7 +9,9 @@ event once.
 
 Spools are per process: a process claims the first directory ``<root>/<name>-<k>`` whose
 lock it can take, and adopts the leftovers of same-named directories nobody holds (a
-sibling that died and was not restarted), so nothing is stranded.
+sibling that died and was not restarted), so nothing is stranded: at its start, and every
+few seconds after (:meth:`Spool.adopt_orphans`), so that the events of a worker killed
+beside a live one reach accounting without waiting for a restart.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Spool:
         self._fd = -1
         self._dirty = False
         self.size = 0
+        self._root: Path | None = None  # where same-named siblings live (claim)
+        self._name = ""
 
     @classmethod
     def claim(cls, root: Path, name: str, **limits: int) -> Spool:
@@ -67,36 +71,64 @@ class Spool:
         while (fd := _lock(root / f"{name}-{k}")) is None:
             k += 1
         spool = cls(root / f"{name}-{k}", fd, **limits)
+        spool._root, spool._name = root, name
         for sibling in sorted(root.glob(f"{name}-*")):
             if sibling != spool.directory and sibling.is_dir():
                 spool._adopt(sibling)
         return spool
 
-    def _adopt(self, sibling: Path) -> None:
+    def _highest(self) -> int:
+        on_disk = max((int(p.stem) for p in _segments(self.directory)), default=0)
+        return max(on_disk, self._current, *self._open)
+
+    def _adopt(self, sibling: Path) -> list[Path]:
+        """Move the segments of ``sibling`` (if nobody holds it) into this spool."""
         fd = _lock(sibling)
         if fd is None:
-            return  # alive: its own process replays it
+            return []  # alive: its own process replays it
+        moved: list[Path] = []
         try:
-            next_number = max((int(p.stem) for p in _segments(self.directory)), default=0) + 1
+            next_number = self._highest() + 1
             for i, segment in enumerate(_segments(sibling)):
-                segment.rename(self.directory / f"{next_number + i}{_SUFFIX}")
-            log.info("adopted the usage spool of %s", sibling.name)
+                target = self.directory / f"{next_number + i}{_SUFFIX}"
+                segment.rename(target)
+                moved.append(target)
+            if moved:
+                log.info("adopted the usage spool of %s", sibling.name)
         finally:
             os.close(fd)
+        return moved
+
+    def adopt_orphans(self) -> list[tuple[int, bytes]]:
+        """Take over the spools of same-named processes that died since; their events, to
+        publish (acknowledged against the segments they now sit in)."""
+        if self._root is None:
+            return []
+        found: list[tuple[int, bytes]] = []
+        for sibling in sorted(self._root.glob(f"{self._name}-*")):
+            if sibling == self.directory or not sibling.is_dir():
+                continue
+            for segment in self._adopt(sibling):
+                found.extend(self._load(segment))
+        return found
+
+    def _load(self, segment: Path) -> list[tuple[int, bytes]]:
+        number = int(segment.stem)
+        lines = [line for line in segment.read_bytes().split(b"\n") if line.strip()]
+        if not lines:
+            segment.unlink()
+            return []
+        size = segment.stat().st_size
+        self._open[number] = [len(lines), size]
+        self.size += size
+        return [(number, line) for line in lines]
 
     def recover(self) -> list[tuple[int, bytes]]:
         """What earlier runs left: every line of every segment, to publish again."""
         found: list[tuple[int, bytes]] = []
         for segment in _segments(self.directory):
-            number = int(segment.stem)
-            lines = [line for line in segment.read_bytes().split(b"\n") if line.strip()]
-            if not lines:
-                segment.unlink()
-                continue
-            self._open[number] = [len(lines), segment.stat().st_size]
-            self.size += segment.stat().st_size
-            found.extend((number, line) for line in lines)
-            self._current = max(self._current, number)
+            found.extend(self._load(segment))
+            self._current = max(self._current, int(segment.stem))
         self._roll()
         return found
 
@@ -108,7 +140,7 @@ class Spool:
             os.fsync(self._fd)
             os.close(self._fd)
             self._maybe_delete(self._current)
-        self._current += 1
+        self._current = self._highest() + 1
         self._fd = os.open(self._path(self._current), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
                            0o600)
         self._open[self._current] = [0, 0]

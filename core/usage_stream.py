@@ -12,6 +12,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from core import replicas
 from schemas import subjects
 
 log = logging.getLogger("aigw.core.usage_stream")
@@ -33,6 +34,7 @@ def usage_stream_config(max_age: float = DEFAULT_MAX_AGE_S) -> StreamConfig:
         discard=DiscardPolicy.OLD,
         duplicate_window=DUPLICATE_WINDOW_S,
         max_age=max_age,
+        num_replicas=replicas.wanted(),
     )
 
 
@@ -46,6 +48,7 @@ async def ensure_usage_stream(js: JetStreamContext, max_age: float = DEFAULT_MAX
         log.info("created stream %s", subjects.USAGE_STREAM)
         return
     have = info.config
+    replicas.compare(subjects.USAGE_STREAM, have.num_replicas or 1)  # left as it is
     if (
         have.subjects != wanted.subjects
         or have.duplicate_window != wanted.duplicate_window

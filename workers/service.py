@@ -157,6 +157,10 @@ class WorkerService:
             )
             return
         attempt = Attempt(request=request, reply=reply)
+        # Heard from at once, before the upstream is called: an ingress that never hears
+        # from an attempt knows no call was made for it (ingress.dispatch.lost).
+        with contextlib.suppress(Exception):
+            await self._send(attempt, FrameKind.HEARTBEAT, b"")
         if tracing.enabled:
             attempt.span, run_in = spans.begin_attempt(request, trace_headers,
                                                        self.provider_name)

@@ -28,6 +28,7 @@ from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ValidationError
 
+from core import replicas
 from core.bucket_watch import BucketWatch
 from ingress.auth.principal import Principal
 from schemas.keys import (
@@ -119,14 +120,12 @@ class KeyStore:
         keys_bucket: str = KEYS_BUCKET,
         teams_bucket: str = TEAMS_BUCKET,
         flush_interval: float = 30.0,
-        replicas: int = 1,
         clock: Clock = _utcnow,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self._bucket_names = (keys_bucket, teams_bucket)
         self._flush_interval = flush_interval
-        self._replicas = replicas
         self._clock = clock
         self._keys_kv: KeyValue | None = None
         self._teams_kv: KeyValue | None = None
@@ -175,14 +174,16 @@ class KeyStore:
 
     async def _bucket(self, name: str) -> KeyValue:
         try:
-            return await self._js.key_value(name)
+            kv = await self._js.key_value(name)
         except nats.js.errors.BucketNotFoundError:
             # Two replicas may race here; creating a stream with an identical config is
             # idempotent in JetStream, so both succeed.
             return await self._js.create_key_value(
-                bucket=name, history=5, replicas=self._replicas,
+                bucket=name, history=5, replicas=replicas.wanted(),
                 description="ai-gateway virtual keys and teams",
             )
+        await replicas.check(self._js, f"KV_{name}")
+        return kv
 
     # ---- mirror ------------------------------------------------------------------------
 

@@ -58,10 +58,17 @@ class Disconnected(Exception):
 
 
 class WorkerSilent(Exception):
-    """The worker sent nothing, not even a heartbeat, for longer than the deadline."""
+    """The worker sent nothing, not even a heartbeat, for longer than the deadline.
 
-    def __init__(self, message: str = "the worker stopped responding") -> None:
+    ``heard``: whether any frame of the attempt arrived before. A worker sends a heartbeat
+    the moment it takes an attempt, before it calls the upstream; an attempt never heard
+    from most likely never reached a worker (it was lost in transit, with the NATS node
+    that carried it)."""
+
+    def __init__(self, message: str = "the worker stopped responding",
+                 heard: bool = True) -> None:
         super().__init__(message)
+        self.heard = heard
 
 
 class FramesLost(WorkerSilent):
@@ -110,7 +117,7 @@ class Reply:
             except TimeoutError:
                 if not self._dispatcher.connected:
                     raise WorkerSilent("the gateway lost its connection to NATS") from None
-                raise WorkerSilent() from None
+                raise WorkerSilent(heard=self._seq > 0) from None
         return self._frame(msg)
 
     def ready(self) -> Frame | None:

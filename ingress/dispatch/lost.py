@@ -21,6 +21,11 @@ second id would count a slow worker's call twice. Once, roughly, beats never or 
 
 Not every give-up is a lost worker:
 
+- an attempt never heard from: a worker sends a heartbeat the moment it takes an attempt,
+  before it calls the upstream, so silence from the start means the attempt most likely
+  never reached a worker (it went down with the NATS node carrying it). Nothing was
+  called; an estimate would bill the caller for nothing;
+
 - a silence the ingress caused itself (its NATS connection is down, or frames went missing
   while NATS restarted): the worker most likely lives on, keeps its event and publishes it
   once NATS is back, with the real figures; an estimate would race it. Nothing is
@@ -99,8 +104,9 @@ Lost = Callable[[Silence], bool]
 
 def worker_lost(cause: WorkerSilent, connected: bool) -> bool:
     """Whether a silence means the worker is gone, rather than NATS failing the ingress
-    (its connection down, or frames lost in a restart) while the worker lives on."""
-    return connected and not isinstance(cause, FramesLost)
+    (its connection down, or frames lost in a restart) while the worker lives on, or the
+    attempt never reaching a worker (not even its first heartbeat came back)."""
+    return connected and cause.heard and not isinstance(cause, FramesLost)
 
 
 def _estimate(request: InferRequest, output: Output | None) -> TokenUsage:

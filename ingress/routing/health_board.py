@@ -30,6 +30,7 @@ from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from core import replicas
 from core.bucket_watch import BucketWatch
 from ingress.routing.breaker import Availability, Breaker, availability
 from schemas.config import RouterSettings
@@ -111,9 +112,10 @@ class HealthBoard:
             return
         try:
             self._kv = await self._js.key_value(self._bucket)
+            await replicas.check(self._js, f"KV_{self._bucket}")
         except nats.js.errors.BucketNotFoundError:
             self._kv = await self._js.create_key_value(
-                bucket=self._bucket, history=1,
+                bucket=self._bucket, history=1, replicas=replicas.wanted(),
                 description="ai-gateway deployment health (circuit breakers)",
             )
         self._watch = BucketWatch(self._nc, self._kv, self._bucket,

@@ -131,3 +131,26 @@ async def test_a_publisher_killed_while_nats_is_away_publishes_on_restart_once(
     await second.stop()
     await nc.close()
     server.stop()
+
+
+def test_a_live_spool_adopts_a_sibling_that_dies_after_it_started(tmp_path: Path) -> None:
+    alive = Spool.claim(tmp_path, "worker-openai")
+    doomed = Spool.claim(tmp_path, "worker-openai")
+    alive.recover()
+    doomed.recover()
+    assert alive.adopt_orphans() == []  # a live sibling is left alone
+    for i in range(3):
+        doomed.append(f"d{i}".encode())
+    own = alive.append(b"a0")
+    _die(doomed)
+    adopted = alive.adopt_orphans()
+    assert sorted(line for _, line in adopted) == [b"d0", b"d1", b"d2"]
+    assert all(segment != own for segment, _ in adopted)
+    assert list(doomed.directory.glob("*.spool")) == []
+    # Acknowledged, the adopted segment goes; the spool keeps writing where it was.
+    for segment, _ in adopted:
+        alive.acked(segment)
+    assert alive.append(b"a1") == own
+    assert sorted(p.name for p in alive.directory.glob("*.spool")) == [f"{own}.spool"]
+    assert alive.adopt_orphans() == []  # nothing twice
+    alive.close()

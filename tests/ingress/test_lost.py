@@ -6,9 +6,13 @@ import json
 import time
 from decimal import Decimal
 
+import nats
+import pytest
+
+from cli.nats_server import NatsServer
 from core.pricing import PriceTable
 from ingress.admission.gatekeeper import Ticket
-from ingress.dispatch.dispatcher import FramesLost, WorkerSilent
+from ingress.dispatch.dispatcher import Dispatcher, FramesLost, WorkerSilent
 from ingress.dispatch.lost import Output, Silence, account, lost_event, worker_lost
 from schemas.config import Deployment
 from schemas.infer import Endpoint, InferRequest
@@ -109,6 +113,31 @@ def test_only_a_silence_while_nats_is_up_means_a_lost_worker() -> None:
     assert not worker_lost(WorkerSilent("the gateway lost its connection to NATS"),
                            connected=False)
     assert not worker_lost(FramesLost(4, 9), connected=True)
+
+
+def test_an_attempt_never_heard_from_is_not_a_lost_worker() -> None:
+    # Not even the heartbeat a worker sends before calling the upstream came back: the
+    # attempt went down with the NATS node that carried it, and nothing was called.
+    assert not worker_lost(WorkerSilent(heard=False), connected=True)
+
+
+async def test_a_reply_with_no_frame_at_all_is_silent_and_unheard(
+        nats_server: NatsServer) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        dispatcher = Dispatcher(nc)
+        await dispatcher.start()
+        # A subscriber that takes the attempt and never answers (a node lost it).
+        sub = await nc.subscribe("aigw.v1.infer.silent", queue="workers")
+        reply = await dispatcher.send(InferRequest(
+            request_id="r", endpoint=Endpoint.CHAT, deployment_id="d", model_alias="m",
+            body={"messages": []}), "silent")
+        with pytest.raises(WorkerSilent) as caught:
+            await reply.next(0.3)
+        assert caught.value.heard is False
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
 
 
 def test_a_lost_worker_is_published_once_and_its_ticket_settled_at_the_estimate() -> None:

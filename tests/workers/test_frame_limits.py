@@ -44,9 +44,10 @@ async def test_a_done_frame_over_the_limit_becomes_a_response_too_large_error() 
                            deployment_id=config.deployments[0].id, model_alias="e",
                            body={"input": ["a"] * 3})
     await service.handle(request.model_dump_json().encode(), "reply")
-    [(headers, body)] = sent
+    [(beat, _), (headers, body)] = sent
+    assert (beat[KIND_HEADER], beat[SEQ_HEADER]) == (FrameKind.HEARTBEAT.value, "1")
     assert headers[KIND_HEADER] == FrameKind.ERROR.value
-    assert headers[SEQ_HEADER] == "1"  # the refused frame used no number: no gap
+    assert headers[SEQ_HEADER] == "2"  # the refused frame used no number: no gap
     frame = ErrorFrame.model_validate_json(body)
     assert frame.error.code == "response_too_large"
     assert frame.error.status == 400
