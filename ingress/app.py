@@ -37,6 +37,7 @@ from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.batch.admission import BatchAdmission
 from ingress.batch.finalizer import Finalizer
+from ingress.body_limit import BodyLimitMiddleware, BodyLimits
 from ingress.cache.dedup import InFlight
 from ingress.cache.dedup_shared import SharedLeads
 from ingress.cache.store import MemoryCache, RedisCache, ResponseCache
@@ -240,7 +241,10 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
     app.include_router(admin.router, prefix="/admin")
     app.include_router(health.router)
     app.include_router(metrics.router)
-    wrapped: ASGIApp = ObserveMiddleware(RequestIdMiddleware(app), settings.access_log)
+    limits = BodyLimits(inference=settings.max_request_bytes, files=settings.max_file_bytes,
+                        other=settings.max_other_bytes)
+    wrapped: ASGIApp = ObserveMiddleware(
+        RequestIdMiddleware(BodyLimitMiddleware(app, limits)), settings.access_log)
     if settings.server_root_path:
         wrapped = RootPathMiddleware(wrapped, settings.server_root_path)
     return wrapped

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.bus_auth import BusAuth
+from schemas.batch import MAX_FILE_BYTES
 from schemas.subjects import CONFIG_KEY
 
 
@@ -45,6 +46,13 @@ class IngressSettings(BaseSettings):
     # How long a call waits for a worker when every worker of its provider is full, before
     # a 503 no_capacity (never beyond the request's own deadline).
     capacity_wait: float = Field(default=10.0, ge=0, validation_alias="AIGW_CAPACITY_WAIT")
+    # Request bodies are refused (413) past these, while they stream in (ingress.body_limit).
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
+                                   validation_alias="AIGW_MAX_REQUEST_BYTES")
+    max_file_bytes: int = Field(default=MAX_FILE_BYTES, ge=1024, le=MAX_FILE_BYTES,
+                                validation_alias="AIGW_MAX_FILE_BYTES")
+    max_other_bytes: int = Field(default=1024 * 1024, ge=1024,
+                                 validation_alias="AIGW_MAX_OTHER_BYTES")
     # Shared rate limits, spend and reservations. Without it: in-process (one replica).
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
     # Redis down: "closed" refuses with 503, "open" falls back to in-process limits.

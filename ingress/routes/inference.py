@@ -11,7 +11,6 @@ relay for the cache and for identical requests waiting on it (:mod:`ingress.cach
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from decimal import Decimal
 from functools import partial
@@ -33,6 +32,7 @@ from ingress.dispatch.execution import Caller, Started
 from ingress.dispatch.hangup import HangUp
 from ingress.errors import ApiError, invalid
 from ingress.metrics import CACHE, GenAI
+from ingress.routes import json_body
 from ingress.state import Gateway
 from schemas.config import Deployment
 from schemas.infer import Endpoint
@@ -47,12 +47,9 @@ T = TypeVar("T", bound=BaseModel)
 async def read_body(request: Request, model: type[T]) -> tuple[T, dict[str, Any]]:
     raw = await request.body()
     try:
-        body = json.loads(raw)
-    except ValueError:
-        raise invalid(
-            "We could not parse the JSON body of your request. Send valid JSON.",
-            code="invalid_json",
-        ) from None
+        body = await json_body.parse_off_loop(raw)
+    except json_body.BadJson as exc:
+        raise invalid(str(exc), code="invalid_json") from None
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.", code="invalid_json")
     try:
