@@ -28,6 +28,7 @@ from schemas.usage import TokenUsage
 from workers import spans
 from workers.metrics import UpstreamCalls, call_status
 from workers.providers.base import Provider, UpstreamCall, UpstreamError
+from workers.redact import redact
 
 log = logging.getLogger("aigw.worker")
 
@@ -299,6 +300,10 @@ class WorkerService:
         self._settle(attempt, call, usage)
 
     async def _fail(self, attempt: Attempt, error: ErrorInfo) -> None:
+        key = attempt.call.deployment.api_key if attempt.call is not None else None
+        message = redact(error.message, [key.get_secret_value()] if key else [])
+        if message != error.message:
+            error = error.model_copy(update={"message": message})
         frame = ErrorFrame(
             error=error, chunks_sent=attempt.chunks, usage=attempt.usage, cost=attempt.cost
         )

@@ -43,6 +43,7 @@ def e2e_config(
             openai("slow", "slow"),
             openai("slow-stream", "slow-stream"),
             openai("slow-watch", "slow-watch"),
+            openai("echo-secrets", "echo-secrets"),
             {"model_name": "pricey", "litellm_params": {
                 "model": "openai/pricey", "api_base": f"{openai_url}/v1",
                 "api_key": "os.environ/FAKE_OPENAI_KEY",

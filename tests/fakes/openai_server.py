@@ -46,6 +46,11 @@ ANSWER = "Hello from the fake OpenAI server."
 TOOL_ARGS = '{"city": "Paris", "unit": "celsius"}'
 
 
+# Secrets the ``echo-secrets`` model quotes back in its error message, besides the
+# caller's Authorization header.
+ECHOED_KEYS = ("anthropic-key-12345678", "sk-proj-Abcdefghijklmnop123456",
+               "AIza" + "B" * 35, "gemini-url-key-98765")
+
 @dataclass
 class FakeOpenAIState:
     api_key: str = "sk-fake"
@@ -141,6 +146,12 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
         if not isinstance(model, str) or not body.get("messages"):
             return _error(400, "model and messages are required", "invalid_request_error",
                           None)
+        if model == "echo-secrets":  # an upstream that quotes what it was sent
+            return _error(400, "Bad request from you: authorization: "
+                          f"{request.headers.get('authorization')}; also seen "
+                          f"x-api-key: {ECHOED_KEYS[0]}, {ECHOED_KEYS[1]}, {ECHOED_KEYS[2]}, "
+                          f"https://example.test/v1?key={ECHOED_KEYS[3]}&alt=sse",
+                          "invalid_request_error", None)
         if (failure := scripted_failure(model)) is not None:
             return failure
         if request.client is not None:
