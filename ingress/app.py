@@ -47,7 +47,17 @@ from ingress.dispatch.dispatcher import Dispatcher
 from ingress.dispatch.health_probe import HealthProbe
 from ingress.metrics import INGRESS, ProviderWatch
 from ingress.middleware import ObserveMiddleware, RequestIdMiddleware, RootPathMiddleware
-from ingress.routes import admin, batches, files, health, inference, metrics, models, usage
+from ingress.routes import (
+    admin,
+    api_docs,
+    batches,
+    files,
+    health,
+    inference,
+    metrics,
+    models,
+    usage,
+)
 from ingress.routing.health_board import HealthBoard
 from ingress.routing.load import LoadTracker
 from ingress.routing.router import Router
@@ -230,6 +240,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
             yield
 
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None,
                   **_no_framework_telemetry())
     errors.install(app)
     for prefix in ("/v1", ""):
@@ -241,6 +252,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
     app.include_router(admin.router, prefix="/admin")
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(api_docs.router)
     limits = BodyLimits(inference=settings.max_request_bytes, files=settings.max_file_bytes,
                         other=settings.max_other_bytes)
     wrapped: ASGIApp = ObserveMiddleware(

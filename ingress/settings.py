@@ -46,6 +46,10 @@ class IngressSettings(BaseSettings):
     # How long a call waits for a worker when every worker of its provider is full, before
     # a 503 no_capacity (never beyond the request's own deadline).
     capacity_wait: float = Field(default=10.0, ge=0, validation_alias="AIGW_CAPACITY_WAIT")
+    # /openapi.json and /docs: "key" (the schema for any valid key, no /docs), "public",
+    # "off" (ingress.routes.api_docs).
+    api_docs: Literal["key", "public", "off"] = Field(default="key",
+                                                       validation_alias="AIGW_API_DOCS")
     # Request bodies are refused (413) past these, while they stream in (ingress.body_limit).
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=1024,
                                    validation_alias="AIGW_MAX_REQUEST_BYTES")

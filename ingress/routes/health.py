@@ -1,6 +1,11 @@
 """Liveness (the process answers), readiness (NATS is up and every provider has a worker),
 and ``GET /health``: every deployment's circuit breaker, load and last background health
-check, as this replica sees it."""
+check, as this replica sees it.
+
+``GET /health`` shows the master key (or anybody, on a gateway without one) everything. A
+virtual key sees only the deployments of the models it may use, and of each only its
+model name and whether it is up: no upstream model, provider, error text or live counts,
+which tell one tenant about another's traffic and the operator's contracts."""
 
 from __future__ import annotations
 
@@ -8,11 +13,12 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from ingress.auth.principal import Principal, allowed
 from ingress.deps import AuthedGateway, GatewayDep
 from ingress.routing.breaker import Availability
 from ingress.routing.health_board import HealthCheck
@@ -68,12 +74,20 @@ def _check(check: HealthCheck | None) -> dict[str, Any] | None:
             "error": check.error}
 
 
+def _tenant_view(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"model_name": r["model_name"], "state": r["state"]} for r in rows]
+
+
 @router.get("/health")
-async def deployments(gateway: AuthedGateway) -> dict[str, Any]:
+async def deployments(request: Request, gateway: AuthedGateway) -> dict[str, Any]:
     """Read from memory: the KV mirror of the breakers and the shared load counters."""
+    principal: Principal = request.state.principal
+    operator = principal.master or principal.key is None
     routing = gateway.router
     rows: list[dict[str, Any]] = []
     for d in routing.deployments:
+        if not operator and not allowed(principal, d.model_name):
+            continue
         entry = routing.health.entry(d.id)
         state = routing.health.availability(d.id)
         load = routing.load.load(d.id)
@@ -101,6 +115,9 @@ async def deployments(gateway: AuthedGateway) -> dict[str, Any]:
             "last_check": _check(routing.health.last_check(d.id)),
         })
     healthy = sum(r["state"] in ("healthy", "probe_ready") for r in rows)
+    if not operator:
+        return {"healthy_count": healthy, "unhealthy_count": len(rows) - healthy,
+                "deployments": _tenant_view(rows)}
     checks = gateway.config.health_checks
     return {
         "routing_strategy": routing.settings.routing_strategy,
