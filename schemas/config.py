@@ -75,6 +75,10 @@ class Deployment(BaseModel):
     # LiteLLM's ``model_info.mode``: "chat", "embedding", "completion", ...; None when
     # the config does not say.
     mode: str | None = None
+    # ``model_info.max_output_tokens`` (or ``max_tokens``) and ``output_vector_size``: the
+    # most a call may ask for, checked by the ingress before the call is sent.
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    output_vector_size: int | None = Field(default=None, ge=1)
 
     @property
     def base_url(self) -> str:
@@ -238,6 +242,8 @@ def parse_deployment(
             extra=extra,
             **prices,
             mode=_string(model_info.get("mode"), f"{where} model_info.mode"),
+            max_output_tokens=model_info.get("max_output_tokens", model_info.get("max_tokens")),
+            output_vector_size=model_info.get("output_vector_size"),
         )
     except ConfigError:
         raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from decimal import Decimal
 
@@ -29,6 +30,7 @@ from schemas.bus_roles import WORKER
 from schemas.config import Deployment, GatewayConfig
 from schemas.frames import FrameKind, headers
 from schemas.usage import TokenUsage
+from workers import offload
 from workers.batch import BatchRunner
 from workers.capacity import Capacity
 from workers.config_follow import ConfigFollower
@@ -64,6 +66,9 @@ class Worker:
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
             reconnected_cb=count_reconnect,
+            # Stopping the attempt subscriber waits for running attempts this long (then
+            # cancels them): the drain, not FastStream's own 15 s.
+            graceful_timeout=settings.drain_seconds or None,
             **settings.bus.broker_options(WORKER),
         )
         self.client = upstream_client(settings.max_connections)
@@ -233,3 +238,10 @@ async def run_worker(settings: WorkerSettings, config: GatewayConfig) -> None:
     finally:
         if metrics is not None:
             await metrics.stop()
+    if offload.running:
+        # A thread still decodes or builds an answer nobody waits for: exiting normally
+        # would wait for it, past the drain deadline. Usage is published or spooled.
+        log.warning("exiting with %d offloaded job(s) still running", offload.running)
+        tracing.shutdown()
+        logging.shutdown()
+        os._exit(0)

@@ -27,6 +27,7 @@ from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
 from workers import spans
 from workers.metrics import UpstreamCalls, call_status
+from workers.offload import off_loop
 from workers.providers.base import Provider, UpstreamCall, UpstreamError
 from workers.redact import redact
 
@@ -332,7 +333,12 @@ class WorkerService:
             ttft_ms=_ttft(attempt),
             cost=attempt.cost,
         )
-        await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
+        if attempt.request.endpoint is Endpoint.EMBEDDINGS:
+            # Vectors run to megabytes of JSON: encoded off the event loop.
+            body = (await off_loop(done.model_dump_json)).encode()
+        else:
+            body = done.model_dump_json().encode()
+        await self._send(attempt, FrameKind.DONE, body)
 
     async def _stream(self, attempt: Attempt, call: UpstreamCall) -> None:
         finish: str | None = None

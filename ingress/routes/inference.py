@@ -34,6 +34,7 @@ from ingress.errors import ApiError, invalid
 from ingress.metrics import CACHE, GenAI
 from ingress.routes import json_body
 from ingress.state import Gateway
+from schemas import model_limits
 from schemas.config import Deployment
 from schemas.infer import Endpoint
 from schemas.openai import ChatCompletionRequest, EmbeddingRequest
@@ -57,7 +58,8 @@ async def read_body(request: Request, model: type[T]) -> tuple[T, dict[str, Any]
     except ValidationError as exc:
         first = exc.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
-        message = f"{param}: {first['msg']}" if param else first["msg"]
+        text = str(first["msg"]).removeprefix("Value error, ")
+        message = f"{param}: {text}" if param else text
         raise invalid(message, param=param) from None
 
 
@@ -275,6 +277,10 @@ async def _respond(
 ) -> Response:
     principal: Principal = request.state.principal
     plan = _plan(gateway, principal, model)
+    try:
+        model_limits.check(plan, body, model)
+    except model_limits.OverLimit as exc:
+        raise invalid(str(exc), param=exc.param) from None
     genai = request.state.genai = GenAI(endpoint.value, model, stream=stream)
     settings = gateway.settings
     timeout = settings.heartbeat_timeout

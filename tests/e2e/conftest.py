@@ -44,6 +44,10 @@ def e2e_config(
             openai("slow-stream", "slow-stream"),
             openai("slow-watch", "slow-watch"),
             openai("echo-secrets", "echo-secrets"),
+            {**openai("capped-chat", "gpt-4o-mini"),
+             "model_info": {"max_output_tokens": 100}},
+            {**openai("capped-embed", "text-embedding-3-small"),
+             "model_info": {"output_vector_size": 1536}},
             {"model_name": "pricey", "litellm_params": {
                 "model": "openai/pricey", "api_base": f"{openai_url}/v1",
                 "api_key": "os.environ/FAKE_OPENAI_KEY",

@@ -25,6 +25,7 @@ import httpx
 
 from schemas.errors import ErrorInfo
 from schemas.usage import TokenUsage
+from workers.offload import off_loop
 from workers.providers.base import (
     Completion,
     StreamItem,
@@ -166,14 +167,10 @@ class MockProvider:
         raw = call.body.get("input")
         inputs = raw if isinstance(raw, list) else [raw]
         dims = int(call.body.get("dimensions") or 8)
-        data = []
-        tokens = 0
-        for i, item in enumerate(inputs):
-            text = item if isinstance(item, str) else json.dumps(item)
-            tokens += max(len(text.split()), 1)
-            digest = hashlib.sha256(text.encode()).digest()
-            vector = [round((digest[j % len(digest)] - 128) / 128, 6) for j in range(dims)]
-            data.append({"object": "embedding", "index": i, "embedding": vector})
+        if len(inputs) * dims > OFF_LOOP_FLOATS:  # a large batch: not on the event loop
+            data, tokens = await off_loop(_vectors, inputs, dims)
+        else:
+            data, tokens = _vectors(inputs, dims)
         usage = TokenUsage(prompt_tokens=tokens)
         return Completion(
             response={
@@ -184,3 +181,20 @@ class MockProvider:
             },
             usage=usage,
         )
+
+
+# Vectors built past this many floats are built in a thread (a worker's event loop must
+# never stall: heartbeats and every other call on it wait behind it).
+OFF_LOOP_FLOATS = 100_000
+
+
+def _vectors(inputs: list[Any], dims: int) -> tuple[list[dict[str, Any]], int]:
+    data = []
+    tokens = 0
+    for i, item in enumerate(inputs):
+        text = item if isinstance(item, str) else json.dumps(item)
+        tokens += max(len(text.split()), 1)
+        digest = hashlib.sha256(text.encode()).digest()
+        vector = [round((digest[j % len(digest)] - 128) / 128, 6) for j in range(dims)]
+        data.append({"object": "embedding", "index": i, "embedding": vector})
+    return data, tokens

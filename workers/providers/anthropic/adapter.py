@@ -33,6 +33,7 @@ from workers.providers.base import (
     status_for_kind,
     transport_error,
 )
+from workers.providers.decode import json_body
 from workers.providers.sse import drain, read_events
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -151,10 +152,7 @@ class AnthropicProvider:
                 error_from_anthropic(response.status_code, response.content, response.headers),
                 call.deployment,
             )
-        try:
-            message = response.json()
-        except ValueError:
-            message = None
+        message = await json_body(response)
         if not isinstance(message, dict):
             raise _malformed("body")
         return Completion(

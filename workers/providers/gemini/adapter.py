@@ -29,6 +29,7 @@ from workers.providers.base import (
     status_for_kind,
     transport_error,
 )
+from workers.providers.decode import json_body
 from workers.providers.gemini.translate import (
     PROVIDER,
     StreamTranslator,
@@ -229,10 +230,7 @@ class GeminiProvider:
             raise transport_error(exc, PROVIDER) from None
         if response.status_code >= 400:
             raise self._failure(call, response, response.content)
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
+        data = await json_body(response)
         if not isinstance(data, dict):
             raise UpstreamError(
                 ErrorInfo.of(ErrorKind.SERVER, "gemini sent a malformed body", provider=PROVIDER)

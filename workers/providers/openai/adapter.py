@@ -26,6 +26,7 @@ from workers.providers.base import (
     status_for_kind,
     transport_error,
 )
+from workers.providers.decode import json_body
 from workers.providers.sse import drain, read_events
 
 _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
@@ -134,12 +135,12 @@ class OpenAIProvider:
         body = {**call.body, "stream": False}
         body.pop("stream_options", None)
         response = await self._post(call, "/chat/completions", body)
-        data = _json(response, self._name)
+        data = await _json(response, self._name)
         return Completion(response=data, usage=TokenUsage.from_openai(data.get("usage")))
 
     async def embed(self, call: UpstreamCall) -> Completion:
         response = await self._post(call, "/embeddings", call.body)
-        data = _json(response, self._name)
+        data = await _json(response, self._name)
         return Completion(response=data, usage=TokenUsage.from_openai(data.get("usage")))
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
@@ -208,11 +209,8 @@ def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _json(response: httpx.Response, provider: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
+async def _json(response: httpx.Response, provider: str) -> dict[str, Any]:
+    data = await json_body(response)
     if not isinstance(data, dict):
         raise UpstreamError(
             ErrorInfo.of(ErrorKind.SERVER, f"{provider} sent a malformed body", provider=provider)
