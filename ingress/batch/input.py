@@ -13,7 +13,6 @@ is a line error instead of a publish that fails half-way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from core.batch_store import Queued
+from ingress import json_body
 from schemas.batch import (
     ENDPOINTS,
     MAX_LINES,
@@ -108,8 +108,8 @@ def custom_ids(data: bytes) -> dict[int, str]:
         if not raw.strip():
             continue
         try:
-            value: Any = json.loads(raw)
-        except ValueError:
+            value: Any = json_body.loads(raw)
+        except json_body.BadJson:
             continue
         custom_id = value.get("custom_id") if isinstance(value, dict) else None
         if isinstance(custom_id, str):
@@ -139,9 +139,9 @@ def parse(
         if not raw.strip():
             continue
         try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            out.fail(number, "invalid_json_line", "This line is not valid JSON.")
+            value: Any = json_body.loads(raw)
+        except json_body.BadJson as exc:
+            out.fail(number, "invalid_json_line", f"This line is not valid JSON: {exc}")
             continue
         try:
             entry = InputLine.model_validate(value)

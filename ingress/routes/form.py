@@ -32,6 +32,11 @@ def parse(content_type: str, body: bytes) -> dict[str, Part]:
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(header + body)
     if not message.is_multipart():
         raise FormError("The multipart/form-data body could not be read.")
+    if message.defects:  # e.g. no closing boundary: the upload was cut short
+        found = ", ".join(sorted({type(d).__name__.removesuffix("Defect")
+                                  for d in message.defects}))
+        raise FormError(f"The multipart/form-data body is truncated or malformed ({found}); "
+                        "send the whole form again.")
     parts: dict[str, Part] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from ingress import json_body
 from ingress.admission.gatekeeper import Ticket
 from ingress.auth.principal import Principal, allowed
 from ingress.cache.dedup import Lead
@@ -32,7 +33,6 @@ from ingress.dispatch.execution import Caller, Started
 from ingress.dispatch.hangup import HangUp
 from ingress.errors import ApiError, invalid
 from ingress.metrics import CACHE, GenAI
-from ingress.routes import json_body
 from ingress.state import Gateway
 from schemas import model_limits
 from schemas.config import Deployment

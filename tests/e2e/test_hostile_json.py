@@ -65,3 +65,18 @@ def test_escaped_text_that_is_valid_unicode_is_still_served(gateway: Gateway) ->
                    content=_chat('"smile \\ud83d\\ude00, caf\\u00e9"').encode())
     assert r.status_code == 200, r.text[:300]
     assert json.loads(r.text)["choices"]
+
+
+def test_a_truncated_upload_is_a_400_and_stores_nothing(gateway: Gateway) -> None:
+    boundary = "cutshort"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="cut.jsonl"\r\nContent-Type: application/octet-stream\r\n\r\nhello'
+            ).encode()
+    auth = {"authorization": HEADERS["authorization"]}
+    r = httpx.post(gateway.base_url + "/v1/files", content=body, timeout=30, headers={
+        **auth, "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code == 400, r.text
+    assert "truncated" in r.json()["error"]["message"]
+    after = httpx.get(gateway.base_url + "/v1/files", headers=auth, timeout=30).json()["data"]
+    assert [f for f in after if f["filename"] == "cut.jsonl"] == []

@@ -154,3 +154,22 @@ def test_a_request_over_the_message_size_is_a_line_error() -> None:
 def test_custom_ids_are_read_by_line_number() -> None:
     data = b"\xef\xbb\xbf" + file(chat("a"), "", "{bad", chat("b\u2028c"))
     assert custom_ids(data) == {1: "a", 4: "b\u2028c"}
+
+
+def test_every_bad_line_is_reported_with_its_number_whatever_it_holds() -> None:
+    deep = ('{"custom_id": "deep", "method": "POST", "url": "/v1/chat/completions", "body": '
+            + "[" * 50_000 + "]" * 50_000 + "}")
+    data = file(
+        chat("ok-1"),
+        deep,                                                             # 2: nesting
+        chat("nan").replace('"hi"', '"hi"}], "temperature": NaN, "x": [{"a": 1'),  # 3
+        chat("surrogate").replace('"hi"', '"\\ud800"'),                    # 4
+        chat("ok-2"),
+        chat("bounds", max_tokens=10**12),                                 # 6
+        "{not json",                                                       # 7
+    )
+    parsed = parse(data, "b", CHAT, CALLER, resolve)
+    assert sorted(e.line for e in parsed.errors if e.line is not None) == [2, 3, 4, 6, 7], [
+        (e.line, e.code, e.message[:60]) for e in parsed.errors]
+    # Lines refused as JSON have no custom_id to report (the deep one raised before).
+    assert custom_ids(data) == {1: "ok-1", 5: "ok-2", 6: "bounds"}

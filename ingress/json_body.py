@@ -9,7 +9,8 @@ the bus or at the provider:
 - a lone surrogate written as an escape (``"\\ud800"``): it has no UTF-8 form;
 - nesting deeper than :data:`MAX_DEPTH`.
 
-Bodies past :data:`OFF_LOOP_BYTES` are parsed in a thread, so that one large prompt does
+Used for inference bodies and for each line of a batch input file. Bodies past
+:data:`OFF_LOOP_BYTES` are parsed in a thread, so that one large prompt does
 not hold up every other request on the event loop.
 """
 
@@ -67,6 +68,11 @@ def parse(raw: bytes) -> Any:
         text = raw.decode()
     except UnicodeDecodeError:
         raise BadJson("The body is not valid UTF-8.") from None
+    return loads(text)
+
+
+def loads(text: str) -> Any:
+    """``text`` as JSON, refused (:class:`BadJson`) as :func:`parse` refuses it."""
     try:
         value = json.loads(text, parse_constant=_constant, parse_float=_float)
     except RecursionError:
