@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 
 from ingress.deps import GatewayDep
 from ingress.errors import ApiError
+from ingress.openapi_bodies import add_request_bodies
 
 router = APIRouter(include_in_schema=False)
 
@@ -35,6 +36,9 @@ async def openapi(request: Request, gateway: GatewayDep) -> dict[str, Any]:
     if mode == "key":
         gateway.auth.check(request)  # 401 without a valid key
     schema: dict[str, Any] = request.app.openapi()
+    if not schema.get("x-aigw-bodies"):  # FastAPI caches the dict: fill it in once
+        add_request_bodies(schema)
+        schema["x-aigw-bodies"] = True
     return schema
 
 
