@@ -188,6 +188,7 @@ class _Run:
             metadata=self.caller.metadata or {},
         )
         waiting: CapacityWait | None = None
+        resent = False
         try:
             while True:
                 sent_at = time.monotonic()
@@ -225,25 +226,37 @@ class _Run:
                     self.settle(ticket, 0, Decimal(0))
                     self.last = ErrorInfo.of(ErrorKind.NO_WORKER, str(exc), code="no_worker")
                     return True
-                except (WorkerSilent, _DeadlinePassed) as exc:
+                except WorkerSilent as exc:
+                    if not (exc.heard or resent or not self.dispatcher.connected):
+                        # Not even the heartbeat a worker sends on taking an attempt came
+                        # back: it went down with the NATS node that carried it, and no
+                        # upstream was called. Sent once more (same attempt number, same
+                        # reservation): another node, another worker.
+                        reply.close()
+                        resent = True
+                        log.info("attempt %d of %s: never reached a worker of %s; sending "
+                                 "it again", attempt, self.request_id, deployment.provider)
+                        continue
                     # Before the cancel's await: whether NATS is connected tells a lost worker.
-                    accounted = (isinstance(exc, WorkerSilent) and self.lost is not None
-                                 and self.lost(Silence(request, deployment, ticket, exc,
-                                                       sent_at)))
+                    accounted = self.lost is not None and self.lost(
+                        Silence(request, deployment, ticket, exc, sent_at))
                     await reply.cancel()
                     if not accounted:
                         # The worker may have called the upstream: hold the reservation as
                         # spent.
                         self.settle(ticket, 0, ticket.reserve_cost)
-                    if isinstance(exc, _DeadlinePassed):
-                        assert self.timeout is not None
-                        raise _deadline_error(self.timeout) from None
                     self.last = ErrorInfo.of(
                         ErrorKind.TIMEOUT, f"{exc} (provider {deployment.provider})",
                         code="worker_timeout")
                     log.info("attempt %d of %s: worker silent on %s, trying the next "
                              "deployment", attempt, self.request_id, deployment.id)
                     return True
+                except _DeadlinePassed:
+                    await reply.cancel()
+                    # The worker may have called the upstream: hold the reservation as spent.
+                    self.settle(ticket, 0, ticket.reserve_cost)
+                    assert self.timeout is not None
+                    raise _deadline_error(self.timeout) from None
                 except BaseException:
                     # The caller is gone (cancelled) or we failed: the worker may be calling
                     # the upstream; stop it, and settle with what it reports.
