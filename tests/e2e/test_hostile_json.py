@@ -80,3 +80,11 @@ def test_a_truncated_upload_is_a_400_and_stores_nothing(gateway: Gateway) -> Non
     assert "truncated" in r.json()["error"]["message"]
     after = httpx.get(gateway.base_url + "/v1/files", headers=auth, timeout=30).json()["data"]
     assert [f for f in after if f["filename"] == "cut.jsonl"] == []
+
+
+@pytest.mark.parametrize("model", ["gpt.>", "*", "a b", "openai.*.x", "\u0000", "x" * 5000])
+def test_model_names_with_bus_wildcards_or_junk_are_a_404(gateway: Gateway, model: str) -> None:
+    r = httpx.post(gateway.base_url + "/v1/chat/completions", headers=HEADERS, timeout=30,
+                   json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 404, r.text[:300]
+    assert r.json()["error"]["code"] == "model_not_found"
