@@ -24,6 +24,7 @@ from tests.e2e.conftest import MASTER_KEY, make_key
 from tests.fakes import openai_server
 from tests.fakes.server import free_port, serve
 from tests.harness import Gateway, write_config
+from workers.batch import CONCURRENCY
 
 pytestmark = pytest.mark.e2e
 
@@ -243,7 +244,9 @@ def test_every_item_is_one_usage_event_with_the_batch_id(
                                           for i in range(3)]).id)
     assert done.status == "completed"
     rows = _usage(gateway, key_id, done.id, expected=3)
-    time.sleep(1.0)  # an event counted twice would arrive by now
+    # Not synchronisation: the check that nothing is counted twice. An event that should
+    # not exist cannot be polled for; one on its way lands within this second.
+    time.sleep(1.0)
     rows = _usage(gateway, key_id, done.id, expected=3)
     calls = [body for body in list(fake_openai[1].requests)
              if marker in json.dumps(body.get("messages", ""))]
@@ -331,11 +334,13 @@ def _replace_worker_mid_batch(
     total = 20
     batch = _submit(client, [_chat_line(f"k{i}", model="slow", text=f"kill-{i}")
                              for i in range(total)])
+    # The worker takes up to CONCURRENCY items at once: wait until as many calls are
+    # running upstream (the slow upstream holds each for a second).
+    fetched = min(CONCURRENCY, total)
     deadline = time.monotonic() + 10
-    while not _slow_calls(fake):  # items are running upstream
+    while _slow_calls(fake).total() < fetched:
         assert time.monotonic() < deadline, gateway.all_logs()
         time.sleep(0.02)
-    time.sleep(0.2)  # all that were fetched have reached the upstream
     _, worker = gateway.workers[0]
     worker.send_signal(how)
     worker.wait(10)
@@ -353,7 +358,9 @@ def _replace_worker_mid_batch(
 
 def _settled_usage(gateway: Gateway, batch_id: str, expected: int) -> list[dict[str, Any]]:
     _usage(gateway, None, batch_id, expected=expected)
-    time.sleep(1.5)  # a late event, or a duplicate, would land by now
+    # Not synchronisation: the check that no event comes late or twice. Such an event
+    # cannot be polled for; one on its way lands within this time.
+    time.sleep(1.5)
     return _usage(gateway, None, batch_id, expected=expected)
 
 
@@ -408,7 +415,9 @@ def test_cancel_skips_items_not_yet_started(
     ran = {f"c{text.removeprefix('cancel-')}" for text in _slow_calls(slow_fake)}
     assert {o["custom_id"] for o in _lines(client, done.output_file_id)} == ran
     assert done.request_counts.completed == len(ran)
-    time.sleep(2.5)  # anything still queued would have started by now
+    # Not synchronisation: the check that nothing starts after the cancel. A call that
+    # should not happen cannot be polled for; a queued item would start within this time.
+    time.sleep(2.5)
     assert len(_slow_calls(slow_fake)) == len(ran)
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(_wait(client, _submit(client, [_chat_line("x")]).id).id)
@@ -449,7 +458,12 @@ def test_a_batch_survives_a_nats_restart(
         assert time.monotonic() < deadline, own_gateway.all_logs()
         time.sleep(0.02)
     own_nats.kill()
-    time.sleep(1.5)  # the running calls end while NATS is away
+    # The calls running now end while NATS is away: every call the upstream took has
+    # answered before NATS is back (the workers start none without NATS).
+    deadline = time.monotonic() + 10
+    while slow_fake.completed < _slow_calls(slow_fake).total():
+        assert time.monotonic() < deadline, own_gateway.all_logs()
+        time.sleep(0.02)
     own_nats.start()
 
     deadline = time.monotonic() + 25

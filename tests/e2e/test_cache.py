@@ -51,12 +51,44 @@ def logs(gateway: Gateway, key_id: str, expected: int, within: float = 20.0,
         if r.status_code == 200:
             rows = r.json()["data"]
             if len(rows) >= expected:
-                time.sleep(1.0)  # anything extra would land by now
+                # Not synchronisation: the check that no event is counted twice. An event
+                # that should not exist cannot be polled for; one on its way lands by now.
+                time.sleep(1.0)
                 r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER,
                               timeout=10, params={"key_id": key_id, "limit": 1000, "days": 1})
                 return list(r.json()["data"])
         time.sleep(0.2)
     raise AssertionError(f"{len(rows)} events after {within}s, expected {expected}: {rows}")
+
+
+class Entries:
+    """The session gateway's cache entries in Redis. An entry is stored after its answer
+    has gone out, so a test waits for it to appear before asking again."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._seen = self._keys()
+
+    def _keys(self) -> set[bytes]:
+        return set(self._client.scan_iter(match="aigw:cache:v1:*", count=1000))
+
+    def wait_stored(self, count: int = 1, within: float = 10.0) -> set[bytes]:
+        """The ``count`` entries stored since the last call (or since this was made)."""
+        deadline = time.monotonic() + within
+        while len(new := self._keys() - self._seen) < count:
+            assert time.monotonic() < deadline, f"{len(new)} of {count} entries stored"
+            time.sleep(0.02)
+        self._seen |= new
+        return new
+
+
+@pytest.fixture
+def entries(redis_server: RedisServer) -> Iterator[Entries]:
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        yield Entries(client)
+    finally:
+        client.close()
 
 
 class Caller:
@@ -151,14 +183,14 @@ def test_an_identical_request_is_a_free_hit_accounted_with_the_cost_it_saved(
 
 
 def test_a_streamed_answer_is_replayed_from_the_cache_as_sse(
-    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState]
+    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState], entries: Entries
 ) -> None:
     caller, msgs = Caller(gateway, "cache-stream"), messages()
     body = {"model": "gpt-4o-mini", "messages": msgs, "cache": CACHE,
             "stream_options": {"include_usage": True}}
     headers, first = caller.stream(body)
     assert headers["x-aigw-cache"] == "miss"
-    time.sleep(0.3)  # the entry is stored after the stream ends
+    entries.wait_stored()  # the entry is stored after the stream ends
     headers, again = caller.stream(body)
     assert headers["x-aigw-cache"] == "hit"
     assert headers["content-type"].startswith("text/event-stream")
@@ -187,12 +219,12 @@ def test_a_streamed_answer_is_replayed_from_the_cache_as_sse(
 
 
 def test_a_non_streamed_answer_is_replayed_to_a_streamed_request(
-    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState]
+    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState], entries: Entries
 ) -> None:
     caller, msgs = Caller(gateway, "cache-cross"), messages()
     body = {"model": "gpt-4o-mini", "messages": msgs, "cache": CACHE}
     assert caller.post(body).headers["x-aigw-cache"] == "miss"
-    time.sleep(0.2)
+    entries.wait_stored()
     headers, events = caller.stream(body)
     assert headers["x-aigw-cache"] == "hit"
     assert events[-1] == "[DONE]"
@@ -204,17 +236,18 @@ def test_a_non_streamed_answer_is_replayed_to_a_streamed_request(
 
 
 def test_no_store_and_no_cache_are_honoured(
-    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState]
+    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState], entries: Entries
 ) -> None:
     caller, msgs = Caller(gateway, "cache-controls"), messages()
     base = {"model": "gpt-4o-mini", "messages": msgs}
     # no-store: answered, never stored
     r = caller.post({**base, "cache": {"ttl": 60, "no-store": True}})
     assert r.status_code == 200
-    time.sleep(0.2)
+    # (an entry wrongly stored would be written before the next request's round trip
+    # through NATS, a worker and the upstream is over: that request would be a hit)
     assert caller.post({**base, "cache": CACHE}).headers["x-aigw-cache"] == "miss"
     assert upstream_calls(fake_openai[1], msgs) == 2
-    time.sleep(0.2)
+    entries.wait_stored()
     # now stored: no-cache still calls upstream, and says miss
     assert caller.post({**base, "cache": CACHE}).headers["x-aigw-cache"] == "hit"
     r = caller.post({**base, "cache": {"ttl": 60, "no-cache": True}})
@@ -236,24 +269,24 @@ def test_a_malformed_cache_field_is_a_400(gateway: Gateway) -> None:
 
 
 def test_entries_are_scoped_per_key_without_a_team(
-    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState]
+    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState], entries: Entries
 ) -> None:
     one, other, msgs = Caller(gateway, "cache-a"), Caller(gateway, "cache-b"), messages()
     body = {"model": "gpt-4o-mini", "messages": msgs, "cache": CACHE}
     assert one.post(body).headers["x-aigw-cache"] == "miss"
-    time.sleep(0.2)
+    entries.wait_stored()
     assert other.post(body).headers["x-aigw-cache"] == "miss"
     assert one.post(body).headers["x-aigw-cache"] == "hit"
     assert upstream_calls(fake_openai[1], msgs) == 2
 
 
 def test_embeddings_are_cached(
-    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState]
+    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState], entries: Entries
 ) -> None:
     caller, text = Caller(gateway, "cache-embed"), f"embed {uuid4().hex}"
     body = {"model": "text-embedding-3-small", "input": text, "cache": CACHE}
     first = caller.post(body, path="/v1/embeddings")
-    time.sleep(0.2)
+    entries.wait_stored()
     second = caller.post(body, path="/v1/embeddings")
     assert (first.headers["x-aigw-cache"], second.headers["x-aigw-cache"]) == ("miss", "hit")
     assert second.json()["data"] == first.json()["data"]

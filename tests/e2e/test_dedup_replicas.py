@@ -50,6 +50,16 @@ def _post(base: str, secret: str, body: dict[str, Any]) -> httpx.Response:
                       headers={"authorization": f"Bearer {secret}"})
 
 
+def _wait_known(base: str, secret: str, within: float = 10.0) -> None:
+    """Until ``base`` accepts a key just made on another replica: it arrives through the
+    KV watch."""
+    deadline = time.monotonic() + within
+    while httpx.get(base + "/v1/models", timeout=2,
+                    headers={"authorization": f"Bearer {secret}"}).status_code != 200:
+        assert time.monotonic() < deadline, f"{base} never learnt the new key"
+        time.sleep(0.05)
+
+
 def _calls(state: FakeOpenAIState, msgs: list[dict[str, str]]) -> int:
     return sum(1 for body in state.requests if body.get("messages") == msgs)
 
@@ -58,7 +68,7 @@ def test_identical_requests_on_two_replicas_share_one_upstream_call(
     gateway: Gateway, replica: str, slow: FakeOpenAIState
 ) -> None:
     _, secret = make_key(gateway, alias="dedup-replicas")
-    time.sleep(0.3)  # the new key reaches the replica through the KV watch
+    _wait_known(replica, secret)
     msgs = [{"role": "user", "content": f"share me {uuid4().hex}"}]
     body = {"model": "slow", "messages": msgs, "cache": {"ttl": 60}}
     bases = [gateway.base_url, replica] * 3
@@ -74,7 +84,7 @@ def test_a_failed_leader_on_one_replica_sends_the_other_to_make_its_own_call(
     gateway: Gateway, replica: str, fake_openai: tuple[str, FakeOpenAIState]
 ) -> None:
     _, secret = make_key(gateway, alias="dedup-replicas-fail")
-    time.sleep(0.3)
+    _wait_known(replica, secret)
     msgs = [{"role": "user", "content": f"fail me {uuid4().hex}"}]
     body = {"model": "broken", "messages": msgs, "cache": {"ttl": 60}}
     began = time.monotonic()

@@ -86,7 +86,13 @@ def test_two_ingress_replicas_share_one_limit(gateway: Gateway) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
     _, secret = make_key(gateway, limits={"rpm": 10})
-    time.sleep(0.3)  # the new key reaches the replica's mirror through the KV watch
+    # The new key reaches the replica's mirror through the KV watch; listing models costs
+    # nothing against the key's rpm.
+    deadline = time.monotonic() + 10
+    while httpx.get(other + "/v1/models", timeout=2,
+                    headers={"authorization": f"Bearer {secret}"}).status_code != 200:
+        assert time.monotonic() < deadline, "the replica never learnt the new key"
+        time.sleep(0.05)
     ok = 0
     for i in range(16):
         base = gateway.base_url if i % 2 else other

@@ -58,26 +58,33 @@ def test_embedding_input_counts_text_by_characters_and_token_arrays_exactly() ->
     assert estimate.embedding_tokens({"messages": [{"role": "user", "content": "x"}]}) == 0
 
 
-@pytest.mark.parametrize("chunk", [
-    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
-    {"choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]},
-    {"choices": [{"index": 0, "delta": {"content": 'say "hi"\nback\\slash \u00e9t\u00e9 \u4e2d'}}]},
-    {"choices": [{"index": 0, "delta": {"reasoning_content": "hm", "refusal": "no"}}]},
-    {"choices": [{"index": 0, "delta": {"tool_calls": [
+# Each chunk with its output characters, counted by hand: the strings of content,
+# reasoning_content, refusal, and a tool call's name and arguments; nothing else.
+@pytest.mark.parametrize(("chunk", "chars"), [
+    ({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}, 0),
+    ({"choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]}, 5),
+    # 'say "hi"' 8, the newline 1, 'back' 4, the backslash 1, 'slash ' 6, 'été ' 4, '中' 1
+    ({"choices": [{"index": 0, "delta": {
+        "content": 'say "hi"\nback\\slash \u00e9t\u00e9 \u4e2d'}}]}, 25),
+    ({"choices": [{"index": 0, "delta": {"reasoning_content": "hm", "refusal": "no"}}]}, 4),
+    # 'get_weather' 11 and '{"city": "Paris"}' 17
+    ({"choices": [{"index": 0, "delta": {"tool_calls": [
         {"index": 0, "id": "call_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}]},
-    {"choices": [{"index": 0, "delta": {"content": "a"},
-                  "logprobs": {"content": [{"token": "a", "logprob": -0.1}]}}]},
-    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+         "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}}]}, 28),
+    # the logprobs' "content" is a list and its "token" no output field: only 'a' counts
+    ({"choices": [{"index": 0, "delta": {"content": "a"},
+                   "logprobs": {"content": [{"token": "a", "logprob": -0.1}]}}]}, 1),
+    ({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}, 0),
 ])
 def test_a_chunk_counted_in_its_bytes_gives_what_parsing_it_gives(
-    chunk: dict[str, Any],
+    chunk: dict[str, Any], chars: int
 ) -> None:
+    assert estimate.chunk_chars(chunk) == chars
     # as a worker frames it: compact, non-ASCII escaped
     raw = json.dumps(chunk, separators=(",", ":")).encode()
-    assert estimate.raw_chunk_chars(raw) == estimate.chunk_chars(chunk)
+    assert estimate.raw_chunk_chars(raw) == chars
     spaced = json.dumps(chunk, ensure_ascii=False).encode()
-    assert estimate.raw_chunk_chars(spaced) == estimate.chunk_chars(chunk)
+    assert estimate.raw_chunk_chars(spaced) == chars
 
 
 def test_bytes_that_are_no_chunk_count_nothing() -> None:
