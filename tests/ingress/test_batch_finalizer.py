@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import nats
 import pytest
@@ -36,9 +36,19 @@ from schemas.batch import (
 from schemas.infer import Endpoint, InferRequest
 
 
+@pytest.fixture(scope="module")
+def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A server of this module's own: the session's one also carries the e2e gateway,
+    whose ingress runs a finalizer that would race these tests for their batches."""
+    server = NatsServer(tmp_path_factory.mktemp("finalizer-nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-async def store(nats_server: NatsServer) -> AsyncIterator[BatchStore]:
-    nc: Client = await nats.connect(nats_server.url)
+async def store(own_nats: NatsServer) -> AsyncIterator[BatchStore]:
+    nc: Client = await nats.connect(own_nats.url)
     store = BatchStore(nc)
     await store.start()
     yield store
