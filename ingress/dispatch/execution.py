@@ -229,13 +229,19 @@ class _Run:
                 except WorkerSilent as exc:
                     if not (exc.heard or resent or not self.dispatcher.connected):
                         # Not even the heartbeat a worker sends on taking an attempt came
-                        # back: it went down with the NATS node that carried it, and no
-                        # upstream was called. Sent once more (same attempt number, same
-                        # reservation): another node, another worker.
+                        # back: it most likely went down with the NATS node that carried
+                        # it, and no upstream was called. Sent once more (same reservation):
+                        # another node, another worker. Under a number of its own: if only
+                        # the heartbeat was lost, the first copy's worker calls the upstream
+                        # too, and its usage event must not be taken for the resent one's
+                        # duplicate (same id) and dropped.
                         reply.close()
                         resent = True
+                        request = request.model_copy(update={"attempt": self.attempts})
+                        self.attempts += 1
                         log.info("attempt %d of %s: never reached a worker of %s; sending "
-                                 "it again", attempt, self.request_id, deployment.provider)
+                                 "it again as attempt %d", attempt, self.request_id,
+                                 deployment.provider, request.attempt)
                         continue
                     # Before the cancel's await: whether NATS is connected tells a lost worker.
                     accounted = self.lost is not None and self.lost(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import nats
@@ -12,10 +13,16 @@ import pytest
 from nats.aio.client import Client
 
 from cli.nats_server import NatsServer
+from ingress.admission.gatekeeper import Ticket
+from ingress.dispatch import execution
 from ingress.dispatch.dispatcher import RECONNECT_GRACE, Disconnected, Dispatcher, FramesLost
+from ingress.routing.health_board import HealthBoard
+from ingress.routing.router import Router
 from schemas import subjects
-from schemas.frames import FrameKind, headers
+from schemas.config import parse_config
+from schemas.frames import DoneFrame, FrameKind, headers
 from schemas.infer import Endpoint, InferRequest
+from schemas.usage import TokenUsage
 
 
 def _request() -> InferRequest:
@@ -102,3 +109,43 @@ async def test_an_attempt_is_refused_at_once_while_nats_is_away_and_sent_once_it
     # the one inbox subscription of the dispatcher was made again by the client
     await worker.publish(subject, b"{}", headers=headers(FrameKind.DONE, 1))
     assert (await reply.next(5)).kind is FrameKind.DONE
+
+
+async def test_an_attempt_never_heard_from_is_sent_again_under_a_number_of_its_own(
+    clients: tuple[Client, Client],
+) -> None:
+    """The first copy's heartbeat is lost (its worker may still call the upstream and
+    publish a usage event under that attempt's id); the copy sent again carries another
+    attempt number, so its event is not dropped as the first one's duplicate."""
+    ingress, worker = clients
+    seen: list[InferRequest] = []
+
+    async def on_attempt(msg: nats.aio.msg.Msg) -> None:
+        seen.append(InferRequest.model_validate_json(msg.data))
+        if len(seen) == 1:
+            return  # took it, and its heartbeat went down with a NATS node
+        done = DoneFrame(usage=TokenUsage(prompt_tokens=1, completion_tokens=1),
+                         latency_ms=1, response={"ok": True})
+        await worker.publish(msg.reply, done.model_dump_json().encode(),
+                             headers=headers(FrameKind.DONE, 1))
+
+    await worker.subscribe(subjects.infer("openai"), cb=on_attempt)
+    await worker.flush()
+    dispatcher = Dispatcher(ingress)
+    await dispatcher.start()
+    config = parse_config({"model_list": [{"model_name": "m",
+                                           "litellm_params": {"model": "openai/x"}}]}, {})
+    router = Router(config, health=HealthBoard(None, config.router))
+    admitted: list[int] = []
+
+    async def admit(deployment: object, attempt: int) -> Ticket:
+        admitted.append(attempt)
+        return Ticket(None, Decimal(0), {})
+
+    started = await execution.start(
+        dispatcher, router.plan("m"), request_id="r2", endpoint=Endpoint.CHAT,
+        model_alias="m", body={}, stream=False, heartbeat_interval=0.2,
+        heartbeat_timeout=0.5, admit=admit, settle=lambda *_: None)
+    assert started.deployment.upstream_model == "x"
+    assert [r.attempt for r in seen] == [0, 1]
+    assert admitted == [0]  # one reservation for both copies
