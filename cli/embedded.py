@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import uvicorn
 from cli.bus_config import EmbeddedCredentials
 from cli.nats_server import NatsServer, free_port
 from cli.process import GracefulServer, child_preexec
+from cli.supervisor import Supervisor
 from ingress.app import create_app
 from ingress.settings import IngressSettings
 from schemas.bus_roles import ACCOUNTING, INGRESS, WORKER
@@ -82,20 +84,24 @@ def run_embedded(
     config_path = settings.config_path.resolve() if settings.config_path else None
     # Each child serves /metrics on a port of its own, listed at GET /health/targets.
     targets: list[dict[str, str | None]] = []
-    workers = []
+    # Every child is restarted when it dies (cli/supervisor.py), nats-server included.
+    supervisor = Supervisor()
+    supervisor.add("nats", lambda: _restart_nats(nats_server), nats_server.process)
     for provider in config.providers:
         port = free_port()
-        workers.append(start_worker(provider, nats_server.url, config_path, port,
-                                    bus.env(WORKER)))
+        supervisor.add(f"worker:{provider}", functools.partial(
+            start_worker, provider, nats_server.url, config_path, port, bus.env(WORKER)))
         targets.append({"role": "worker", "provider": provider,
                         "url": f"http://127.0.0.1:{port}/metrics"})
     port = free_port()
-    workers.append(start_accounting(nats_server.url, data_dir, port, bus.env(ACCOUNTING)))
+    supervisor.add("accounting", functools.partial(
+        start_accounting, nats_server.url, data_dir, port, bus.env(ACCOUNTING)))
     targets.append({"role": "accounting", "provider": None,
                     "url": f"http://127.0.0.1:{port}/metrics"})
     settings = settings.model_copy(update={"metrics_targets": json.dumps(targets)})
+    supervisor.start()
     try:
-        app = create_app(settings, config)
+        app = create_app(settings, config, supervisor.status)
         server = GracefulServer(
             uvicorn.Config(
                 app, host=settings.host, port=settings.port, log_level="warning",
@@ -114,5 +120,13 @@ def run_embedded(
         server.run()
         return 0
     finally:
-        stop_children(workers)
+        supervisor.stop()
+        stop_children([p for p in supervisor.processes() if p is not nats_server.process])
         nats_server.stop()
+        supervisor.close()
+
+
+def _restart_nats(server: NatsServer) -> subprocess.Popen[bytes]:
+    server.start()
+    assert server.process is not None
+    return server.process

@@ -65,6 +65,7 @@ from ingress.settings import IngressSettings
 from ingress.state import Gateway
 from schemas import bus_roles
 from schemas.config import GatewayConfig
+from schemas.health import ProcessStatus
 
 log = logging.getLogger("aigw.ingress")
 
@@ -163,7 +164,10 @@ def _no_framework_telemetry() -> dict[str, Any]:
                           "operation_spans": False}}
 
 
-def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
+def create_app(settings: IngressSettings, config: GatewayConfig,
+               processes: ProcessStatus | None = None) -> ASGIApp:
+    """The ingress. ``processes``, given by ``aigw up``, tells the readiness probe how the
+    processes it supervises are doing."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -242,6 +246,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig) -> ASGIApp:
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None,
                   **_no_framework_telemetry())
+    app.state.processes = processes
     errors.install(app)
     for prefix in ("/v1", ""):
         app.include_router(inference.router, prefix=prefix)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Literal
 
@@ -36,3 +37,8 @@ class HealthEntry(BaseModel):
 def health_key(deployment_id: str) -> str:
     """A KV key for a deployment id: ids hold characters KV keys may not (``#``, ``:``)."""
     return "d_" + hashlib.sha256(deployment_id.encode()).hexdigest()[:32]
+
+
+# What ``aigw up`` tells the ingress's readiness probe about the processes it supervises:
+# per process, ``{"state": "running" | "restarting", "pid", "restarts", "last_exit"}``.
+ProcessStatus = Callable[[], dict[str, dict[str, object]]]

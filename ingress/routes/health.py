@@ -23,6 +23,7 @@ from ingress.deps import AuthedGateway, GatewayDep
 from ingress.routing.breaker import Availability
 from ingress.routing.health_board import HealthCheck
 from schemas import subjects
+from schemas.health import ProcessStatus
 
 router = APIRouter()
 
@@ -42,7 +43,7 @@ async def _worker_answers(gateway: GatewayDep, provider: str) -> bool:
 
 
 @router.get("/health/readiness")
-async def readiness(gateway: GatewayDep) -> JSONResponse:
+async def readiness(gateway: GatewayDep, request: Request) -> JSONResponse:
     providers = gateway.config.providers
     connected = gateway.nc.is_connected
     answers = (
@@ -60,6 +61,16 @@ async def readiness(gateway: GatewayDep) -> JSONResponse:
     }
     if missing:
         body["missing"] = missing
+    processes: ProcessStatus | None = request.app.state.processes
+    if processes is not None:  # aigw up: its children, restarted when they die
+        body["processes"] = processes()
+        down = [name for name, p in body["processes"].items() if p["state"] != "running"]
+        if down:
+            # Calls may still work (usage waits in JetStream while accounting is away),
+            # but the gateway is not whole until they are back.
+            body["restarting"] = down
+            ready = False
+            body["status"] = "unavailable"
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
