@@ -181,6 +181,8 @@ class Finalizer:
         if cancelled or expired:
             await self._store.drop_items(claimed)
         results = await self._store.results(batch_id)
+        if not await self._complete_read(batch_id, results):
+            return  # FINALIZING, claimed by this replica: read again on the next tick
         if cancelled or expired:
             results += await self._unfinished(claimed, results, cancelled)
         output, errors, counts, usage = render(results)
@@ -195,6 +197,18 @@ class Finalizer:
             await self._store.drop_results(batch_id)
             log.info("batch %s %s: %d ok, %d failed", batch_id, done.batch.status.value,
                      counts.completed, counts.failed)
+
+    async def _complete_read(self, batch_id: str, results: list[ItemResult]) -> bool:
+        """Whether ``results`` (read through a KV watch) has every line the result keys
+        count. While a NATS node rejoins a cluster, a watch may end early and bring back a
+        part of the results; a file written from it would drop items for good."""
+        ok, failed = await self._store.progress(batch_id)
+        counted = len(ok) + len(failed)
+        read = len({r.line for r in results})
+        if read >= counted:
+            return True
+        log.warning("batch %s: read %d results of %d; reading again", batch_id, read, counted)
+        return False
 
     async def _unfinished(self, record: BatchRecord, results: list[ItemResult],
                           cancelled: bool) -> list[ItemResult]:

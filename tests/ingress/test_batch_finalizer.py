@@ -275,3 +275,43 @@ async def test_an_expired_batch_writes_an_error_line_for_each_request_it_did_not
     assert done.batch.request_counts == RequestCounts(total=3, completed=1, failed=2)
     assert await _error_lines(store, record.batch.id) == {"c2": "batch_expired",
                                                           "c3": "batch_expired"}
+
+
+class _ShortFirstRead(BatchStore):
+    """The store as a watch that ends early shows it (seen while a NATS node rejoins a
+    cluster): the first read of a batch's results brings back only some of them."""
+
+    short_reads = 0
+
+    async def results(self, batch_id: str) -> list[ItemResult]:
+        results = await super().results(batch_id)
+        if self.short_reads == 0:
+            self.short_reads += 1
+            return results[: len(results) // 2]
+        return results
+
+
+async def test_a_short_read_of_the_results_is_read_again_before_any_file_is_written(
+    own_nats: NatsServer,
+) -> None:
+    nc: Client = await nats.connect(own_nats.url)
+    try:
+        store = _ShortFirstRead(nc)
+        await store.start()
+        record = await _batch(store, 4)
+        for line in range(1, 5):
+            await _result(store, record.batch.id, line)
+        finalizer = Finalizer(store)
+        await finalizer.run_once()
+        assert store.short_reads == 1
+        assert await _status(store, record.batch.id) is BatchStatus.FINALIZING
+        await finalizer.run_once()
+        done = await store.batch(record.batch.id)
+        assert done is not None and done.batch.status is BatchStatus.COMPLETED
+        assert done.batch.request_counts == RequestCounts(total=4, completed=4, failed=0)
+        assert done.batch.output_file_id is not None
+        output = await store.content(done.batch.output_file_id)
+        assert output is not None and len(output.splitlines()) == 4
+        await store.stop()
+    finally:
+        await nc.close()
