@@ -106,6 +106,7 @@ def run_embedded(
             uvicorn.Config(
                 app, host=settings.host, port=settings.port, log_level="warning",
                 access_log=False, lifespan="on",
+                timeout_keep_alive=settings.keep_alive,
             )
         )
         where = f"http://{settings.host}:{settings.port}{settings.server_root_path}"

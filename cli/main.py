@@ -73,7 +73,7 @@ def cmd_ingress(args: argparse.Namespace) -> int:
     config = _load(settings.config_path)
     server = GracefulServer(uvicorn.Config(
         create_app(settings, config), host=settings.host, port=settings.port,
-        log_level="warning", access_log=False,
+        log_level="warning", access_log=False, timeout_keep_alive=settings.keep_alive,
     ))
     try:
         server.run()

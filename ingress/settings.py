@@ -35,6 +35,11 @@ class IngressSettings(BaseSettings):
     # How often each team's budget use is read for aigw_budget_utilization_ratio.
     budget_metrics_interval: float = Field(
         default=15.0, gt=0, validation_alias="AIGW_BUDGET_METRICS_INTERVAL")
+    # An idle client connection is closed after this long. Longer than the idle expiry of
+    # common client pools (httpx and the openai SDK 5 s, aiohttp 15 s, undici 4 s) and of
+    # load balancers (60 s), so that the client always closes first: with equal timers a
+    # request sent just as the server closes its connection ends in a reset.
+    keep_alive: int = Field(default=75, ge=1, validation_alias="AIGW_KEEP_ALIVE")
     # One log line per request (method, route, status, duration, model, key id).
     access_log: bool = Field(default=False, validation_alias="AIGW_ACCESS_LOG")
     # A worker heartbeats an idle attempt this often; the ingress gives up on a worker
