@@ -14,7 +14,7 @@ class Periodic:
     """Runs ``check`` now and then every ``every`` seconds; a failure is logged at debug
     and the next tick tries again."""
 
-    def __init__(self, check: Callable[[], Awaitable[None]], every: float, what: str) -> None:
+    def __init__(self, check: Callable[[], Awaitable[object]], every: float, what: str) -> None:
         self._check = check
         self._every = every
         self._what = what

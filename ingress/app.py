@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 from core import spool
 from core.batch_store import BatchStore
 from core.nats_servers import servers
+from core.periodic import Periodic
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
 from core.telemetry.process import PROCESS, count_reconnect
@@ -36,6 +37,7 @@ from ingress.admission.redis_impl import connect as connect_redis
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.batch.admission import BatchAdmission
+from ingress.batch.file_sweep import SWEEP_SECONDS, sweep_expired
 from ingress.batch.finalizer import Finalizer
 from ingress.body_limit import BodyLimitMiddleware, BodyLimits
 from ingress.cache.dedup import InFlight
@@ -238,6 +240,10 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
             finalizer = Finalizer(app.state.batch_store)
             finalizer.start()
             stack.push_async_callback(finalizer.stop)
+            store = app.state.batch_store
+            sweep = Periodic(lambda: sweep_expired(store), SWEEP_SECONDS, "file sweep")
+            sweep.start()
+            stack.push_async_callback(sweep.stop)
             batch_admission = BatchAdmission(app.state.gateway)
             await batch_admission.start()
             stack.push_async_callback(batch_admission.stop)

@@ -62,6 +62,10 @@ class IngressSettings(BaseSettings):
                                 validation_alias="AIGW_MAX_FILE_BYTES")
     max_other_bytes: int = Field(default=1024 * 1024, ge=1024,
                                  validation_alias="AIGW_MAX_OTHER_BYTES")
+    # The most bytes of live (unexpired, undeleted) uploads one virtual key may hold; 0:
+    # no limit. The master key's uploads are not counted.
+    files_quota_bytes: int = Field(default=10 * 1024**3, ge=0,
+                                   validation_alias="AIGW_FILES_QUOTA_BYTES")
     # Shared rate limits, spend and reservations. Without it: in-process (one replica).
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
     # Redis down: "closed" refuses with 503, "open" falls back to in-process limits.

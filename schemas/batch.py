@@ -32,6 +32,12 @@ WINDOW_SECONDS = 24 * 3600
 MAX_LINES = 50_000
 MAX_FILE_BYTES = 200 * 1024 * 1024
 FILE_PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+# ``expires_after[seconds]`` as OpenAI bounds it: an hour to 30 days after creation. As at
+# OpenAI, batch input files expire after 30 days unless told otherwise, other uploads are
+# kept until deleted; the gateway's own batch output and error files expire after 30 days.
+FILE_EXPIRY_MIN = 3600
+FILE_EXPIRY_MAX = 30 * 24 * 3600
+DEFAULT_EXPIRY = {"batch": FILE_EXPIRY_MAX, "batch_output": FILE_EXPIRY_MAX}
 
 
 class BatchStatus(StrEnum):
@@ -79,6 +85,37 @@ class FileRecord(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     file: FileObject
     owner: str | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.file.expires_at is not None and now >= self.file.expires_at
+
+
+class ExpiryError(ValueError):
+    """An ``expires_after`` the API refuses; ``param`` names the form field."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def file_expiry(purpose: str, created_at: int, anchor: str | None,
+                seconds: str | None) -> int | None:
+    """When a new file expires (Unix seconds; None: kept until deleted), from its form's
+    ``expires_after[anchor]`` and ``expires_after[seconds]``, or its purpose's default."""
+    if anchor is None and seconds is None:
+        default = DEFAULT_EXPIRY.get(purpose)
+        return None if default is None else created_at + default
+    if anchor != "created_at":
+        raise ExpiryError("expires_after[anchor] must be 'created_at'.",
+                          "expires_after[anchor]")
+    if seconds is None or not (seconds.strip().isascii() and seconds.strip().isdigit()):
+        raise ExpiryError("expires_after[seconds] must be a whole number of seconds.",
+                          "expires_after[seconds]")
+    after = int(seconds.strip())
+    if not FILE_EXPIRY_MIN <= after <= FILE_EXPIRY_MAX:
+        raise ExpiryError(f"expires_after[seconds] must be between {FILE_EXPIRY_MIN} and "
+                          f"{FILE_EXPIRY_MAX} (1 hour to 30 days).", "expires_after[seconds]")
+    return created_at + after
 
 
 class RequestCounts(BaseModel):

@@ -33,6 +33,7 @@ from schemas.batch import (
     RequestCounts,
     error_file_id,
     error_line,
+    file_expiry,
     output_file_id,
 )
 
@@ -237,7 +238,8 @@ class Finalizer:
             return None
         await self._store.put_file(FileRecord(
             file=FileObject(id=file_id, bytes=len(data), created_at=int(now),
-                            filename=f"{file_id}.jsonl", purpose="batch_output"),
+                            filename=f"{file_id}.jsonl", purpose="batch_output",
+                            expires_at=file_expiry("batch_output", int(now), None, None)),
             owner=record.owner), data)
         return file_id
 

@@ -22,6 +22,7 @@ from ingress.batch.finalizer import (
     Finalizer,
 )
 from schemas.batch import (
+    FILE_EXPIRY_MAX,
     Batch,
     BatchItem,
     BatchRecord,
@@ -114,6 +115,7 @@ async def test_a_batch_is_finished_once_by_one_of_several_replicas(store: BatchS
     assert output is not None and len(output.splitlines()) == 2
     file = await store.file(done.batch.output_file_id)
     assert file is not None and file.owner == "key-1" and file.file.purpose == "batch_output"
+    assert file.file.expires_at == file.file.created_at + FILE_EXPIRY_MAX
     assert await store.progress(batch_id) == (set(), set())  # results dropped
 
 
