@@ -77,6 +77,7 @@ class Gateway:
         return subprocess.Popen(
             [sys.executable, "-m", "cli.main", *args],
             env={**self._env(), **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,  # as a service runs: no terminal, SIGHUP reloads
         )
 
     def start_worker(self, provider: str) -> subprocess.Popen[bytes]:

@@ -12,9 +12,9 @@ Who publishes, and when: only an ingress started with a config file, and only a 
   same file publish nothing after the first; a replica restarted with an old copy of the
   file does not roll the others back, it serves the KV's newer config.
 * When the file changes on disk (mtime or size, then the content hash; checked every
-  ``AIGW_CONFIG_WATCH_INTERVAL`` seconds), on SIGHUP, and on ``POST /admin/config/reload``:
-  whenever the content differs from the KV's. An edit is an operator's decision, so here
-  the newest write wins, whatever the mtimes say.
+  ``AIGW_CONFIG_WATCH_INTERVAL`` seconds), on SIGUSR1 (and on SIGHUP, out of a terminal),
+  and on ``POST /admin/config/reload``: whenever the content differs from the KV's. An
+  edit is an operator's decision, so here the newest write wins, whatever the mtimes say.
 
 Writes are compare-and-set: when two replicas write at once, one wins and the other
 follows it. An invalid file is refused with one log line (``config reload refused: <path>:
@@ -133,7 +133,7 @@ class ConfigReloader:
         self._retrack = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller: asyncio.Task[None] | None = None
-        self._sighup = False
+        self._signals = False
         self._unshared: ConfigFile | None = None  # applied here, not yet in the KV
         self._watched = 0  # the latest revision the watch delivered
         self._revision = 0  # the newest revision whose config this ingress serves
@@ -150,12 +150,18 @@ class ConfigReloader:
         if self._interval > 0:
             self._poller = asyncio.create_task(self._poll())
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._on_sighup)
-            self._sighup = True
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGUSR1, self._on_signal, "SIGUSR1")
+            # SIGHUP reloads a daemon's config by custom; to a process in a terminal it
+            # means the terminal closed, and the process stops (cli.process).
+            if not _in_terminal():
+                loop.add_signal_handler(signal.SIGHUP, self._on_signal, "SIGHUP")
+            self._signals = True
 
     async def stop(self) -> None:
-        if self._sighup:
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        if self._signals:
+            for number in (signal.SIGUSR1, signal.SIGHUP):
+                asyncio.get_running_loop().remove_signal_handler(number)  # True or False
         tasks = [*self._tasks, *([self._poller] if self._poller is not None else [])]
         for task in tasks:
             task.cancel()
@@ -172,8 +178,8 @@ class ConfigReloader:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("config task %s failed", task.get_coro(), exc_info=exc)
 
-    def _on_sighup(self) -> None:
-        log.info("SIGHUP: re-reading %s", self.path)
+    def _on_signal(self, name: str) -> None:
+        log.info("%s: re-reading %s", name, self.path)
         self._spawn(self.reload())
 
     async def _poll(self) -> None:
@@ -381,3 +387,11 @@ def reloader_for(gateway: Gateway, env: Mapping[str, str] = os.environ) -> Confi
         gateway, ConfigFeed(gateway.nc, settings.config_key), settings.config_path,
         interval=settings.config_watch_interval, env=env,
     )
+
+
+def _in_terminal() -> bool:
+    """Whether this process reads from a terminal (``aigw up`` typed at a prompt)."""
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False

@@ -186,3 +186,43 @@ def test_up_gives_each_process_its_own_nats_login_and_keeps_it_across_restarts(
     server_log = (tmp_path / "data" / "nats" / "nats-server.log").read_text()
     assert [line for line in server_log.splitlines() if "Violation" in line] == []
 
+
+
+def test_up_in_a_terminal_stops_on_sighup_and_ignores_sigusr1(tmp_path: Path) -> None:
+    """Closing the terminal sends SIGHUP: ``aigw up`` stops as on Ctrl-C, its children
+    with it. SIGUSR1 (reload) with no config file to reload changes nothing."""
+    terminal, its_end = os.openpty()
+    port = free_port()
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "up", "--port", str(port),
+             "--data-dir", str(tmp_path / "data")],
+            stdin=its_end, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    os.close(its_end)
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/readiness",
+                             timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        assert proc.poll() is None
+        assert httpx.get(f"http://127.0.0.1:{port}/health/liveliness").status_code == 200
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(30) == 0, log.read_text()
+        deadline = time.monotonic() + 15
+        while [c for c in children if _alive(c)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [c for c in children if _alive(c)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(terminal)

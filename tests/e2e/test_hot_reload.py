@@ -198,8 +198,9 @@ def test_a_stream_in_flight_completes_when_a_reload_removes_its_model(
     assert ask(urls[0], "slow-stream").status_code == 404
 
 
-def test_sighup_reloads_when_polling_is_off(
-    nats_server: NatsServer, fake: str, tmp_path: Path,
+@pytest.mark.parametrize("sent", [signal.SIGHUP, signal.SIGUSR1])
+def test_a_signal_reloads_when_polling_is_off(
+    nats_server: NatsServer, fake: str, tmp_path: Path, sent: signal.Signals,
 ) -> None:
     path = write_config(tmp_path / "config.yaml", config(fake, "first"))
     gw = Gateway(nats_url=nats_server.url, config_path=path, log_dir=tmp_path,
@@ -212,9 +213,9 @@ def test_sighup_reloads_when_polling_is_off(
         time.sleep(1.0)
         assert ask(gw.base_url, "after-hup").status_code == 404  # nobody is looking
         assert gw.ingress is not None
-        gw.ingress.send_signal(signal.SIGHUP)
+        gw.ingress.send_signal(sent)
         eventually(lambda: ask(gw.base_url, "after-hup").status_code == 200, 10,
-                   f"SIGHUP reloads:\n{gw.all_logs()}")
+                   f"{sent.name} reloads:\n{gw.all_logs()}")
         assert gw.ingress.poll() is None
     finally:
         gw.stop()
