@@ -189,7 +189,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
                     await nc.close()
 
             stack.push_async_callback(close_nats)
-            dispatcher = Dispatcher(nc, settings.capacity_wait)
+            dispatcher = Dispatcher(nc, settings.capacity_wait, settings.stream_buffer_bytes)
             await dispatcher.start()
             keys = KeyStore(nc)
             await keys.start()

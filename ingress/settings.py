@@ -62,6 +62,10 @@ class IngressSettings(BaseSettings):
                                 validation_alias="AIGW_MAX_FILE_BYTES")
     max_other_bytes: int = Field(default=1024 * 1024, ge=1024,
                                  validation_alias="AIGW_MAX_OTHER_BYTES")
+    # A stream's frames waiting for a client that reads slowly: past this many bytes the
+    # upstream call is cancelled and the stream ends with a client_too_slow error.
+    stream_buffer_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024,
+                                     validation_alias="AIGW_STREAM_BUFFER_BYTES")
     # The most bytes of live (unexpired, undeleted) uploads one virtual key may hold; 0:
     # no limit. The master key's uploads are not counted.
     files_quota_bytes: int = Field(default=10 * 1024**3, ge=0,

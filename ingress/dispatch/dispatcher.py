@@ -82,6 +82,20 @@ class FramesLost(WorkerSilent):
         self.got = got
 
 
+class ReaderTooSlow(Exception):
+    """The client reads the stream more slowly than the worker sends it, and the frames
+    waiting for it passed the buffer's bound: the attempt is cancelled and the stream ends,
+    rather than the ingress holding an unbounded answer in memory."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the client read the stream too slowly: more than {limit:,} "
+                         "bytes of it were waiting to be sent")
+
+
+# Once a reply has overflowed, only the worker's last word is kept (what the call used).
+_REPORTS = frozenset({FrameKind.DONE.value, FrameKind.ERROR.value})
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     kind: FrameKind
@@ -91,7 +105,17 @@ class Frame:
 class Reply:
     """The frames of one attempt, in the order the worker sent them."""
 
-    __slots__ = ("_dispatcher", "_queue", "_seq", "_token", "provider", "request")
+    __slots__ = (
+        "_buffered",
+        "_dispatcher",
+        "_overflow",
+        "_queue",
+        "_seq",
+        "_token",
+        "_told",
+        "provider",
+        "request",
+    )
 
     def __init__(
         self, dispatcher: Dispatcher, token: str, provider: str, request: InferRequest
@@ -100,17 +124,50 @@ class Reply:
         self._token = token
         self._queue: asyncio.Queue[nats.aio.msg.Msg] = asyncio.Queue()
         self._seq = 0
+        self._buffered = 0  # bytes of frames waiting to be read
+        self._overflow = False
+        self._told = False
         self.provider = provider
         self.request = request
 
     def put(self, msg: nats.aio.msg.Msg) -> None:
+        if self._overflow:  # only the worker's report is kept now
+            if (msg.headers or {}).get(KIND_HEADER) in _REPORTS:
+                self._queue.put_nowait(msg)
+            return
         self._queue.put_nowait(msg)
+        self._buffered += len(msg.data)
+        if (self._buffered > self._dispatcher.stream_buffer
+                and (msg.headers or {}).get(KIND_HEADER) == FrameKind.CHUNK.value):
+            # The client is not keeping up: stop the upstream call now (its report is
+            # kept), and end the stream when the relay reads next.
+            self._overflow = True
+            self._dispatcher.cancel_soon(self.request.request_id)
+
+    def _take(self) -> nats.aio.msg.Msg:
+        msg = self._queue.get_nowait()
+        if not self._overflow:
+            self._buffered -= len(msg.data)
+        return msg
+
+    def _overflowed(self) -> ReaderTooSlow:
+        """Drop what waited for the client, keeping the worker's report if it came."""
+        self._told = True
+        waiting = []
+        while not self._queue.empty():
+            waiting.append(self._queue.get_nowait())
+        for msg in waiting:
+            if (msg.headers or {}).get(KIND_HEADER) in _REPORTS:
+                self._queue.put_nowait(msg)
+        return ReaderTooSlow(self._dispatcher.stream_buffer)
 
     async def next(self, timeout: float) -> Frame:
+        if self._overflow and not self._told:
+            raise self._overflowed()
         # A frame already waiting needs no timer: wait_for costs a task per call, and a
         # stream reads twenty frames per answer.
         try:
-            msg = self._queue.get_nowait()
+            msg = self._take()
         except asyncio.QueueEmpty:
             try:
                 msg = await asyncio.wait_for(self._queue.get(), timeout)
@@ -118,12 +175,16 @@ class Reply:
                 if not self._dispatcher.connected:
                     raise WorkerSilent("the gateway lost its connection to NATS") from None
                 raise WorkerSilent(heard=self._seq > 0) from None
+            if not self._overflow:
+                self._buffered -= len(msg.data)
         return self._frame(msg)
 
     def ready(self) -> Frame | None:
         """The next frame if it has already arrived, else None (never waits)."""
+        if self._overflow:
+            return None  # next() says why
         try:
-            msg = self._queue.get_nowait()
+            msg = self._take()
         except asyncio.QueueEmpty:
             return None
         return self._frame(msg)
@@ -136,7 +197,7 @@ class Reply:
                 raise NoWorker(self.provider)
             raise WorkerSilent()
         seq = headers.get(SEQ_HEADER)
-        if seq is not None:
+        if seq is not None and not self._overflow:  # after an overflow, frames were dropped
             # A worker numbers every frame of an attempt from 1, heartbeats included.
             expected, self._seq = self._seq + 1, int(seq)
             if self._seq != expected:
@@ -173,10 +234,14 @@ def trace_headers() -> dict[str, str]:
 
 
 class Dispatcher:
-    def __init__(self, nc: nats.aio.client.Client, capacity_wait: float = 10.0) -> None:
+    def __init__(self, nc: nats.aio.client.Client, capacity_wait: float = 10.0,
+                 stream_buffer: int = 16 * 1024 * 1024) -> None:
         self._nc = nc
         # How long an attempt may wait for a worker of a full provider (see capacity).
         self.capacity_wait = capacity_wait
+        # The most bytes of one reply waiting for a slow client (see ReaderTooSlow).
+        self.stream_buffer = stream_buffer
+        self._cancels: set[asyncio.Task[None]] = set()
         self._prefix = nc.new_inbox()
         self._pending: dict[str, Reply] = {}
         self._tokens = itertools.count(1)
@@ -242,6 +307,12 @@ class Dispatcher:
     async def cancel(self, request_id: str) -> None:
         if self._nc.is_connected:
             await self._nc.publish(subjects.cancel(request_id), b"")
+
+    def cancel_soon(self, request_id: str) -> None:
+        """:meth:`cancel`, from code that cannot wait (a frame callback)."""
+        task = asyncio.get_running_loop().create_task(self.cancel(request_id))
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
 
     @property
     def in_flight(self) -> int:

@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from ingress.cache.store import Capture
 from ingress.dispatch.abandon import Settle, abandon, settle_frame
 from ingress.dispatch.abandon import drain as abandon_drain
-from ingress.dispatch.dispatcher import WorkerSilent
+from ingress.dispatch.dispatcher import ReaderTooSlow, WorkerSilent
 from ingress.dispatch.execution import Started
 from ingress.dispatch.lost import Output, Silence
 from ingress.errors import ApiError
@@ -176,6 +176,12 @@ async def _events(
                 _lost(started, exc, output)
                 yield ApiError(504, f"the answer was cut short: {exc}", type="timeout_error",
                                code="worker_timeout").sse_event()
+                yield DONE
+                return
+            except ReaderTooSlow as exc:  # the upstream call is being cancelled already
+                log.warning("stream of %s ended: %s", reply.request.request_id, exc)
+                yield ApiError(408, f"the answer was cut short: {exc}",
+                               code="client_too_slow").sse_event()
                 yield DONE
                 return
     finally:

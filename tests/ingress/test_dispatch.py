@@ -15,7 +15,13 @@ from nats.aio.client import Client
 from cli.nats_server import NatsServer
 from ingress.admission.gatekeeper import Ticket
 from ingress.dispatch import execution
-from ingress.dispatch.dispatcher import RECONNECT_GRACE, Disconnected, Dispatcher, FramesLost
+from ingress.dispatch.dispatcher import (
+    RECONNECT_GRACE,
+    Disconnected,
+    Dispatcher,
+    FramesLost,
+    ReaderTooSlow,
+)
 from ingress.routing.health_board import HealthBoard
 from ingress.routing.router import Router
 from schemas import subjects
@@ -149,3 +155,46 @@ async def test_an_attempt_never_heard_from_is_sent_again_under_a_number_of_its_o
     assert started.deployment.upstream_model == "x"
     assert [r.attempt for r in seen] == [0, 1]
     assert admitted == [0]  # one reservation for both copies
+
+
+async def test_a_reply_outrunning_its_reader_is_cut_off_bounded_and_keeps_the_report(
+    clients: tuple[Client, Client],
+) -> None:
+    """A client reading a stream slowly: past the buffer's bound the worker is told to
+    cancel at once, what waited is dropped, and the worker's report still settles."""
+    ingress, worker = clients
+    attempts = await _worker_inbox(worker)
+    cancels: list[str] = []
+
+    async def on_cancel(msg: nats.aio.msg.Msg) -> None:
+        cancels.append(msg.subject)
+
+    await worker.subscribe(subjects.cancel("r1"), cb=on_cancel)
+    await worker.flush()
+    dispatcher = Dispatcher(ingress, stream_buffer=64 * 1024)
+    await dispatcher.start()
+    reply = await dispatcher.send(_request(), "p")
+    subject = await asyncio.wait_for(attempts.get(), 5)
+    chunk = b"x" * 16 * 1024
+    await worker.publish(subject, chunk, headers=headers(FrameKind.CHUNK, 1))
+    await worker.flush()
+    await asyncio.sleep(0.1)
+    assert (await reply.next(5)).body == chunk  # read while within the bound
+    for seq in range(2, 40):  # 600 KB nobody reads
+        await worker.publish(subject, chunk, headers=headers(FrameKind.CHUNK, seq))
+    await worker.flush()
+    deadline = asyncio.get_running_loop().time() + 5
+    while not cancels:
+        assert asyncio.get_running_loop().time() < deadline, "the worker was not told"
+        await asyncio.sleep(0.01)
+    done = DoneFrame(usage=TokenUsage(prompt_tokens=3, completion_tokens=9), latency_ms=1,
+                     response={})
+    await worker.publish(subject, done.model_dump_json().encode(),
+                         headers=headers(FrameKind.DONE, 40))
+    await worker.flush()
+    await asyncio.sleep(0.1)
+    with pytest.raises(ReaderTooSlow):
+        await reply.next(5)
+    report = await reply.next_content(5)  # what the abandoning relay reads to settle
+    assert report.kind is FrameKind.DONE
+    assert DoneFrame.model_validate_json(report.body).usage.completion_tokens == 9

@@ -46,6 +46,7 @@ class ScriptedWorkers:
         self.script = script
         self.sent: list[InferRequest] = []
         self.config: Any = None
+        self.stream_buffer = 16 * 1024 * 1024
 
     async def send(self, request: InferRequest, provider: str) -> Reply:
         self.sent.append(request)
