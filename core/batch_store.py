@@ -296,13 +296,14 @@ class BatchStore:
                 pending.clear()
         await asyncio.gather(*pending)
 
-    async def waiting(self, record: BatchRecord) -> int:
-        """Items of the batch still on the work queue (not yet acknowledged by a worker)."""
+    async def waiting(self, record: BatchRecord, provider: str | None = None) -> int:
+        """Items of the batch still on the work queue (not yet acknowledged by a worker):
+        all of them, or those of one ``provider``."""
         total = 0
-        for provider in record.providers:
+        for name in record.providers if provider is None else [provider]:
             info = await self._js.stream_info(
                 subjects.BATCH_STREAM,
-                subjects_filter=subjects.batch_items(provider, record.batch.id))
+                subjects_filter=subjects.batch_items(name, record.batch.id))
             total += sum((info.state.subjects or {}).values())
         return total
 

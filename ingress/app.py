@@ -237,7 +237,9 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
             app.state.batch_store = BatchStore(nc)
             await app.state.batch_store.start()
             stack.push_async_callback(app.state.batch_store.stop)
-            finalizer = Finalizer(app.state.batch_store)
+            finalizer = Finalizer(app.state.batch_store, missing_for=INGRESS.missing_for,
+                                  no_worker_after=settings.batch_no_worker_seconds or None)
+            INGRESS.stranded_batches = lambda: finalizer.stranded
             finalizer.start()
             stack.push_async_callback(finalizer.stop)
             store = app.state.batch_store

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -71,6 +72,15 @@ class IngressCollector(Collector):
         self.budget_ratios: dict[tuple[str, str], float] = {}
         # Calls waiting for a worker of a full provider (ingress.dispatch.capacity).
         self.waiting: dict[str, int] = {}
+        # Since when (time.monotonic()) no worker of a provider answers (ProviderWatch).
+        self.missing_since: dict[str, float] = {}
+        # Running batches with items for a provider that has no worker (the finalizer's).
+        self.stranded_batches: Callable[[], dict[str, int]] = dict
+
+    def missing_for(self, provider: str) -> float:
+        """Seconds since a worker of ``provider`` last answered a ping (0: one does)."""
+        since = self.missing_since.get(provider)
+        return 0.0 if since is None else time.monotonic() - since
 
     def set_budget_ratios(self, ratios: dict[tuple[str, str], float]) -> None:
         self.budget_ratios = ratios
@@ -111,6 +121,13 @@ class IngressCollector(Collector):
         for provider, count in sorted(providers.items()):
             waiting.add_metric([provider], float(count))
         yield waiting
+        stranded = GaugeMetricFamily(
+            "aigw_batches_without_worker",
+            "Running batches with items for a provider no worker serves.",
+            labels=["gen_ai_provider_name"])
+        for provider, count in sorted(self.stranded_batches().items()):
+            stranded.add_metric([provider], float(count))
+        yield stranded
 
 
 INGRESS = IngressCollector()
@@ -131,6 +148,12 @@ class ProviderWatch(Periodic):
         answers = await asyncio.gather(*(self._answers(p) for p in providers)) \
             if nc.is_connected else [False] * len(providers)
         INGRESS.providers_ready = dict(zip(providers, answers, strict=True))
+        now = time.monotonic()
+        for provider, ok in INGRESS.providers_ready.items():
+            if ok:
+                INGRESS.missing_since.pop(provider, None)
+            else:
+                INGRESS.missing_since.setdefault(provider, now)
 
     async def _answers(self, provider: str) -> bool:
         try:

@@ -62,6 +62,10 @@ class IngressSettings(BaseSettings):
                                 validation_alias="AIGW_MAX_FILE_BYTES")
     max_other_bytes: int = Field(default=1024 * 1024, ge=1024,
                                  validation_alias="AIGW_MAX_OTHER_BYTES")
+    # A running batch whose items wait only on providers with no worker for this long is
+    # finished, each line left with a no_worker error line (0: it waits for its window).
+    batch_no_worker_seconds: float = Field(default=900.0, ge=0,
+                                           validation_alias="AIGW_BATCH_NO_WORKER_SECONDS")
     # A stream's frames waiting for a client that reads slowly: past this many bytes the
     # upstream call is cancelled and the stream ends with a client_too_slow error.
     stream_buffer_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024,

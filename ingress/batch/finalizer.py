@@ -83,6 +83,17 @@ def render(results: list[ItemResult]) -> tuple[bytes, bytes, RequestCounts, Batc
             usage)
 
 
+# Why a line has no result, as its error line says.
+_UNFINISHED = {
+    "cancelled": ("batch_cancelled",
+                  "This request was not executed because the batch was cancelled."),
+    "expired": ("batch_expired",
+                "This request could not be executed before the completion window expired."),
+    "no_worker": ("no_worker", "This request was not executed: no worker served its "
+                  "provider for longer than the gateway waits (AIGW_BATCH_NO_WORKER_SECONDS)."),
+}
+
+
 def _claim(holder: str, now: float) -> Callable[[BatchRecord], BatchRecord | None]:
     def change(record: BatchRecord) -> BatchRecord | None:
         if record.batch.status not in (BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING,
@@ -97,9 +108,20 @@ def _claim(holder: str, now: float) -> Callable[[BatchRecord], BatchRecord | Non
 
 
 class Finalizer:
-    def __init__(self, store: BatchStore, tick: float = 0.5) -> None:
+    """``missing_for(provider)``: for how many seconds no worker of ``provider`` has
+    answered (0 while one does). A running batch whose items wait only on providers
+    missing for ``no_worker_after`` seconds or more is finished, its lines left with a
+    ``no_worker`` error line, rather than waiting for its 24 h window (None: it waits)."""
+
+    def __init__(self, store: BatchStore, tick: float = 0.5,
+                 missing_for: Callable[[str], float] = lambda provider: 0.0,
+                 no_worker_after: float | None = None) -> None:
         self._store = store
         self._tick = tick
+        self._missing_for = missing_for
+        self._no_worker_after = no_worker_after
+        # Running batches with items for a provider that has no worker, per provider.
+        self.stranded: dict[str, int] = {}
         self._id = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
         # When each running batch is next counted (time.monotonic()).
@@ -141,9 +163,14 @@ class Finalizer:
         live = {r.batch.id for r in active}
         for batch_id in [b for b in self._next_count if b not in live]:
             del self._next_count[batch_id]
+        stranded: dict[str, int] = {}
         for record in active:
             batch = record.batch
             status = batch.status
+            if status is BatchStatus.IN_PROGRESS:
+                for provider in record.providers:
+                    if self._missing_for(provider) > 0:
+                        stranded[provider] = stranded.get(provider, 0) + 1
             if status is BatchStatus.CANCELLING:
                 since = now - (batch.cancelling_at or batch.created_at)
                 if since > CANCEL_GRACE or (
@@ -158,10 +185,12 @@ class Finalizer:
                 if not self._due(record):
                     continue
                 ok, failed = await self._store.progress(batch.id)
-                if len(ok) + len(failed) >= batch.request_counts.total:
+                if (len(ok) + len(failed) >= batch.request_counts.total
+                        or await self._stranded(record)):
                     await self._finish(record)
             elif status is BatchStatus.VALIDATING and now - batch.created_at > VALIDATION_TIMEOUT:
                 await self._store.update(batch.id, _interrupted(int(now)))
+        self.stranded = stranded
 
     async def _finish(self, record: BatchRecord) -> None:
         batch_id = record.batch.id
@@ -169,23 +198,29 @@ class Finalizer:
         claimed = await self._store.update(batch_id, _claim(self._id, now))
         if claimed is None or claimed.claimed_by != self._id:
             return
-        expired = False
-        if (claimed.batch.status is not BatchStatus.CANCELLING
-                and claimed.batch.expires_at is not None and now >= claimed.batch.expires_at):
+        # Finished short of a result per line (past its window, or stranded without a
+        # worker): the lines left get an error line each, whichever replica finishes it.
+        short: str | None = None
+        if claimed.batch.status is not BatchStatus.CANCELLING:
             ok, failed = await self._store.progress(batch_id)
-            expired = len(ok) + len(failed) < claimed.batch.request_counts.total
+            if len(ok) + len(failed) < claimed.batch.request_counts.total:
+                expires_at = claimed.batch.expires_at
+                short = "expired" if expires_at is not None and now >= expires_at else (
+                    "no_worker")
+        expired = short == "expired"
         if claimed.batch.status is BatchStatus.IN_PROGRESS:
             claimed = await self._store.update(batch_id, _to_finalizing(self._id))
             if claimed is None or claimed.batch.status is BatchStatus.IN_PROGRESS:
                 return
         cancelled = claimed.batch.status is BatchStatus.CANCELLING
-        if cancelled or expired:
+        if cancelled or short:
             await self._store.drop_items(claimed)
         results = await self._store.results(batch_id)
         if not await self._complete_read(batch_id, results):
             return  # FINALIZING, claimed by this replica: read again on the next tick
-        if cancelled or expired:
-            results += await self._unfinished(claimed, results, cancelled)
+        if cancelled or short:
+            results += await self._unfinished(claimed, results,
+                                              "cancelled" if cancelled else short or "")
         output, errors, counts, usage = render(results)
         out_id = await self._write(claimed, output_file_id(batch_id), output, now)
         err_id = await self._write(claimed, error_file_id(batch_id), errors, now)
@@ -198,6 +233,18 @@ class Finalizer:
             await self._store.drop_results(batch_id)
             log.info("batch %s %s: %d ok, %d failed", batch_id, done.batch.status.value,
                      counts.completed, counts.failed)
+
+    async def _stranded(self, record: BatchRecord) -> bool:
+        """Whether the batch's work left waits only on providers with no worker, each
+        missing past the bound."""
+        missing = [p for p in record.providers if self._missing_for(p) > 0]
+        if not missing or self._no_worker_after is None or any(
+                self._missing_for(p) < self._no_worker_after for p in missing):
+            return False
+        for provider in record.providers:
+            if provider not in missing and await self._store.waiting(record, provider):
+                return False
+        return True
 
     async def _complete_read(self, batch_id: str, results: list[ItemResult]) -> bool:
         """Whether ``results`` (read through a KV watch) has every line the result keys
@@ -212,21 +259,17 @@ class Finalizer:
         return False
 
     async def _unfinished(self, record: BatchRecord, results: list[ItemResult],
-                          cancelled: bool) -> list[ItemResult]:
-        """An error result for each line of a cancelled or expired batch that has none, as
-        OpenAI writes them, so ``completed + failed == total``. The custom ids are read
-        again from the input file (every line of a batch that ran was an item); a file
-        deleted meanwhile leaves those lines out."""
+                          why: str) -> list[ItemResult]:
+        """An error result for each line of a cancelled, expired or stranded batch that
+        has none, as OpenAI writes them, so ``completed + failed == total``. The custom ids
+        are read again from the input file (every line of a batch that ran was an item); a
+        file deleted meanwhile leaves those lines out."""
         data = await self._store.content(record.batch.input_file_id)
         if data is None:
             return []
         ids = await asyncio.to_thread(custom_ids, data)
         done = {r.line for r in results}
-        code, message = (
-            ("batch_cancelled", "This request was not executed because the batch was "
-             "cancelled.") if cancelled else
-            ("batch_expired", "This request could not be executed before the completion "
-             "window expired."))
+        code, message = _UNFINISHED[why]
         batch_id = record.batch.id
         return [ItemResult(line=line, custom_id=custom_id, ok=False,
                            output=error_line(batch_id, custom_id, code, message))
