@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ingress.routes.batches import CreateBatch
-from schemas.batch import FILE_PURPOSES
+from schemas.batch import FILE_EXPIRY_MAX, FILE_EXPIRY_MIN, FILE_PURPOSES
 from schemas.openai import ChatCompletionRequest, EmbeddingRequest
 
 _REF = "#/components/schemas/{model}"
@@ -36,6 +36,29 @@ _UPLOAD = {
         "file": {"type": "string", "format": "binary",
                  "description": "The file: JSON lines for purpose batch."},
         "purpose": {"type": "string", "enum": sorted(FILE_PURPOSES)},
+        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+        "expires_after[seconds]": {"type": "integer", "minimum": FILE_EXPIRY_MIN,
+                                   "maximum": FILE_EXPIRY_MAX},
+    },
+}
+
+# What a created object's id leads to, as OpenAPI links (clients and stateful fuzzers
+# follow them): (method, path of the creating operation) -> link name -> (method, path,
+# parameters, request body) of the operation it feeds. Only the /v1 paths carry them; the
+# unversioned aliases are the same handlers.
+_ID = "$response.body#/id"
+_LINKS: dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str], Any]]] = {
+    ("post", "/v1/files"): {
+        "RetrieveFile": ("get", "/v1/files/{file_id}", {"file_id": _ID}, None),
+        "FileContent": ("get", "/v1/files/{file_id}/content", {"file_id": _ID}, None),
+        "DeleteFile": ("delete", "/v1/files/{file_id}", {"file_id": _ID}, None),
+        "CreateBatch": ("post", "/v1/batches", {}, {
+            "input_file_id": _ID, "endpoint": "/v1/chat/completions",
+            "completion_window": "24h"}),
+    },
+    ("post", "/v1/batches"): {
+        "RetrieveBatch": ("get", "/v1/batches/{batch_id}", {"batch_id": _ID}, None),
+        "CancelBatch": ("post", "/v1/batches/{batch_id}/cancel", {"batch_id": _ID}, None),
     },
 }
 
@@ -64,4 +87,29 @@ def add_request_bodies(schema: dict[str, Any]) -> dict[str, Any]:
         elif suffix == "/files":
             post["requestBody"] = {"required": True, "content": {
                 "multipart/form-data": {"schema": _UPLOAD}}}
+    _add_links(schema)
     return schema
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    """The links of :data:`_LINKS` on each creating operation's 200 response, naming the
+    operations they lead to by the ids FastAPI gave them."""
+    paths = schema.get("paths", {})
+    for (method, path), links in _LINKS.items():
+        source = paths.get(path, {}).get(method)
+        if source is None:
+            continue
+        found: dict[str, Any] = {}
+        for name, (to_method, to_path, parameters, body) in links.items():
+            target = paths.get(to_path, {}).get(to_method)
+            if target is None or "operationId" not in target:
+                continue
+            link: dict[str, Any] = {"operationId": target["operationId"]}
+            if parameters:
+                link["parameters"] = parameters
+            if body is not None:
+                link["requestBody"] = body
+            found[name] = link
+        ok = source.setdefault("responses", {}).setdefault(
+            "200", {"description": "Successful Response"})
+        ok["links"] = found

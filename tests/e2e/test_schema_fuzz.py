@@ -120,3 +120,63 @@ def test_no_generated_request_gets_a_5xx_or_an_unshaped_error(
     assert calls > 50
     assert problems == [], problems[:10]
     assert "Traceback" not in gateway.logs("ingress"), gateway.logs("ingress")
+
+
+def test_the_schema_links_files_to_batches(
+        fuzzed: tuple[Gateway, dict[str, Any], str]) -> None:
+    _, doc, _ = fuzzed
+    upload = doc["paths"]["/v1/files"]["post"]["responses"]["200"]["links"]
+    assert set(upload) == {"RetrieveFile", "FileContent", "DeleteFile", "CreateBatch"}
+    assert upload["CreateBatch"]["requestBody"]["input_file_id"] == "$response.body#/id"
+    ids = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
+    assert {link["operationId"] for link in upload.values()} <= ids
+    created = doc["paths"]["/v1/batches"]["post"]["responses"]["200"]["links"]
+    assert set(created) == {"RetrieveBatch", "CancelBatch"}
+
+
+@pytest.mark.parametrize("who", ["master", "virtual key"])
+def test_stateful_runs_from_files_to_batches_get_no_5xx(
+        fuzzed: tuple[Gateway, dict[str, Any], str], who: str) -> None:
+    """Schemathesis's state machine follows the links: upload a file, then retrieve, read,
+    delete it or make a batch of it, then retrieve or cancel that batch."""
+    gateway, doc, secret = fuzzed
+    token = MASTER_KEY if who == "master" else secret
+    doc = {**doc, "servers": [{"url": gateway.base_url}]}
+    doc["paths"] = {p: ops for p, ops in doc["paths"].items()
+                    if p.startswith(("/v1/files", "/v1/batches"))}
+    schema = schemathesis.openapi.from_dict(json.loads(json.dumps(doc)))
+    problems: list[str] = []
+    uploaded: set[str] = set()
+    chained: list[int] = []  # statuses of batch creations from an uploaded file
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+            return {"base_url": gateway.base_url, "timeout": 30,
+                    "headers": {"authorization": f"Bearer {token}"}}
+
+        def after_call(self, response: schemathesis.Response,
+                       case: schemathesis.Case) -> None:
+            path = case.operation.path
+            if case.method.upper() == "POST" and path == "/v1/files" and (
+                    response.status_code == 200):
+                uploaded.add(json.loads(response.text)["id"])
+            if case.method.upper() == "POST" and path == "/v1/batches" and isinstance(
+                    case.body, dict) and case.body.get("input_file_id") in uploaded:
+                chained.append(response.status_code)
+
+        def validate_response(self, response: schemathesis.Response,
+                              case: schemathesis.Case, *args: Any, **kwargs: Any) -> None:
+            label = f"{case.method} {case.formatted_path}"
+            if response.status_code >= 500:
+                problems.append(f"{label}: {response.status_code} {response.text[:200]}")
+            elif response.status_code >= 400 and (issue := _shaped(response)):
+                problems.append(f"{label}: {response.status_code} {issue}")
+
+    Machine.run(settings=hypothesis.settings(
+        max_examples=12, stateful_step_count=6, deadline=None, database=None,
+        derandomize=True, suppress_health_check=list(HealthCheck)))
+    assert problems == [], problems[:10]
+    assert uploaded, "no upload succeeded: the links were never followed"
+    assert chained, "no batch was made from an uploaded file through the link"
+    print(who, len(uploaded), "uploads; batch creations through the link:", chained)  # noqa: T201
+    assert "Traceback" not in gateway.logs("ingress"), gateway.logs("ingress")
