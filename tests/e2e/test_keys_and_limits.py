@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from decimal import Decimal
 
@@ -182,3 +183,29 @@ def test_spend_counters_are_rebuilt_from_clickhouse_when_redis_is_cold(
         time.sleep(0.1)
     daily = r.json()["scopes"][0]["daily"]
     assert Decimal(daily["spent"]) == booked
+
+
+def _raw_get(gateway: Gateway, path: str) -> int:
+    """The status of a GET sent with ``path`` exactly as written (clients would tidy
+    ``..`` away before sending)."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as conn:
+        conn.sendall(f"GET {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n".encode())
+        head = conn.recv(64)
+    return int(head.split()[1])
+
+
+def test_health_probes_count_against_no_limit_and_open_no_other_route(
+        gateway: Gateway) -> None:
+    _, secret = make_key(gateway, limits={"rpm": 2})
+    auth = {"authorization": f"Bearer {secret}"}
+    for _ in range(5):
+        for path in ("/health/liveliness", "/health/readiness", "/health"):
+            assert httpx.get(gateway.base_url + path, headers=auth,
+                             timeout=10).status_code in (200, 503), path
+    raw = _client(gateway, secret).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MSG)  # type: ignore[arg-type]
+    assert raw.headers["x-ratelimit-remaining-requests"] == "1"  # the probes took none
+    for path in ("/health/../v1/models", "/health/liveliness/../../v1/models",
+                 "/health%2F..%2Fv1%2Fmodels", "/v1/models?/health/liveliness",
+                 "/health/liveliness/../../admin/keys"):
+        assert _raw_get(gateway, path) in (401, 404), path
