@@ -105,13 +105,17 @@ def file_expiry(purpose: str, created_at: int, anchor: str | None,
     if anchor is None and seconds is None:
         default = DEFAULT_EXPIRY.get(purpose)
         return None if default is None else created_at + default
-    if anchor != "created_at":
+    if anchor is None or anchor.strip() != "created_at":
         raise ExpiryError("expires_after[anchor] must be 'created_at'.",
                           "expires_after[anchor]")
-    if seconds is None or not (seconds.strip().isascii() and seconds.strip().isdigit()):
+    text = "" if seconds is None else seconds.strip()
+    if not (text.isascii() and text.isdigit()):
         raise ExpiryError("expires_after[seconds] must be a whole number of seconds.",
                           "expires_after[seconds]")
-    after = int(seconds.strip())
+    # Leading zeros dropped and the length bounded before int(): past 4,300 digits int()
+    # raises a ValueError of its own.
+    digits = text.lstrip("0") or "0"
+    after = int(digits) if len(digits) <= len(str(FILE_EXPIRY_MAX)) else FILE_EXPIRY_MAX + 1
     if not FILE_EXPIRY_MIN <= after <= FILE_EXPIRY_MAX:
         raise ExpiryError(f"expires_after[seconds] must be between {FILE_EXPIRY_MIN} and "
                           f"{FILE_EXPIRY_MAX} (1 hour to 30 days).", "expires_after[seconds]")

@@ -108,6 +108,13 @@ async def form_body(request: Request, limit: int = MAX_FILE_BYTES + _FORM_ROOM) 
 
 @router.post("/files")
 async def upload(request: Request, store: StoreDep, gateway: AuthedGateway) -> FileObject:
+    """Store a file. ``expires_after[anchor]`` (only ``created_at``) with
+    ``expires_after[seconds]`` (3600 to 2592000) sets its ``expires_at``; without them a
+    ``purpose=batch`` file expires after 30 days, as at OpenAI, and any other is kept until
+    deleted. An expired file answers 404 and is swept within a minute, unless a running
+    batch still reads it (ingress.batch.file_sweep). A virtual key's live files may total
+    ``AIGW_FILES_QUOTA_BYTES``; past it the upload is a 400 ``storage_quota_exceeded``
+    (413 stays for one body too large)."""
     body = await form_body(request)
     try:
         # About a second per 100 MB: off the event loop.

@@ -83,6 +83,8 @@ def test_expires_after_sets_expires_at_and_batch_files_default_to_30_days(
      "expires_after[seconds]"),
     ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "1e5"},
      "expires_after[seconds]"),
+    ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "9" * 5000},
+     "expires_after[seconds]"),  # past int()'s own digit limit: still a 400, not a 500
     ({"expires_after[anchor]": "created_at"}, "expires_after[seconds]"),
     ({"expires_after[seconds]": "3600"}, "expires_after[anchor]"),
 ])
