@@ -9,6 +9,7 @@ clients and fuzzers know what to send.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel
@@ -42,10 +43,19 @@ _UPLOAD = {
     },
 }
 
+# A one-line batch for the chat model the examples name: a file uploaded as this example
+# makes a batch that runs, so a client (or a stateful fuzzer following the links below)
+# gets from an upload to a batch. The file part is the text itself (the file's content).
+_BATCH_LINE = json.dumps({
+    "custom_id": "request-1", "method": "POST", "url": "/v1/chat/completions",
+    "body": _JSON_BODIES["/chat/completions"][1]})
+_UPLOAD_EXAMPLE = {"file": _BATCH_LINE + "\n", "purpose": "batch"}
+
 # What a created object's id leads to, as OpenAPI links (clients and stateful fuzzers
 # follow them): (method, path of the creating operation) -> link name -> (method, path,
-# parameters, request body) of the operation it feeds. Only the /v1 paths carry them; the
-# unversioned aliases are the same handlers.
+# parameters, request body) of the operation it feeds. Only the /v1 paths carry them: the
+# unversioned aliases are the same handlers under other operationIds, left without links
+# so that a chain is described (and fuzzed) once.
 _ID = "$response.body#/id"
 _LINKS: dict[tuple[str, str], dict[str, tuple[str, str, dict[str, str], Any]]] = {
     ("post", "/v1/files"): {
@@ -86,7 +96,7 @@ def add_request_bodies(schema: dict[str, Any]) -> dict[str, Any]:
                 "schema": _component(schema, model), "example": example}}}
         elif suffix == "/files":
             post["requestBody"] = {"required": True, "content": {
-                "multipart/form-data": {"schema": _UPLOAD}}}
+                "multipart/form-data": {"schema": _UPLOAD, "example": _UPLOAD_EXAMPLE}}}
     _add_links(schema)
     return schema
 
@@ -110,6 +120,9 @@ def _add_links(schema: dict[str, Any]) -> None:
             if body is not None:
                 link["requestBody"] = body
             found[name] = link
+        if not found:
+            continue
+        # Both routes answer 200 (FastAPI's default; neither sets a status_code).
         ok = source.setdefault("responses", {}).setdefault(
             "200", {"description": "Successful Response"})
         ok["links"] = found
