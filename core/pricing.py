@@ -6,24 +6,34 @@ so no binary float ever touches money. Costs are rounded to 1e-9 USD, the scale 
 
 The rule for one call:
 
+* a prompt of more than 200k tokens (cached ones included) prices the whole call at the
+  model's ``_above_200k`` tier, as LiteLLM does; each tier price the model lacks falls back
+  to its ordinary price;
 * uncached input (``prompt_tokens - cached_tokens - cache_write_tokens``) at the input price;
 * cached input at the cache-read price, cache writes at the cache-write price (each falls
   back to the input price when the model has none);
 * ``completion_tokens`` at the output price. They already include reasoning tokens, so
   reasoning is never added on top; a model whose reasoning is priced apart from its other
-  output (none today) pays the difference on its reasoning tokens only.
+  output (``output_cost_per_reasoning_token``) pays the difference on its reasoning tokens
+  only.
+
+Prices come from the table, and a deployment's own LiteLLM price keys
+(:data:`schemas.price_keys.PRICE_KEYS`) replace the table's one by one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
 from typing import Any
 
+from schemas.price_keys import LONG_CONTEXT_THRESHOLD, PRICE_KEYS
 from schemas.usage import TokenUsage
 
 log = logging.getLogger("aigw.core.pricing")
@@ -42,29 +52,69 @@ _VERSION_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8}|\d{4}|\d{3}|latest)$")
 
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
+    """USD per token. Every field but ``input`` and ``output`` is optional; a new price
+    dimension is a new optional field here and its LiteLLM key in ``PRICE_KEYS``."""
+
     input: Decimal
     output: Decimal
     cache_read: Decimal | None = None
     cache_write: Decimal | None = None
     reasoning: Decimal | None = None
+    input_above_200k: Decimal | None = None
+    output_above_200k: Decimal | None = None
+    cache_read_above_200k: Decimal | None = None
+    cache_write_above_200k: Decimal | None = None
 
     @classmethod
-    def parse(cls, raw: dict[str, str]) -> ModelPrice:
-        def opt(name: str) -> Decimal | None:
-            value = raw.get(name)
-            return Decimal(value) if value is not None else None
+    def parse(cls, raw: Mapping[str, str]) -> ModelPrice:
+        """A price table entry; keys are field names or LiteLLM's price keys."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Decimal] = {}
+        for key, value in raw.items():
+            name = PRICE_KEYS.get(key, key)
+            if name not in names:
+                raise ValueError(f"unknown price key {key!r}")
+            values[name] = Decimal(value)
+        return cls(**values)
 
-        return cls(
-            input=Decimal(raw["input"]),
-            output=Decimal(raw["output"]),
-            cache_read=opt("cache_read"),
-            cache_write=opt("cache_write"),
-            reasoning=opt("reasoning"),
+    def overridden(self, fields: Mapping[str, Decimal | None]) -> ModelPrice:
+        # ``fields_of`` yields field names only, and never None for input or output.
+        values: dict[str, Any] = dict(fields)
+        return dataclasses.replace(self, **values)
+
+    @property
+    def has_long_context_tier(self) -> bool:
+        return any(
+            p is not None
+            for p in (self.input_above_200k, self.output_above_200k,
+                      self.cache_read_above_200k, self.cache_write_above_200k)
         )
+
+    def for_prompt(self, prompt_tokens: int) -> ModelPrice:
+        """The prices that apply to a call with this many prompt tokens."""
+        if prompt_tokens <= LONG_CONTEXT_THRESHOLD or not self.has_long_context_tier:
+            return self
+
+        def tier(above: Decimal | None, base: Decimal | None) -> Decimal | None:
+            return above if above is not None else base
+
+        return dataclasses.replace(
+            self,
+            input=self.input if self.input_above_200k is None else self.input_above_200k,
+            output=self.output if self.output_above_200k is None else self.output_above_200k,
+            cache_read=tier(self.cache_read_above_200k, self.cache_read),
+            cache_write=tier(self.cache_write_above_200k, self.cache_write),
+        )
+
+
+def fields_of(overrides: Mapping[str, Decimal]) -> dict[str, Decimal | None]:
+    """A deployment's LiteLLM price keys as ``ModelPrice`` field values."""
+    return {PRICE_KEYS[k]: v for k, v in overrides.items() if k in PRICE_KEYS}
 
 
 def call_cost(price: ModelPrice, usage: TokenUsage) -> Decimal:
     """Cost of one call at ``price``, before rounding."""
+    price = price.for_prompt(usage.prompt_tokens)
     cached = usage.cached_tokens
     written = usage.cache_write_tokens
     # A provider that reports more cached than prompt tokens would make this negative.
@@ -129,6 +179,24 @@ class PriceTable:
                     return table[name]
         return None
 
+    def price(
+        self, provider: str, model: str, overrides: Mapping[str, Decimal] | None = None
+    ) -> ModelPrice | None:
+        """The prices of one deployment: the table's, each replaced by the deployment's own
+        LiteLLM price key where it sets one. A model the table does not know needs at least
+        ``input_cost_per_token`` and ``output_cost_per_token``."""
+        fields = fields_of(overrides or {})
+        known = self.lookup(provider, model)
+        if known is None:
+            given = {k: v for k, v in fields.items() if v is not None}
+            if "input" not in given or "output" not in given:
+                return None
+            return ModelPrice(**given)
+        if "output" in fields and "reasoning" not in fields:
+            # The table's reasoning price is relative to the table's output price.
+            fields["reasoning"] = None
+        return known.overridden(fields)
+
     def cost(
         self,
         provider: str,
@@ -136,29 +204,25 @@ class PriceTable:
         usage: TokenUsage,
         input_override: Decimal | None = None,
         output_override: Decimal | None = None,
+        overrides: Mapping[str, Decimal] | None = None,
     ) -> Decimal | None:
         """USD cost of one call, or None when neither the table nor the overrides price it.
 
-        Deployment overrides (LiteLLM's ``input_cost_per_token``/``output_cost_per_token``)
-        win over the table; cache prices stay the table's when it knows the model, else
-        they fall back to the overriding input price.
+        ``overrides`` are a deployment's LiteLLM price keys (``Deployment.prices``);
+        ``input_override``/``output_override`` are the first two of them, kept for callers
+        that only know those.
         """
         if provider in FREE_PROVIDERS:
             return ZERO
-        known = self.lookup(provider, model)
-        if known is None:
-            if input_override is None or output_override is None:
-                self._warn_unknown(provider, model)
-                return None
-            price = ModelPrice(input=input_override, output=output_override)
-        else:
-            price = ModelPrice(
-                input=input_override if input_override is not None else known.input,
-                output=output_override if output_override is not None else known.output,
-                cache_read=known.cache_read,
-                cache_write=known.cache_write,
-                reasoning=known.reasoning if output_override is None else None,
-            )
+        merged: dict[str, Decimal] = dict(overrides or {})
+        if input_override is not None:
+            merged["input_cost_per_token"] = input_override
+        if output_override is not None:
+            merged["output_cost_per_token"] = output_override
+        price = self.price(provider, model, merged)
+        if price is None:
+            self._warn_unknown(provider, model)
+            return None
         return quantize(call_cost(price, usage))
 
     def _warn_unknown(self, provider: str, model: str) -> None:

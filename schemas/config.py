@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from schemas.cache_config import CACHE_KEYS, CacheSettings, parse_cache_settings
 from schemas.config_values import ConfigError, problems, seconds
+from schemas.price_keys import PRICE_KEYS
 from schemas.router_config import ROUTER_KEYS, RouterSettings, parse_router_settings
 
 __all__ = [
@@ -72,6 +73,9 @@ class Deployment(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     input_cost_per_token: Decimal | None = None
     output_cost_per_token: Decimal | None = None
+    # Every LiteLLM price key the entry sets (``PRICE_KEYS``), USD per token; each one
+    # replaces the price table's figure for this deployment.
+    prices: dict[str, Decimal] = Field(default_factory=dict)
     # LiteLLM's ``model_info.mode``: "chat", "embedding", "completion", ...; None when
     # the config does not say.
     mode: str | None = None
@@ -79,6 +83,18 @@ class Deployment(BaseModel):
     # most a call may ask for, checked by the ingress before the call is sent.
     max_output_tokens: int | None = Field(default=None, ge=1)
     output_vector_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_prices_are_price_keys(cls, data: Any) -> Any:
+        """``input_cost_per_token``/``output_cost_per_token`` given as fields also land in
+        ``prices``, which is what pricing reads."""
+        if isinstance(data, dict):
+            named = {k: data[k] for k in ("input_cost_per_token", "output_cost_per_token")
+                     if data.get(k) is not None}
+            if named:
+                data = {**data, "prices": {**named, **(data.get("prices") or {})}}
+        return data
 
     @property
     def base_url(self) -> str:
@@ -222,11 +238,16 @@ def parse_deployment(
                 or _string(resolved.get("base_url"), f"{where} litellm_params.base_url"))
     if api_base is None and PROVIDER_BASES[provider] is None and provider != "mock":
         raise ConfigError(f"{where}: provider {provider!r} needs litellm_params.api_base")
-    extra = {k: v for k, v in resolved.items() if k not in _KNOWN_PARAMS}
+    extra = {k: v for k, v in resolved.items()
+             if k not in _KNOWN_PARAMS and k not in PRICE_KEYS}
     prices = {
         key: _decimal(resolved.get(key, model_info.get(key)), f"{where} {key}")
-        for key in ("input_cost_per_token", "output_cost_per_token")
+        for key in PRICE_KEYS
     }
+    given = {key: value for key, value in prices.items() if value is not None}
+    for key, value in given.items():
+        if not value.is_finite() or value < 0:
+            raise ConfigError(f"{where} {key}: a price must be a finite number >= 0")
     try:
         return Deployment(
             id=_deployment_id(occurrence, model_name, model),
@@ -240,7 +261,9 @@ def parse_deployment(
             tpm=resolved.get("tpm"),
             weight=float(resolved.get("weight") or 1.0),
             extra=extra,
-            **prices,
+            input_cost_per_token=prices["input_cost_per_token"],
+            output_cost_per_token=prices["output_cost_per_token"],
+            prices=given,
             mode=_string(model_info.get("mode"), f"{where} model_info.mode"),
             max_output_tokens=model_info.get("max_output_tokens", model_info.get("max_tokens")),
             output_vector_size=model_info.get("output_vector_size"),

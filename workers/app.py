@@ -132,8 +132,7 @@ class Worker:
             deployment.provider,
             deployment.upstream_model,
             usage,
-            input_override=deployment.input_cost_per_token,
-            output_override=deployment.output_cost_per_token,
+            overrides=deployment.prices,
         )
 
     def _on_outcome(self, outcome: Outcome) -> None:

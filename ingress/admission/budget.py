@@ -45,6 +45,11 @@ def reserve_cost(
     by a budget already spent, but reserves nothing (its real cost is unknown too)."""
     if price is None:
         return Decimal(0)
+    # A prompt past a long-context threshold is priced at that tier (``ModelPrice``).
+    for_prompt = getattr(price, "for_prompt", None)
+    if callable(for_prompt):
+        price = for_prompt(prompt_tokens_estimate)
+        assert price is not None
     output_price = price.output
     # A model that prices reasoning above other output could bill every output token at it.
     reasoning = getattr(price, "reasoning", None)

@@ -90,10 +90,8 @@ class Gatekeeper:
     def price(self, deployment: Deployment) -> ModelPrice | None:
         if deployment.provider == "mock":
             return None
-        given_in, given_out = deployment.input_cost_per_token, deployment.output_cost_per_token
-        if given_in is not None and given_out is not None:
-            return ModelPrice(input=given_in, output=given_out)
-        return self._prices.lookup(deployment.provider, deployment.upstream_model)
+        return self._prices.price(deployment.provider, deployment.upstream_model,
+                                  deployment.prices)
 
     async def admit(
         self,

@@ -131,8 +131,7 @@ def lost_event(
         deployment.provider,
         deployment.upstream_model,
         usage,
-        input_override=deployment.input_cost_per_token,
-        output_override=deployment.output_cost_per_token,
+        overrides=deployment.prices,
     )
     error = ErrorInfo.of(ErrorKind.TIMEOUT, "the worker running this attempt was lost",
                          status=HTTP_STATUS, code="worker_lost")
