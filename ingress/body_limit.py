@@ -26,7 +26,7 @@ from ingress.errors import ApiError
 INFERENCE_PATHS = frozenset({
     "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/messages",
     "/v1/responses",
-    "/chat/completions", "/embeddings",  # the unversioned aliases
+    "/chat/completions", "/embeddings", "/completions", "/responses",  # unversioned aliases
 })
 FILE_PATHS = frozenset({"/v1/files", "/files"})
 # Multipart framing and the purpose field around a file of the largest size.

@@ -49,7 +49,8 @@ def prompt_tokens(body: dict[str, Any]) -> int:
     """An estimate of the input tokens of an OpenAI chat request body."""
     messages = body.get("messages")
     if not isinstance(messages, list):
-        return 0
+        # A legacy text completion's ``prompt`` is read as an embedding's ``input`` is.
+        return embedding_tokens({"input": body.get("prompt")})
     chars = images = 0
     for message in messages:
         if not isinstance(message, dict):
@@ -90,6 +91,8 @@ def chunk_chars(chunk: dict[str, Any]) -> int:
     """Characters of generated output in one OpenAI ``chat.completion.chunk``."""
     chars = 0
     for choice in chunk.get("choices") or ():
+        if isinstance(choice, dict) and isinstance(choice.get("text"), str):
+            chars += len(choice["text"])  # a legacy text completion's chunk
         delta = choice.get("delta") if isinstance(choice, dict) else None
         if not isinstance(delta, dict):
             continue
@@ -109,7 +112,7 @@ def chunk_chars(chunk: dict[str, Any]) -> int:
 # without parsing it. In JSON text a quote inside a string is always escaped, so a key
 # never matches inside another field's value.
 _OUTPUT_FIELD = re.compile(
-    rb'"(?:content|reasoning_content|refusal|name|arguments)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+    rb'"(?:content|reasoning_content|refusal|name|arguments|text)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 _ESCAPE = re.compile(rb"\\u[0-9a-fA-F]{4}|\\.")
 
 

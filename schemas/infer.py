@@ -13,6 +13,17 @@ SCHEMA_VERSION: Literal[1] = 1
 class Endpoint(StrEnum):
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
+    # Images and audio (schemas/media.py): OpenAI-compatible upstreams only.
+    IMAGES = "images"
+    IMAGE_EDITS = "image_edits"
+    TRANSCRIPTIONS = "transcriptions"
+    TRANSLATIONS = "translations"
+    SPEECH = "speech"
+    # Anthropic's Messages API: the body and the streamed events are Anthropic's, passed
+    # through to an Anthropic deployment and translated for any other (workers/protocols).
+    MESSAGES = "messages"
+    # Legacy text completions (``/v1/completions``), OpenAI-compatible upstreams only.
+    COMPLETIONS = "completions"
 
 
 class InferRequest(BaseModel):
@@ -36,3 +47,8 @@ class InferRequest(BaseModel):
     end_user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     batch_id: str | None = None
+    # The complexity router's tier for this attempt, the request's score and why, for
+    # the usage event (None when the group is not routed by complexity).
+    route_tier: str | None = None
+    route_score: float | None = None
+    route_reason: str | None = None

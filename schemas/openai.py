@@ -128,3 +128,38 @@ def _tokens(tokens: list[Any]) -> None:
 def _count(inputs: list[Any]) -> None:
     if len(inputs) > MAX_EMBEDDING_INPUTS:
         raise ValueError(f"at most {MAX_EMBEDDING_INPUTS} inputs per request, got {len(inputs)}")
+
+
+class CompletionRequest(BaseModel):
+    """A legacy text completion (``/v1/completions``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    prompt: str | list[Any]
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
+    best_of: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
+    max_tokens: int | None = Field(default=None, ge=0, le=MAX_OUTPUT_TOKENS)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
+    user: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | list[Any]) -> str | list[Any]:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must not be empty")
+            strings = all(isinstance(x, str) for x in value)
+            if not (strings or all(_token(x) for x in value)
+                    or all(isinstance(x, list) and x and all(_token(t) for t in x)
+                           for x in value)):
+                raise ValueError("must be a string, a list of strings, a list of token ids "
+                                 "or a list of token-id lists")
+            if strings:
+                _count(value)
+        return value

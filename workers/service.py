@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -28,12 +28,21 @@ from schemas.usage import TokenUsage
 from workers import spans
 from workers.metrics import UpstreamCalls, call_status
 from workers.offload import off_loop
-from workers.providers.base import Provider, UpstreamCall, UpstreamError
+from workers.providers.base import (
+    Completion,
+    Provider,
+    StreamItem,
+    TextCompleter,
+    UpstreamCall,
+    UpstreamError,
+)
 from workers.redact import redact
 
 log = logging.getLogger("aigw.worker")
 
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
+# The endpoints whose answers stream chunk by chunk.
+_STREAMED = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
 
 
 class FrameTooLarge(Exception):
@@ -238,7 +247,7 @@ class WorkerService:
             )
             if attempt.span is not None:
                 spans.calling(attempt.span, request, deployment)
-            if request.endpoint is Endpoint.CHAT and request.stream:
+            if request.stream and request.endpoint in _STREAMED:
                 await self._stream(attempt, call)
             else:
                 await self._complete(attempt, call)
@@ -286,6 +295,16 @@ class WorkerService:
                 spans.end_attempt(attempt.span, attempt.usage, attempt.cost, error, cancelled,
                                   attempt.text)
 
+    def _text_completer(self) -> TextCompleter:
+        if isinstance(self._provider, TextCompleter):
+            return self._provider
+        raise UpstreamError(ErrorInfo.of(
+            ErrorKind.INVALID_REQUEST,
+            f"{self.provider_name} deployments do not serve legacy text completions "
+            "(/v1/completions); use /v1/chat/completions with this model.",
+            code="unsupported_endpoint", status=400, provider=self.provider_name,
+        ))
+
     def _settle(self, attempt: Attempt, call: UpstreamCall, usage: TokenUsage) -> None:
         attempt.usage = usage
         attempt.cost = self._price(call.deployment, usage)
@@ -312,8 +331,11 @@ class WorkerService:
             await self._send(attempt, FrameKind.ERROR, frame.model_dump_json().encode())
 
     async def _complete(self, attempt: Attempt, call: UpstreamCall) -> None:
+        result: Completion
         if attempt.request.endpoint is Endpoint.EMBEDDINGS:
             result = await self._provider.embed(call)
+        elif attempt.request.endpoint is Endpoint.COMPLETIONS:
+            result = await self._text_completer().complete_text(call)
         else:
             result = await self._provider.complete(call)
         attempt.first_chunk_at = time.monotonic()
@@ -344,7 +366,12 @@ class WorkerService:
         finish: str | None = None
         self._settle(attempt, call, TokenUsage())
         attempt.call = call
-        async for item in self._provider.stream(call):
+        items: AsyncIterator[StreamItem]
+        if attempt.request.endpoint is Endpoint.COMPLETIONS:
+            items = self._text_completer().stream_text(call)
+        else:
+            items = self._provider.stream(call)
+        async for item in items:
             if isinstance(item, TokenUsage):
                 self._settle(attempt, call, item)
                 continue

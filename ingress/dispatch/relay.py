@@ -103,13 +103,17 @@ async def json_response(
 def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | None) -> bytes:
     """The last chunk of a stream that asked for usage, in the first chunk's name."""
     meta: dict[str, Any] = {}
+    parsed: dict[str, Any] = {}
     if first_chunk is not None:
         parsed = json.loads(first_chunk)
         meta = {k: parsed.get(k) for k in ("id", "created", "model")}
     usage = tokens.to_openai()
     if cost is not None:
         usage["cost"] = float(cost)
-    chunk = {**meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+    # A legacy completion's stream is of ``text_completion`` objects.
+    kind = parsed.get("object")
+    chunk = {**meta, "object": kind if kind == "text_completion" else "chat.completion.chunk",
+             "choices": [], "usage": usage}
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 

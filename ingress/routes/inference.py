@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions`` and ``POST /v1/embeddings``.
+"""``POST /v1/chat/completions``, ``POST /v1/embeddings`` and ``POST /v1/completions``.
 
 A request the cache may serve (:mod:`ingress.cache.key`) is looked up after the model is
 known to exist and be allowed, and before admission: a hit makes no upstream call, so it
@@ -25,7 +25,7 @@ from ingress.admission.gatekeeper import Ticket
 from ingress.auth.principal import Principal, allowed
 from ingress.cache.dedup import Lead
 from ingress.cache.dedup_shared import SharedLeads
-from ingress.cache.key import CachePolicy, cache_key, policy, scope_of
+from ingress.cache.key import OFF, CachePolicy, cache_key, policy, scope_of
 from ingress.cache.store import CachedAnswer, Capture
 from ingress.deps import AuthedGateway, request_id
 from ingress.dispatch import execution, lost, relay, replay
@@ -37,7 +37,7 @@ from ingress.state import Gateway
 from schemas import model_limits
 from schemas.config import Deployment
 from schemas.infer import Endpoint
-from schemas.openai import ChatCompletionRequest, EmbeddingRequest
+from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from schemas.usage import UsageEvent, UsageStatus, event_id
 
 router = APIRouter()
@@ -287,6 +287,8 @@ async def _respond(
     settle = gateway.gatekeeper.settle
     wanted = policy(body, request.headers.get("cache-control"), gateway.cache_ttls[endpoint],
                     settings.cache_max_ttl)
+    if endpoint is Endpoint.COMPLETIONS:  # the cache replays answers in chat's shape
+        wanted = OFF
     capture: Capture | None = None
     if wanted.active:
         began = time.perf_counter()
@@ -343,3 +345,13 @@ async def chat_completions(request: Request, gateway: AuthedGateway) -> Response
 async def embeddings(request: Request, gateway: AuthedGateway) -> Response:
     parsed, body = await read_body(request, EmbeddingRequest)
     return await _answer(request, gateway, parsed.model, body, Endpoint.EMBEDDINGS, False)
+
+
+@router.post("/completions")
+async def completions(request: Request, gateway: AuthedGateway) -> Response:
+    """Legacy text completions, passed through to OpenAI-compatible upstreams."""
+    parsed, body = await read_body(request, CompletionRequest)
+    stream = bool(parsed.stream)
+    include_usage = bool(stream and parsed.stream_options and parsed.stream_options.include_usage)
+    return await _answer(request, gateway, parsed.model, body, Endpoint.COMPLETIONS, stream,
+                         include_usage)

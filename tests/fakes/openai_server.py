@@ -44,6 +44,7 @@ from tests.fakes.server import serve
 
 ANSWER = "Hello from the fake OpenAI server."
 TOOL_ARGS = '{"city": "Paris", "unit": "celsius"}'
+TEXT_ANSWER = "once upon a time in a fake land"
 
 
 # Secrets the ``echo-secrets`` model quotes back in its error message, besides the
@@ -211,12 +212,57 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
         return JSONResponse({"object": "list", "data": data, "model": body["model"],
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
+    async def completions(request: Request) -> Response:
+        """Legacy text completions: the prompt's words count as its tokens."""
+        if (denied := check_key(request)) is not None:
+            return denied
+        body = await request.json()
+        state.requests.append(body)
+        model, prompt = body.get("model"), body.get("prompt")
+        if not isinstance(model, str) or prompt is None:
+            return _error(400, "model and prompt are required", "invalid_request_error", None)
+        if (failure := scripted_failure(model)) is not None:
+            return failure
+        prompt_tokens = len(str(prompt).split())
+        if body.get("stream"):
+            return StreamingResponse(_text_stream(body, prompt_tokens),
+                                     media_type="text/event-stream")
+        return JSONResponse({
+            "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+            "model": model, "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "text": TEXT_ANSWER, "logprobs": None,
+                         "finish_reason": "stop"}],
+            "usage": _usage(prompt_tokens, len(TEXT_ANSWER.split())),
+        })
+
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
     ])
     app.state.fake = state
     return app
+
+
+async def _text_stream(body: dict[str, Any], prompt_tokens: int) -> AsyncIterator[bytes]:
+    model = body["model"]
+    words = TEXT_ANSWER.split(" ")
+
+    def chunk(text: str, finish: str | None) -> bytes:
+        return b"data: " + json.dumps({
+            "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+            "model": model, "choices": [{"index": 0, "text": text, "logprobs": None,
+                                         "finish_reason": finish}]}).encode() + b"\n\n"
+
+    for i, word in enumerate(words):
+        yield chunk(word if i == 0 else " " + word, None)
+    yield chunk("", "stop")
+    if (body.get("stream_options") or {}).get("include_usage"):
+        yield b"data: " + json.dumps({
+            "id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+            "model": model, "choices": [],
+            "usage": _usage(prompt_tokens, len(words))}).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 async def _broken() -> AsyncIterator[bytes]:

@@ -16,7 +16,7 @@ import email.utils
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -56,6 +56,16 @@ class Provider(Protocol):
     def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]: ...
 
     async def embed(self, call: UpstreamCall) -> Completion: ...
+
+
+@runtime_checkable
+class TextCompleter(Protocol):
+    """An adapter whose upstream has legacy text completions (``/v1/completions``): the
+    request and its answers (``text_completion`` objects and chunks) pass through."""
+
+    async def complete_text(self, call: UpstreamCall) -> Completion: ...
+
+    def stream_text(self, call: UpstreamCall) -> AsyncIterator[StreamItem]: ...
 
 
 class UpstreamError(Exception):

@@ -143,10 +143,23 @@ class OpenAIProvider:
         data = await _json(response, self._name)
         return Completion(response=data, usage=TokenUsage.from_openai(data.get("usage")))
 
-    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
+    async def complete_text(self, call: UpstreamCall) -> Completion:
+        body = {**call.body, "stream": False}
+        body.pop("stream_options", None)
+        response = await self._post(call, "/completions", body)
+        data = await _json(response, self._name)
+        return Completion(response=data, usage=TokenUsage.from_openai(data.get("usage")))
+
+    def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
+        return self._stream(call, "/chat/completions")
+
+    def stream_text(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
+        return self._stream(call, "/completions")
+
+    async def _stream(self, call: UpstreamCall, path: str) -> AsyncIterator[StreamItem]:
         request = self._client.build_request(
             "POST",
-            self._url(call, "/chat/completions"),
+            self._url(call, path),
             content=_encode(stream_body(call.body)),
             headers=self._headers(call),
             timeout=call.deployment.timeout,
