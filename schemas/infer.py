@@ -13,6 +13,8 @@ SCHEMA_VERSION: Literal[1] = 1
 class Endpoint(StrEnum):
     CHAT = "chat"
     EMBEDDINGS = "embeddings"
+    RERANK = "rerank"
+    MODERATIONS = "moderations"
     # Images and audio (schemas/media.py): OpenAI-compatible upstreams only.
     IMAGES = "images"
     IMAGE_EDITS = "image_edits"

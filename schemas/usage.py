@@ -16,6 +16,22 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
+class MediaUsage(BaseModel):
+    """What an images or audio call used, in the units it is priced by."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    images: int = 0
+    # The size (``1024x1792``) and quality (``hd``) the images were made at.
+    image_size: str | None = None
+    image_quality: str | None = None
+    # Seconds of audio sent (transcription, translation) and made (speech, when measurable).
+    seconds: Decimal = Decimal(0)
+    output_seconds: Decimal = Decimal(0)
+    # Characters of text turned into speech.
+    characters: int = 0
+
+
 class TokenUsage(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -24,9 +40,13 @@ class TokenUsage(BaseModel):
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    # Searches billed per query rather than per token (a rerank call's search units).
+    queries: int = 0
     # True when the provider never reported these figures (a stream cut off before its
     # final usage) and they were estimated from the text sent and received.
     estimated: bool = False
+    # Images made, audio seconds, characters: set for images and audio calls only.
+    media: MediaUsage | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -110,3 +130,7 @@ class UsageEvent(BaseModel):
     ttft_ms: float | None = None
     batch_id: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # The complexity router's tier for the attempt, the request's score and why.
+    route_tier: str | None = None
+    route_score: float | None = None
+    route_reason: str | None = None
