@@ -37,7 +37,8 @@ LOG_COLUMNS = (
     "provider", "deployment_id", "upstream_model", "endpoint", "streamed", "status",
     "error_type", "http_status", "prompt_tokens", "completion_tokens", "cached_tokens",
     "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost", "saved_cost",
-    "price_version", "latency_ms", "ttft_ms", "batch_id", "metadata",
+    "price_version", "latency_ms", "ttft_ms", "batch_id", "metadata", "route_tier",
+    "route_score", "route_reason",
 )
 _MONEY = Decimal("1e-9")
 
@@ -218,7 +219,7 @@ def _log_entry(row: dict[str, Any]) -> dict[str, Any]:
     entry["cost"] = money(row["cost"])
     entry["saved_cost"] = money(row["saved_cost"])
     for name in ("key_id", "team_id", "end_user", "deployment_id", "upstream_model",
-                 "error_type", "price_version", "batch_id"):
+                 "error_type", "price_version", "batch_id", "route_tier", "route_reason"):
         entry[name] = row[name] or None
     entry["streamed"] = bool(row["streamed"])
     return entry

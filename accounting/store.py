@@ -33,7 +33,7 @@ COLUMNS = (
     "status", "error_type", "http_status", "prompt_tokens", "completion_tokens",
     "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "saved_cost",
     "price_version", "latency_ms", "ttft_ms", "batch_id", "metadata", "schema_version",
-    "usage_estimated",
+    "usage_estimated", "route_tier", "route_score", "route_reason",
 )
 # Column types given up front spare clickhouse-connect a DESCRIBE per insert.
 COLUMN_TYPES = (
@@ -43,12 +43,13 @@ COLUMN_TYPES = (
     "LowCardinality(String)", "LowCardinality(String)", "UInt16", "UInt32", "UInt32",
     "UInt32", "UInt32", "UInt32", "Nullable(Decimal(18, 9))", "Nullable(Decimal(18, 9))",
     "LowCardinality(String)", "Float64", "Nullable(Float64)", "String",
-    "Map(String, String)", "UInt8", "Bool",
+    "Map(String, String)", "UInt8", "Bool", "LowCardinality(String)", "Nullable(Float64)",
+    "String",
 )
 # Optional names are stored as '' (see the 0001 migration).
 _BLANK_IF_NONE = frozenset({
     "key_id", "team_id", "end_user", "deployment_id", "upstream_model", "error_type",
-    "price_version", "batch_id",
+    "price_version", "batch_id", "route_tier", "route_reason",
 })
 
 # How far apart two events with one id may be stamped and still be found as one.

@@ -62,4 +62,7 @@ def attempt_event(
         ttft_ms=round(ttft_ms, 3) if ttft_ms is not None else None,
         batch_id=request.batch_id,
         metadata=request.metadata,
+        route_tier=request.route_tier,
+        route_score=request.route_score,
+        route_reason=request.route_reason,
     )

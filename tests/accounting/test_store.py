@@ -28,7 +28,8 @@ def test_migrations_on_a_fresh_store_apply_every_file(tmp_path: Any) -> None:
     client = connect(f"chdb://{tmp_path / 'fresh'}")
     try:
         applied = migrations.apply(client)
-        assert applied == ["0001_usage_events", "0002_usage_daily", "0003_usage_estimated"]
+        assert applied == ["0001_usage_events", "0002_usage_daily", "0003_usage_estimated",
+                           "0004_usage_route"]
         assert migrations.apply(client) == []
     finally:
         client.close()
