@@ -109,9 +109,10 @@ def permissions(role: str) -> Permissions:
                 *_kv(KEYS_BUCKET, write=True), *_kv(TEAMS_BUCKET, write=True),
                 *_kv(HEALTH_BUCKET, write=True), *_kv(subjects.CONFIG_BUCKET, write=True),
                 *_kv(subjects.BATCH_BUCKET, write=True), *_kv(subjects.FILES_BUCKET, write=True),
+                *_kv(subjects.SEMANTIC_CACHE_BUCKET, write=True),
                 *_kv(subjects.BATCH_RESULTS_BUCKET, write=False, purge=True),
                 *_kv(subjects.BATCH_RUNS_BUCKET, write=False, purge=True),
-                *_objects(subjects.FILES_OBJECTS),
+                *_objects(subjects.FILES_OBJECTS), *_objects(subjects.MEDIA_OBJECTS),
             ]),
             subscribe=(f"{inbox_prefix(INGRESS)}.>", subjects.ADMIT, subjects.settle("*"),
                        subjects.dedup_done("*")),
@@ -124,11 +125,15 @@ def permissions(role: str) -> Permissions:
                 # Frames of an attempt (many per request) and ping answers, to an ingress.
                 f"{inbox_prefix(INGRESS)}.>",
                 subjects.usage("*"), subjects.ADMIT, subjects.settle("*"), *_usage_stream(),
+                # A batch item routed to another provider is handed to its queue.
+                subjects.BATCH_SUBJECTS,
                 *_stream(subjects.BATCH_STREAM, "INFO", "CREATE"), *_pulls(subjects.BATCH_STREAM),
                 *_kv(subjects.BATCH_BUCKET, write=False),
                 *_kv(subjects.BATCH_RESULTS_BUCKET, write=True),
                 *_kv(subjects.BATCH_RUNS_BUCKET, write=True),
                 *_kv(subjects.CONFIG_BUCKET, write=False),
+                # Uploaded audio and images read, large answers written (schemas/media.py).
+                *_objects(subjects.MEDIA_OBJECTS),
             ]),
             subscribe=(f"{inbox_prefix(WORKER)}.>", subjects.infer("*"), subjects.CANCEL_ALL,
                        subjects.ping("*")),

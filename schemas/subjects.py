@@ -74,6 +74,10 @@ BATCH_RESULTS_BUCKET = "aigw_batch_results"
 BATCH_RUNS_BUCKET = "aigw_batch_runs"
 FILES_BUCKET = "aigw_files"
 FILES_OBJECTS = "aigw_files"
+# Images and audio in flight (uploads, large answers): schemas/media.py, core/media_store.py.
+MEDIA_OBJECTS = "aigw_media"
+# The semantic cache (ingress/cache/semantic_store.py): vectors and answers, per scope.
+SEMANTIC_CACHE_BUCKET = "aigw_semantic_cache"
 
 
 def batch_items(provider: str, batch_id: str) -> str:
