@@ -246,7 +246,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
             sweep = Periodic(lambda: sweep_expired(store), SWEEP_SECONDS, "file sweep")
             sweep.start()
             stack.push_async_callback(sweep.stop)
-            batch_admission = BatchAdmission(app.state.gateway)
+            batch_admission = BatchAdmission(app.state.gateway, store)
             await batch_admission.start()
             stack.push_async_callback(batch_admission.stop)
             yield

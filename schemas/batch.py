@@ -230,6 +230,10 @@ class BatchItem(BaseModel):
     line: int
     custom_id: str
     request: InferRequest
+    # Handed over to another provider's queue this many times (run-time routing), and
+    # the deployments it failed on before, so its new worker does not go back to them.
+    moves: int = 0
+    failed: tuple[str, ...] = ()
 
 
 class ItemResult(BaseModel):
@@ -267,9 +271,11 @@ def item_request_id(batch_id: str, custom_id: str) -> str:
     return f"{batch_id}-{tail}"
 
 
-def item_msg_id(batch_id: str, line: int) -> str:
-    """``Nats-Msg-Id`` of an item, so a re-submitted item is dropped by JetStream."""
-    return f"batch:{batch_id}:{line}"
+def item_msg_id(batch_id: str, line: int, moves: int = 0) -> str:
+    """``Nats-Msg-Id`` of an item, so a re-submitted item is dropped by JetStream; a move
+    has its own, so a worker that dies between handing an item over and acknowledging it
+    does not hand it over twice."""
+    return f"batch:{batch_id}:{line}" if not moves else f"batch:{batch_id}:{line}:m{moves}"
 
 
 def output_id(batch_id: str, custom_id: str) -> str:

@@ -71,6 +71,11 @@ RETRYABLE: frozenset[ErrorKind] = frozenset(
         ErrorKind.NO_WORKER,
     }
 )
+# Errors after which the next deployment of the group may well succeed: transient ones,
+# and a deployment's own misconfiguration (a wrong key or model name). A bad request, a
+# context that is too long or a refused prompt would fail the same way on its siblings.
+FAILOVER: frozenset[ErrorKind] = RETRYABLE | {
+    ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION, ErrorKind.NOT_FOUND}
 
 
 class ErrorInfo(BaseModel):

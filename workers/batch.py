@@ -19,8 +19,8 @@ acknowledged without a call. A result too large for a NATS message is stored as 
 Each upstream call, as accounting sees it: an item cut off with its worker (a drain that
 ran out, a crash) is redelivered after :data:`ACK_WAIT` (kept short; running items are
 marked in progress) and runs again. Each delivery numbers its attempts from
-``(delivery - 1) * ATTEMPTS``, and each retry of a retryable failure (429, 5xx, timeouts)
-takes the next number, so every call has a usage event id of its own: the earlier
+:func:`first_attempt`, and each further attempt (routed by the ingress: failover, fallback,
+retry) takes the next number, so every call has a usage event id of its own: the earlier
 delivery's event (a cancelled call, a 429) never shadows the call that answered.
 
 A worker killed outright publishes no event for the call it was in. So before each call a
@@ -63,6 +63,7 @@ from schemas.batch import (
     BatchStatus,
     ItemResult,
     error_line,
+    item_msg_id,
     result_key,
 )
 from schemas.batch_admission import AdmitAnswer, Verdict
@@ -71,7 +72,7 @@ from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
 from workers import spans
-from workers.batch_admission import AdmissionClient
+from workers.batch_admission import AdmissionClient, Route
 from workers.batch_results import item_result as _result
 from workers.batch_results import too_large
 from workers.capacity import Capacity
@@ -85,7 +86,10 @@ CONCURRENCY = 16
 ACK_WAIT = 5.0
 # Deliveries after which an item that keeps killing its worker goes to the error file.
 MAX_DELIVERIES = 5
-ATTEMPTS = 3
+# Attempts per delivery: routed by an ingress (failover, fallbacks, retry rounds), or,
+# with no ingress to ask, retries of transient failures on the item's own deployment.
+ATTEMPTS = 6
+UNROUTED_TRIES = 3
 STATUS_TTL = 1.0
 # An item of a batch still validating waits here (its ack deadline kept alive), checking
 # the batch this often, for up to VALIDATING_WAIT seconds: a delivery handed back would count
@@ -95,11 +99,30 @@ VALIDATING_WAIT = 60.0
 VALIDATING_DELAY = 30.0
 # How a call is accounted whose worker died in it (a later delivery finds its record).
 LOST = ErrorInfo.of(ErrorKind.CONNECTION, "the worker running this call was lost")
+NOWHERE = ErrorInfo.of(ErrorKind.NOT_FOUND, "No deployment serves the item's model now.",
+                       code="model_not_found")
 
 
-def run_key(batch_id: str, line: int, delivery: int) -> str:
-    """KV key (bucket ``aigw_batch_runs``) of the attempt a delivery of an item began last."""
-    return f"{batch_id}.{line}.{delivery}"
+def run_key(item: BatchItem, delivery: int) -> str:
+    """KV key (bucket ``aigw_batch_runs``) of the attempt a delivery of an item began last
+    (a delivery of the item as handed over to another provider has keys of its own)."""
+    base = f"{item.batch_id}.{item.line}.{delivery}"
+    return base if not item.moves else f"{base}.m{item.moves}"
+
+
+def first_attempt(item: BatchItem, delivery: int) -> int:
+    """The attempt number a delivery starts from: no two deliveries, nor two copies of an
+    item handed over between providers, share one, so every call has an event id of its
+    own."""
+    return (item.moves * MAX_DELIVERIES + delivery - 1) * ATTEMPTS
+
+
+class Moved:  # the item was handed over to another provider's queue
+    pass
+
+
+MOVED = Moved()
+Outcome = DoneFrame | ErrorFrame | Moved | None
 
 
 def lost_usage(request: InferRequest) -> TokenUsage:
@@ -119,9 +142,6 @@ def backoff(attempt: int, error: ErrorInfo) -> float:
     return min(0.5 * 2.0 ** (attempt - 1), 8.0)
 
 
-ADMITTED = AdmitAnswer(verdict=Verdict.ADMITTED)  # no admission asked: nothing to settle
-
-
 class BatchRunner:
     def __init__(self, provider: str, service: WorkerService, concurrency: int,
                  capacity: Capacity | None = None, admit: bool = False) -> None:
@@ -137,6 +157,7 @@ class BatchRunner:
         self._calling = 0  # items inside the service: interactive = in_flight - _calling
         self._status: dict[str, tuple[float, BatchStatus | None]] = {}
         self._buckets: Buckets | None = None
+        self._js: JetStreamContext | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._max_payload = 0
@@ -164,6 +185,7 @@ class BatchRunner:
     async def start(self, nc: Client) -> None:
         js = nc.jetstream()
         self._max_payload = nc.max_payload
+        self._js = js
         self._buckets = await ensure(js)
         if self._admit_items:
             self._admission = AdmissionClient(nc)
@@ -305,38 +327,91 @@ class BatchRunner:
             frame = await self._call(item, delivery)
         if frame is None:  # cancelled with the worker: leave it for redelivery
             return
+        if isinstance(frame, Moved):
+            await msg.ack()
+            batch_item_done(self._provider, "moved")
+            return
         stored = await self._store(item, _result(item, frame))
         await msg.ack()
         if stored is not None:
             batch_item_done(self._provider, "completed" if stored else "failed")
 
-    async def _call(self, item: BatchItem, delivery: int) -> DoneFrame | ErrorFrame | None:
+    async def _call(self, item: BatchItem, delivery: int) -> Outcome:
+        if self._admission is None:
+            return await self._call_unrouted(item, delivery)
         frame: DoneFrame | ErrorFrame | None = None
-        first = (delivery - 1) * ATTEMPTS  # no two deliveries share an attempt number
-        for retry in range(ATTEMPTS):
+        failed = list(item.failed)
+        request = item.request
+        first = first_attempt(item, delivery)
+        retries = 0
+        for n in range(ATTEMPTS):
+            request = request.model_copy(update={"attempt": first + n})
+            last = frame.error if isinstance(frame, ErrorFrame) else None
+            found = await self._admission.admit(
+                request, lambda: self._stopping,
+                Route(self._provider, tuple(failed), last, item.moves))
+            if found is None:  # stopping: leave the item for redelivery
+                return None
+            if found.verdict is Verdict.EXHAUSTED:
+                return frame if frame is not None else ErrorFrame(error=NOWHERE)
+            if found.verdict is Verdict.MOVE:
+                return await self._move(item, found, failed)
+            if found.error is not None:  # refused: a spent budget, a revoked key
+                return ErrorFrame(error=found.error)
+            if found.deployment_id is not None and found.deployment_id != request.deployment_id:
+                request = request.model_copy(update={"deployment_id": found.deployment_id})
+            if found.route == "retry" and last is not None:
+                # Nothing else is left: the same deployments again, after a backoff.
+                retries += 1
+                await asyncio.sleep(backoff(retries, last))
+            frame = await self._run_attempt(item, delivery, request)
+            await self._admission.settle(found, request, frame)
+            if not isinstance(frame, ErrorFrame):
+                return frame
+            if frame.error.kind is ErrorKind.CANCELLED:
+                return None
+            if request.deployment_id not in failed:
+                failed.append(request.deployment_id)
+        return frame
+
+    async def _call_unrouted(self, item: BatchItem, delivery: int) -> Outcome:
+        """No ingress to ask (a worker run on its own): the item's own deployment, with
+        retries of transient failures."""
+        frame: DoneFrame | ErrorFrame | None = None
+        first = first_attempt(item, delivery)
+        for retry in range(UNROUTED_TRIES):
             request = item.request.model_copy(update={"attempt": first + retry})
-            admitted = ADMITTED
-            if self._admission is not None:
-                found = await self._admission.admit(request, lambda: self._stopping)
-                if found is None:  # stopping: leave the item for redelivery
-                    return None
-                if found.error is not None:  # refused: a spent budget, a revoked key
-                    return ErrorFrame(error=found.error)
-                admitted = found
-            await self._kv.runs.put(run_key(item.batch_id, item.line, delivery),
-                                    str(request.attempt).encode())
-            frame = await self._attempt(request.model_dump_json().encode())
-            if self._admission is not None:
-                await self._admission.settle(admitted, request, frame)
+            frame = await self._run_attempt(item, delivery, request)
             if not isinstance(frame, ErrorFrame):
                 return frame
             error = frame.error
             if error.kind is ErrorKind.CANCELLED:
                 return None
-            if error.kind not in RETRYABLE or retry == ATTEMPTS - 1:
+            if error.kind not in RETRYABLE or retry == UNROUTED_TRIES - 1:
                 return frame
             await asyncio.sleep(backoff(retry + 1, error))
         return frame
+
+    async def _run_attempt(self, item: BatchItem, delivery: int,
+                           request: InferRequest) -> DoneFrame | ErrorFrame | None:
+        await self._kv.runs.put(run_key(item, delivery), str(request.attempt).encode())
+        return await self._attempt(request.model_dump_json().encode())
+
+    async def _move(self, item: BatchItem, answer: AdmitAnswer, failed: list[str]) -> Moved:
+        """Onto the queue of the provider it was routed to, under an id of its own per move
+        (a worker that dies before acknowledging this delivery hands it over once)."""
+        assert answer.deployment_id is not None
+        assert answer.provider is not None
+        moved = item.model_copy(update={
+            "request": item.request.model_copy(update={"deployment_id": answer.deployment_id}),
+            "moves": item.moves + 1, "failed": tuple(failed)})
+        await self._jetstream.publish(
+            subjects.batch_items(answer.provider, item.batch_id),
+            moved.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": item_msg_id(item.batch_id, item.line, moved.moves)})
+        log.info("batch item %s line %d: handed to %s (%s, %s)", item.batch_id, item.line,
+                 answer.provider, answer.deployment_id, answer.route)
+        return MOVED
 
     async def _attempt(self, data: bytes) -> DoneFrame | ErrorFrame | None:
         reply = f"{LOCAL_PREFIX}{uuid.uuid4().hex}"
@@ -352,6 +427,12 @@ class BatchRunner:
             self._waiting.pop(reply, None)
 
     # ---- state in KV ---------------------------------------------------------------------
+
+    @property
+    def _jetstream(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("BatchRunner.start() was not awaited")
+        return self._js
 
     @property
     def _kv(self) -> Buckets:
@@ -373,11 +454,11 @@ class BatchRunner:
         of an event its worker did publish is dropped downstream as a duplicate."""
         for earlier in range(1, delivery):
             try:
-                entry = await self._kv.runs.get(run_key(item.batch_id, item.line, earlier))
+                entry = await self._kv.runs.get(run_key(item, earlier))
             except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
                 continue  # it made no call (a validating wait handed back)
             value = (entry.value or b"").decode()
-            attempt = int(value) if value.isdigit() else (earlier - 1) * ATTEMPTS
+            attempt = int(value) if value.isdigit() else first_attempt(item, earlier)
             request = item.request.model_copy(update={"attempt": attempt})
             self._service.report_lost(request, lost_usage(request), LOST)
             log.info("batch item %s: attempt %d (delivery %d) left no result; accounted "

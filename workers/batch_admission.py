@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import nats.errors
 from nats.aio.client import Client
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 
 from schemas import subjects
 from schemas.batch_admission import AdmitAnswer, AdmitAsk, SettleNote, Verdict
+from schemas.errors import ErrorInfo
 from schemas.frames import DoneFrame, ErrorFrame
 from schemas.infer import Endpoint, InferRequest
 
@@ -31,6 +33,17 @@ NOBODY_WAIT = 1.0  # no ingress answered: ask again after this
 
 def admission_id(request: InferRequest) -> str:
     return f"{request.request_id}:{request.attempt}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the ingress needs to route an item's attempt: the asking worker's provider,
+    where the item failed so far and how it failed last, and how often it moved."""
+
+    provider: str
+    failed: tuple[str, ...] = ()
+    last_error: ErrorInfo | None = None
+    moves: int = 0
 
 
 class AdmissionClient:
@@ -51,13 +64,20 @@ class AdmissionClient:
         return answer
 
     async def admit(self, request: InferRequest,
-                    stopping: Callable[[], bool] = lambda: False) -> AdmitAnswer | None:
-        """The ingress's final word on ``request`` (admitted or refused), after as many
-        waits as its limits ask for; None if the worker began stopping meanwhile."""
+                    stopping: Callable[[], bool] = lambda: False,
+                    route: Route | None = None) -> AdmitAnswer | None:
+        """The ingress's final word on ``request`` (admitted, refused, or with ``route``
+        moved or exhausted), after as many waits as its limits ask for; None if the worker
+        began stopping meanwhile."""
+        routing: dict[str, object] = {}
+        if route is not None:
+            routing = {"model_alias": request.model_alias, "batch_id": request.batch_id,
+                       "provider": route.provider, "failed": route.failed,
+                       "last_error": route.last_error, "moves": route.moves}
         data = AdmitAsk(
             admission_id=admission_id(request), key_id=request.key_id,
             deployment_id=request.deployment_id, body=request.body,
-            generates=request.endpoint is not Endpoint.EMBEDDINGS,
+            generates=request.endpoint is not Endpoint.EMBEDDINGS, **routing,
         ).model_dump_json().encode()
         while not stopping():
             answer = await self._ask(data)
@@ -77,7 +97,7 @@ class AdmissionClient:
         elif isinstance(frame, ErrorFrame):
             note = SettleNote(admission_id=admission_id(request),
                               tokens=frame.usage.total_tokens if frame.usage else 0,
-                              cost=frame.cost)
+                              cost=frame.cost, error=frame.error)
         else:
             note = SettleNote(admission_id=admission_id(request), unknown=True)
         with contextlib.suppress(nats.errors.Error):

@@ -45,19 +45,13 @@ from ingress.metrics import FALLBACKS, RETRIES
 from ingress.routing.router import Plan, Router
 from ingress.spans import attempt_span
 from schemas.config import Deployment
-from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
+from schemas.errors import FAILOVER, ErrorInfo, ErrorKind
 from schemas.frames import ErrorFrame, FrameKind
 from schemas.infer import Endpoint, InferRequest
 
 log = logging.getLogger("aigw.ingress")
 
 Admit = Callable[[Deployment, int], Awaitable[Ticket]]
-
-# Errors after which the next deployment of the group may well succeed: transient ones,
-# and a deployment's own misconfiguration (a wrong key or model name). A bad request, a
-# context that is too long or a refused prompt would fail the same way on its siblings.
-FAILOVER: frozenset[ErrorKind] = RETRYABLE | {
-    ErrorKind.AUTHENTICATION, ErrorKind.PERMISSION, ErrorKind.NOT_FOUND}
 
 
 @dataclass(frozen=True, slots=True)

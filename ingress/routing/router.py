@@ -17,7 +17,7 @@ from ingress.routing.strategies import SmoothWeighted, strategy_for
 from schemas.config import Deployment, GatewayConfig, RouterSettings
 from schemas.errors import ErrorKind
 
-_USABLE = (Availability.HEALTHY, Availability.PROBE_READY)
+USABLE = (Availability.HEALTHY, Availability.PROBE_READY)
 
 
 class Plan(list[Deployment]):
@@ -93,7 +93,7 @@ class Router:
         ordered = self.strategy.order(self._rotations[model].order(), self.load.load)
         if len(ordered) == 1:
             return Plan(model, ordered, self, forced=True)
-        usable = [d for d in ordered if self.health.availability(d.id) in _USABLE]
+        usable = [d for d in ordered if self.health.availability(d.id) in USABLE]
         if usable:
             return Plan(model, usable, self)
 

@@ -325,7 +325,7 @@ async def test_a_call_whose_worker_was_killed_is_accounted_by_the_next_delivery(
     assert (ok.status, ok.attempt, ok.usage_estimated) == (UsageStatus.OK, ATTEMPTS, False)
     # Each delivery recorded the attempt it began, beside the results, not among them.
     for delivery, attempt in ((1, 0), (2, ATTEMPTS)):
-        entry = await bus.buckets.runs.get(run_key(BATCH, 1, delivery))
+        entry = await bus.buckets.runs.get(run_key(item, delivery))
         assert entry.value == str(attempt).encode()
 
 
