@@ -11,6 +11,8 @@ or the header ``Cache-Control: max-age=N, no-cache, no-store``:
 * ``ttl`` (or ``max-age``) > 0 stores the answer for that long, and lets the request be
   answered from the cache; ``max-age`` also refuses entries older than N seconds.
 * ``s-maxage`` lets the request be answered by an entry no older than that, without storing.
+* ``similarity_threshold`` (0 to 1) replaces the semantic cache's threshold for this
+  request (:mod:`ingress.cache.semantic`).
 * ``no-cache`` never answers from the cache (a fresh answer, which may still be stored);
   ``no-store`` never stores the answer. Either wins over everything else.
 
@@ -56,6 +58,8 @@ class CachePolicy:
     ttl: float = 0.0
     lookup: bool = False
     max_age: float | None = None
+    # The semantic cache's threshold for this request (None: the config's).
+    similarity: float | None = None
 
     @property
     def store(self) -> bool:
@@ -91,6 +95,13 @@ def _flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise invalid(f"cache.{name} must be true or false.", param=f"cache.{name}")
     return value
+
+
+def _similarity(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise invalid("cache.similarity_threshold must be a number above 0 and at most 1.",
+                      param="cache.similarity_threshold")
+    return float(value)
 
 
 def _header_directives(header: str | None) -> dict[str, str | None]:
@@ -137,6 +148,9 @@ def policy(
     if "s-maxage" in fields:
         max_age = _seconds(fields["s-maxage"], "s-maxage")
         lookup = True
+    similarity = None
+    if "similarity_threshold" in fields:
+        similarity = _similarity(fields["similarity_threshold"])
     no_cache = _flag(fields.get("no-cache", False), "no-cache") or no_cache
     no_store = _flag(fields.get("no-store", False), "no-store") or no_store
 
@@ -146,7 +160,8 @@ def policy(
         ttl = 0.0
     if max_age is not None and max_age <= 0:
         lookup = False
-    return CachePolicy(ttl=min(ttl, max_ttl), lookup=lookup, max_age=max_age)
+    return CachePolicy(ttl=min(ttl, max_ttl), lookup=lookup, max_age=max_age,
+                       similarity=similarity)
 
 
 def scope_of(principal: Principal, scope: Scope) -> str:

@@ -20,7 +20,9 @@ aliases at different behaviours of one server:
   once after that (a worker killed mid-call, retried elsewhere)
 - ``switch``: answers ``switch_status`` as an error while it is set, normally otherwise
 
-Anything else answers normally. With ``tools`` and ``tool_choice`` not ``none`` the answer
+Embeddings by a model named ``concepts…`` are vectors over a small concept vocabulary
+(:mod:`tests.fakes.concept_embeddings`): paraphrases close, other questions far. Anything
+else answers normally. With ``tools`` and ``tool_choice`` not ``none`` the answer
 calls the first tool, streaming its arguments in pieces; ``response_format`` json_object
 or json_schema answers a JSON object.
 """
@@ -40,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes import concept_embeddings
 from tests.fakes.server import serve
 
 ANSWER = "Hello from the fake OpenAI server."
@@ -206,8 +209,12 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
         body = await request.json()
         state.requests.append(body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1)] * 4}
-                for i in range(len(inputs))]
+        if str(body["model"]).startswith("concepts"):
+            vectors = [concept_embeddings.embed(str(x)) for x in inputs]
+        else:
+            vectors = [[0.1 * (i + 1)] * 4 for i in range(len(inputs))]
+        data = [{"object": "embedding", "index": i, "embedding": vector}
+                for i, vector in enumerate(vectors)]
         tokens = sum(len(str(x).split()) for x in inputs)
         return JSONResponse({"object": "list", "data": data, "model": body["model"],
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
