@@ -49,7 +49,8 @@ PROVIDER_BASES: dict[str, str | None] = {
 }
 
 # litellm_params keys we act on; anything else is kept in ``Deployment.extra``.
-_KNOWN_PARAMS = {"model", "api_key", "api_base", "base_url", "timeout", "rpm", "tpm", "weight"}
+_KNOWN_PARAMS = {"model", "api_key", "api_base", "base_url", "timeout", "rpm", "tpm", "weight",
+                 "tier"}
 
 # Top-level and general_settings keys we act on. The rest are accepted and reported.
 _KNOWN_TOP = {"model_list", "general_settings", "litellm_settings", "router_settings"}
@@ -83,6 +84,9 @@ class Deployment(BaseModel):
     # most a call may ask for, checked by the ingress before the call is sent.
     max_output_tokens: int | None = Field(default=None, ge=1)
     output_vector_size: int | None = Field(default=None, ge=1)
+    # Its tier for the ``complexity`` routing strategy: ``model_info.tier`` (where LiteLLM
+    # keeps any extra key), or ``litellm_params.tier``.
+    tier: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -267,6 +271,7 @@ def parse_deployment(
             mode=_string(model_info.get("mode"), f"{where} model_info.mode"),
             max_output_tokens=model_info.get("max_output_tokens", model_info.get("max_tokens")),
             output_vector_size=model_info.get("output_vector_size"),
+            tier=_string(model_info.get("tier", resolved.get("tier")), f"{where} tier"),
         )
     except ConfigError:
         raise
@@ -330,14 +335,25 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
                     if k not in ROUTER_KEYS and not (
                         section == "litellm_settings" and k in CACHE_KEYS)]
     cache, cache_ignored = parse_cache_settings(sections["litellm_settings"])
+    router = parse_router_settings(raw, {d.model_name for d in deployments})
+    _check_tiers(deployments, router)
     return GatewayConfig(
         deployments=deployments,
         master_key=SecretStr(str(master)) if master else None,
-        router=parse_router_settings(raw, {d.model_name for d in deployments}),
+        router=router,
         cache=cache,
         health_checks=parse_health_checks(general),
         ignored=tuple(ignored + cache_ignored),
     )
+
+
+def _check_tiers(deployments: tuple[Deployment, ...], router: RouterSettings) -> None:
+    """A tier the complexity router does not know would silently count as the strongest."""
+    tiers = router.complexity.tiers
+    for d in deployments:
+        if d.tier is not None and d.tier not in tiers and router.by_complexity(d.model_name):
+            raise ConfigError(f"model_list ({d.model_name}): tier {d.tier!r} is not among "
+                              f"router_settings.complexity_router.tiers ({', '.join(tiers)})")
 
 
 # What ``aigw up`` serves when given no configuration: mock models, so a first request works.

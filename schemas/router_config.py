@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from schemas.complexity_config import ComplexitySettings, parse_complexity
 from schemas.config_values import ConfigError, problems
 from schemas.errors import ErrorKind
 
@@ -19,6 +20,7 @@ ROUTING_STRATEGIES = (
     "cost-based-routing",
     "usage-based-routing",
     "usage-based-routing-v2",
+    "complexity",  # ours: by the request's own difficulty (``complexity_router``)
 )
 
 # LiteLLM's ``retry_policy`` names and the error kinds each covers. Our own kind names
@@ -37,7 +39,7 @@ RETRY_POLICY_NAMES: dict[str, tuple[ErrorKind, ...]] = {
 ROUTER_KEYS = {
     "routing_strategy", "num_retries", "retry_after", "timeout", "request_timeout",
     "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "allowed_fails",
-    "cooldown_time", "disable_cooldowns", "retry_policy",
+    "cooldown_time", "disable_cooldowns", "retry_policy", "complexity_router",
 }
 
 class RouterSettings(BaseModel):
@@ -65,6 +67,11 @@ class RouterSettings(BaseModel):
     fail_window: float = Field(default=60.0, gt=0)
     disable_cooldowns: bool = False
     retry_policy: dict[ErrorKind, int] = Field(default_factory=dict)
+    complexity: ComplexitySettings = Field(default_factory=ComplexitySettings)
+
+    def by_complexity(self, model: str) -> bool:
+        """Whether ``model``'s group is routed by each request's complexity."""
+        return self.routing_strategy == "complexity" or model in self.complexity.model_groups
 
 
 def _fallbacks(value: Any, where: str, models: set[str]) -> dict[str, tuple[str, ...]]:
@@ -126,6 +133,8 @@ def parse_router_settings(raw: Mapping[str, Any], models: set[str]) -> RouterSet
             values[key] = _fallbacks(value, where, models)
         elif key == "retry_policy":
             values[key] = _retry_policy(value, where)
+        elif key == "complexity_router":
+            values["complexity"] = parse_complexity(value, where, models)
         elif key == "routing_strategy":
             if value not in ROUTING_STRATEGIES:
                 raise ConfigError(f"{where}: unknown strategy {value!r} "

@@ -42,6 +42,7 @@ from ingress.dispatch.lost import Lost, Silence
 from ingress.dispatch.observed import ObservedReply
 from ingress.errors import ApiError
 from ingress.metrics import FALLBACKS, RETRIES
+from ingress.routing.complexity import Decision, RouteNote, note
 from ingress.routing.router import Plan, Router
 from ingress.spans import attempt_span
 from schemas.config import Deployment
@@ -66,6 +67,8 @@ class Started:
     sent_at: float
     # Accounts the attempt if its worker goes silent later (see :mod:`ingress.dispatch.lost`).
     lost: Lost | None = None
+    # The complexity router's tier for this attempt, and why.
+    route: RouteNote | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,7 @@ class _Run:
         self.lost = lost
         self.caller = caller
         self.attempts = 0
+        self.route: Decision | None = None
         self.last: ErrorInfo | None = None
         self.busy: str | None = None
         self.loop = asyncio.get_running_loop()
@@ -167,6 +171,8 @@ class _Run:
         except DeploymentBusy as exc:
             self.busy = str(exc)
             return True
+        route = (note(self.route, deployment, self.router.settings.complexity)
+                 if self.route is not None and self.router is not None else None)
         request = InferRequest(
             request_id=self.request_id,
             attempt=attempt,
@@ -180,6 +186,9 @@ class _Run:
             team_id=self.caller.team_id,
             end_user=self.caller.end_user,
             metadata=self.caller.metadata or {},
+            route_tier=route.tier if route else None,
+            route_score=route.score if route else None,
+            route_reason=route.reason if route else None,
         )
         waiting: CapacityWait | None = None
         resent = False
@@ -280,7 +289,7 @@ class _Run:
         if self.router is not None:
             self.router.health.succeeded(deployment.id)
         return Started(reply=reply, first=frame, deployment=deployment, ticket=ticket,
-                       sent_at=sent_at, lost=self.lost)
+                       sent_at=sent_at, lost=self.lost, route=route)
 
     def check_deadline(self) -> None:
         remaining = self.remaining()
@@ -314,6 +323,7 @@ class _Run:
     async def model(self, plan: list[Deployment], model: str) -> Started | None:
         """A model's rounds: the plan, then retries while the error class allows them."""
         forced = plan.forced if isinstance(plan, Plan) else True
+        self.route = plan.route if isinstance(plan, Plan) else None
         retries = 0
         while True:
             started = await self.round(plan, model, forced)
@@ -329,8 +339,8 @@ class _Run:
             log.info("%s: retry %d on %s in %.2f s after %s", self.request_id, retries,
                      model, wait, self.last.kind.value)
             await asyncio.sleep(wait)
-            fresh = self.router.plan(model)
-            plan, forced = fresh, fresh.forced
+            fresh = self.router.plan(model, self.body)
+            plan, forced, self.route = fresh, fresh.forced, fresh.route
 
 
 async def start(
@@ -375,7 +385,7 @@ async def start(
         FALLBACKS.labels(model_alias).inc()
         log.info("%s: falling back from %s to %s after %s", request_id, model_alias, model,
                  run.last.kind.value)
-        started = await run.model(router.plan(model), model)
+        started = await run.model(router.plan(model, body), model)
         if started is not None:
             return started
     raise run.give_up(model_alias)

@@ -63,8 +63,10 @@ async def read_body(request: Request, model: type[T]) -> tuple[T, dict[str, Any]
         raise invalid(message, param=param) from None
 
 
-def _plan(gateway: Gateway, principal: Principal, model: str) -> list[Deployment]:
-    plan = gateway.router.plan(model)
+def _plan(
+    gateway: Gateway, principal: Principal, model: str, body: dict[str, Any] | None = None,
+) -> list[Deployment]:
+    plan = gateway.router.plan(model, body)
     if not plan:
         raise ApiError(
             404,
@@ -276,7 +278,7 @@ async def _respond(
     include_usage: bool = False,
 ) -> Response:
     principal: Principal = request.state.principal
-    plan = _plan(gateway, principal, model)
+    plan = _plan(gateway, principal, model, body)
     try:
         model_limits.check(plan, body, model)
     except model_limits.OverLimit as exc:
@@ -329,6 +331,8 @@ async def _respond(
         response = await relay.json_response(started, timeout, settle, capture)
     if wanted.active:
         response.headers[replay.CACHE_HEADER] = "miss"
+    if started.route is not None:  # the complexity router's tier and why
+        response.headers.update(started.route.headers())
     return response
 
 
