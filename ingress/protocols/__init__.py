@@ -1,0 +1,1 @@
+"""Client protocols the ingress answers through chat: pure translators, no I/O."""
