@@ -97,7 +97,7 @@ class RouteNote:
     def headers(self) -> dict[str, str]:
         # Header values are latin-1 on the wire; a configured keyword may not be.
         reason = self.reason.encode("ascii", "replace").decode("ascii")
-        return {TIER_HEADER: self.tier, SCORE_HEADER: f"{self.score:.2f}",
+        return {TIER_HEADER: self.tier, SCORE_HEADER: str(self.score),
                 REASON_HEADER: reason}
 
 
@@ -202,12 +202,13 @@ def strengths(f: Features, settings: ComplexitySettings) -> dict[str, float]:
 
 
 def score(f: Features, settings: ComplexitySettings) -> tuple[float, dict[str, float]]:
-    """The score and each feature's contribution to it (those above 0, largest first)."""
+    """The score (to 3 decimals) and each feature's contribution to it (those above 0,
+    largest first)."""
     parts = {name: round(settings.weight(name) * s, 4)
              for name, s in strengths(f, settings).items()}
     kept = dict(sorted(((k, v) for k, v in parts.items() if v >= 0.005),
                        key=lambda kv: -kv[1]))
-    return min(1.0, round(sum(parts.values()), 4)), kept
+    return min(1.0, round(sum(parts.values()), 3)), kept
 
 
 def decide(body: dict[str, Any], settings: ComplexitySettings) -> Decision:
