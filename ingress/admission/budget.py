@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Protocol
 
+from schemas.reasoning import max_tokens_with_thinking
+
 # Output cap assumed when a request sets none; the ingress setting overrides it.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
@@ -139,22 +141,33 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
     tools = body.get("tools")
     if tools:
         total += _text_tokens(json.dumps(tools, separators=(",", ":")))
+    documents = body.get("documents")  # a rerank's, strings or {"text": ...}
+    if isinstance(documents, list):
+        total += _input_tokens(body.get("query")) + sum(
+            _input_tokens(d.get("text") if isinstance(d, dict) else d) for d in documents)
     return total
 
 
 def max_output_tokens(
-    body: dict[str, Any], default: int = DEFAULT_MAX_OUTPUT_TOKENS, *, generates: bool = True
+    body: dict[str, Any],
+    default: int = DEFAULT_MAX_OUTPUT_TOKENS,
+    *,
+    generates: bool = True,
+    thinking_budget: int = 0,
 ) -> int:
     """The most output tokens a request may produce, over all its ``n`` choices.
-    ``generates=False`` for endpoints that produce no tokens (embeddings)."""
+    ``generates=False`` for endpoints that produce no tokens (embeddings). A thinking
+    budget (``schemas.reasoning.thinking_budget``) raises the cap as the worker raises the
+    upstream's ``max_tokens``."""
     if not generates:
         return 0
-    cap = default
+    requested: int | None = None
     for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            cap = value
+            requested = value
             break
+    cap = max_tokens_with_thinking(requested, thinking_budget, default)
     choices = body.get("n")
     if isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
         cap *= choices

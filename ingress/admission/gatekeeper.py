@@ -28,6 +28,7 @@ from ingress.admission.budget import estimate_prompt_tokens, max_output_tokens, 
 from ingress.auth.principal import Principal
 from schemas.config import Deployment
 from schemas.keys import Limits, Team
+from schemas.reasoning import thinking_budget
 
 log = logging.getLogger("aigw.ingress")
 
@@ -100,15 +101,19 @@ class Gatekeeper:
         admission_id: str,
         body: dict[str, Any],
         generates: bool,
+        reserve: Decimal | None = None,
     ) -> Ticket:
         """Admit one attempt, or raise: ApiError(429/503) for the caller's own limits,
-        DeploymentBusy for the deployment's."""
+        DeploymentBusy for the deployment's. ``reserve``: the most the call can cost, when
+        the caller knows better than a token estimate (an image, seconds of audio)."""
         scopes = scopes_for(principal, deployment)
         if not scopes:
             return Ticket(None, Decimal(0), {})
         prompt = estimate_prompt_tokens(body)
-        most = max_output_tokens(body, self._default_max_output, generates=generates)
-        cost = reserve_cost(prompt, most, self.price(deployment))
+        most = max_output_tokens(body, self._default_max_output, generates=generates,
+                                 thinking_budget=thinking_budget(deployment.provider, body))
+        cost = (reserve if reserve is not None
+                else reserve_cost(prompt, most, self.price(deployment)))
         try:
             decision = await self.admission.admit(
                 AdmitRequest(admission_id, scopes, prompt + most, cost))

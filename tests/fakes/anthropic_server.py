@@ -25,6 +25,18 @@ Triggers in the last user text:
 * ``[refuse]``: stop_reason ``refusal``.
 * ``[too-long]`` anywhere in a user text: 400 "prompt is too long: 250000 tokens > 200000
   maximum".
+* ``[redacted]`` with thinking enabled: a ``redacted_thinking`` block before the thinking.
+
+Thinking. With ``thinking: {"type": "enabled", "budget_tokens": N}`` (N at least 1024 and
+below ``max_tokens``, as the real API insists) the answer opens with a ``thinking`` block,
+"Thinking about: <last user text>", signed with :func:`signature_of`; streamed, it arrives as
+``thinking_delta`` events, then one ``signature_delta``. Thinking words count as output.
+Thinking blocks sent back in assistant turns must carry the signature the fake issued.
+
+Prompt caching. ``cache_control`` is accepted on system, tool and content blocks (``type``
+``ephemeral``, optional ``ttl`` ``5m``/``1h``, at most 4 breakpoints, as the real API allows);
+anything else is a 400. Every received ``cache_control`` is listed in
+``app.state.cache_controls`` as ``(where, value)``.
 
 Models:
 
@@ -41,6 +53,7 @@ not do that; the fake does so tests can prove the adapter keeps keys out of its 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -92,6 +105,62 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
     return list(content) if isinstance(content, list) else []
 
 
+def signature_of(thinking: str) -> str:
+    """The signature the fake gives a thinking text (the real one is opaque)."""
+    return "sig-" + hashlib.sha256(thinking.encode()).hexdigest()[:24]
+
+
+REDACTED_DATA = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"
+
+
+def cache_breakpoints(body: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every ``cache_control`` in a request, with where it was."""
+    found: list[tuple[str, Any]] = []
+    system = body.get("system")
+    for j, block in enumerate(system if isinstance(system, list) else []):
+        if isinstance(block, dict) and "cache_control" in block:
+            found.append((f"system.{j}", block["cache_control"]))
+    for j, tool in enumerate(body.get("tools") or []):
+        if isinstance(tool, dict) and "cache_control" in tool:
+            found.append((f"tools.{j}", tool["cache_control"]))
+    for i, message in enumerate(body.get("messages") or []):
+        for j, block in enumerate(_blocks(message.get("content"))):
+            if isinstance(block, dict) and "cache_control" in block:
+                found.append((f"messages.{i}.content.{j}", block["cache_control"]))
+    return found
+
+
+def _validate_cache(body: dict[str, Any]) -> None:
+    found = cache_breakpoints(body)
+    for where, control in found:
+        if not isinstance(control, dict) or control.get("type") != "ephemeral" or (
+            set(control) - {"type", "ttl"}
+        ) or control.get("ttl", "5m") not in ("5m", "1h"):
+            raise _invalid(f"{where}.cache_control: Input tag does not match the expected "
+                           "tags: 'ephemeral'")
+    if len(found) > 4:
+        raise _invalid("A maximum of 4 blocks with cache_control may be provided. "
+                       f"Found {len(found)}.")
+
+
+def _validate_thinking(body: dict[str, Any]) -> None:
+    thinking = body.get("thinking")
+    if thinking is None:
+        return
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
+        raise _invalid("thinking.type: Input tag does not match 'enabled' or 'disabled'")
+    if thinking["type"] == "disabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < 1024:
+        raise _invalid("thinking.enabled.budget_tokens: Input should be greater than or "
+                       "equal to 1024")
+    if budget >= body["max_tokens"]:
+        raise _invalid("`max_tokens` must be greater than `thinking.budget_tokens`. Please "
+                       "consult our documentation at https://docs.claude.com/en/docs/build-"
+                       "with-claude/extended-thinking#max-tokens-and-context-window-size")
+
+
 def _texts(blocks: list[dict[str, Any]]) -> list[str]:
     texts: list[str] = []
     for block in blocks:
@@ -118,6 +187,13 @@ def validate(body: Any) -> None:
     temperature = body.get("temperature")
     if temperature is not None and not 0 <= temperature <= 1:
         raise _invalid("temperature: range: 0..1")
+    _validate_thinking(body)
+    _validate_cache(body)
+    system = body.get("system")
+    if isinstance(system, list) and not all(
+        isinstance(b, dict) and b.get("type") == "text" and b.get("text") for b in system
+    ):
+        raise _invalid("system: a list of system blocks holds non-empty text blocks")
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages: at least one message is required")
@@ -174,6 +250,14 @@ def _validate_block(block: Any, role: str, where: str) -> None:
     elif kind == "tool_use" and role == "assistant":
         if not block.get("id") or not block.get("name") or not isinstance(block.get("input"), dict):
             raise _invalid(f"{where}: tool_use needs id, name and an object input")
+    elif kind == "thinking" and role == "assistant":
+        if set(block) - {"type", "thinking", "signature"}:
+            raise _invalid(f"{where}: unexpected fields in a thinking block")
+        if block.get("signature") != signature_of(str(block.get("thinking"))):
+            raise _invalid(f"{where}: Invalid `signature` in `thinking` block")
+    elif kind == "redacted_thinking" and role == "assistant":
+        if block.get("data") != REDACTED_DATA:
+            raise _invalid(f"{where}: Invalid `data` in `redacted_thinking` block")
     elif kind != "tool_result" or role != "user":
         raise _invalid(f"{where}: unexpected {kind!r} block in a {role} message")
 
@@ -204,12 +288,20 @@ def plan_message(body: dict[str, Any], message_id: str) -> dict[str, Any]:
         if "[refuse]" in last_text:
             reply, stop_reason = "I can't help with that.", "refusal"
         content = [{"type": "text", "text": reply}] if reply else []
-    prompt = [str(body.get("system") or "")]
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") == "enabled":
+        thought = f"Thinking about: {last_text}"
+        content.insert(0, {"type": "thinking", "thinking": thought,
+                           "signature": signature_of(thought)})
+        if "[redacted]" in last_text:
+            content.insert(0, {"type": "redacted_thinking", "data": REDACTED_DATA})
+    system = body.get("system")
+    prompt = _texts(system) if isinstance(system, list) else [str(system or "")]
     for message in body["messages"]:
         prompt += _texts(_blocks(message.get("content")))
     usage: dict[str, Any] = {
         "input_tokens": max(1, sum(_words(t) for t in prompt)),
-        "output_tokens": sum(_words(b["text"]) if b["type"] == "text" else 10 for b in content),
+        "output_tokens": sum(_output_words(b) for b in content),
         "cache_creation_input_tokens": 256 if "[cache]" in last_text else 0,
         "cache_read_input_tokens": 1024 if "[cache]" in last_text else 0,
     }
@@ -223,6 +315,14 @@ def plan_message(body: dict[str, Any], message_id: str) -> dict[str, Any]:
         "stop_sequence": stop_sequence,
         "usage": usage,
     }
+
+
+def _output_words(block: dict[str, Any]) -> int:
+    if block["type"] == "text":
+        return _words(block["text"])
+    if block["type"] == "thinking":
+        return _words(block["thinking"])
+    return 10
 
 
 def _tool_calls(body: dict[str, Any], last_text: str, message_id: str) -> list[dict[str, Any]]:
@@ -285,6 +385,17 @@ async def stream_events(
                     error = {"type": "overloaded_error", "message": "Overloaded"}
                     yield _sse({"type": "error", "error": error})
                     return
+        elif block["type"] == "thinking":
+            start_block = {"type": "thinking", "thinking": "", "signature": ""}
+            yield _sse({"type": "content_block_start", "index": index,
+                        "content_block": start_block})
+            for piece in re.findall(r"\S+\s*", block["thinking"]):
+                delta = {"type": "thinking_delta", "thinking": piece}
+                yield _sse({"type": "content_block_delta", "index": index, "delta": delta})
+            delta = {"type": "signature_delta", "signature": block["signature"]}
+            yield _sse({"type": "content_block_delta", "index": index, "delta": delta})
+        elif block["type"] == "redacted_thinking":
+            yield _sse({"type": "content_block_start", "index": index, "content_block": block})
         else:
             yield _sse(
                 {
@@ -338,6 +449,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
             validate(body)
         except Rejected as exc:
             return error_response(exc.status, exc.error_type, exc.message)
+        state.cache_controls += cache_breakpoints(body)
         failure = _FAILURES.get(body["model"])
         if failure is not None:
             status, error_type, text = failure
@@ -365,4 +477,5 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
     app.state.last_request = None
     app.state.last_headers = None
     app.state.count = 0
+    app.state.cache_controls = []
     return app

@@ -26,13 +26,17 @@ Answers are steered by words in the last user turn:
 * ``USE_TOOL`` with tools declared: a ``functionCall`` of the first declared function,
   carrying a ``thoughtSignature``.
 * ``THINK``: a thought part before the answer and a ``thoughtsTokenCount``.
+* ``CACHED``: ``cachedContentTokenCount`` is half the prompt tokens (rounded down), as if
+  that much came from Gemini's context cache.
 * ``BLOCK_PROMPT``: no candidates, ``promptFeedback.blockReason`` SAFETY.
 * ``UNSAFE``: finishReason SAFETY and no text.
 * a function result as the last turn: the answer quotes the result.
 
 ``maxOutputTokens`` cuts the answer (finishReason MAX_TOKENS), ``candidateCount`` gives
 several candidates, and ``responseMimeType: application/json`` makes the answer JSON.
-Tokens are whitespace-separated words.
+``thinkingConfig`` is checked (``thinkingBudget`` -1..32768, ``includeThoughts`` a bool);
+``includeThoughts: true`` gives the thought part as ``THINK`` does, and a
+``thinkingBudget`` of 0 reports no thoughts at all. Tokens are whitespace-separated words.
 """
 
 from __future__ import annotations
@@ -163,6 +167,11 @@ def _validate(body: Any) -> str | None:
                 f'Invalid JSON payload received. Unknown name "{name}" at '
                 "'generation_config': Cannot find field."
             )
+    thinking = (body.get("generationConfig") or {}).get("thinkingConfig")
+    if thinking is not None:
+        problem = _validate_thinking(thinking)
+        if problem:
+            return problem
     contents = body.get("contents")
     if not isinstance(contents, list) or not contents:
         return "* GenerateContentRequest.contents: contents is not specified\n"
@@ -175,6 +184,23 @@ def _validate(body: Any) -> str | None:
     system = body.get("systemInstruction")
     if system is not None:
         return _validate_parts(system.get("parts"), "system_instruction")
+    return None
+
+
+def _validate_thinking(config: Any) -> str | None:
+    if not isinstance(config, dict):
+        return "Invalid value at 'generation_config.thinking_config'"
+    for name in config:
+        if name not in ("thinkingBudget", "includeThoughts", "thinkingLevel"):
+            return (f'Invalid JSON payload received. Unknown name "{name}" at '
+                    "'generation_config.thinking_config': Cannot find field.")
+    budget = config.get("thinkingBudget")
+    if budget is not None and (
+        not isinstance(budget, int) or isinstance(budget, bool) or not -1 <= budget <= 32768
+    ):
+        return "The thinking budget is invalid: it must be -1 or between 0 and 32768."
+    if "includeThoughts" in config and not isinstance(config["includeThoughts"], bool):
+        return "Invalid value at 'generation_config.thinking_config.include_thoughts' (TYPE_BOOL)"
     return None
 
 
@@ -225,12 +251,15 @@ def _answer(body: dict[str, Any], model: str, response_id: str) -> dict[str, Any
         return response
 
     declarations = [d for t in body.get("tools") or [] for d in t.get("functionDeclarations", [])]
+    thinking = config.get("thinkingConfig") or {}
+    thinks = thinking.get("thinkingBudget") != 0 and (
+        "THINK" in prompt or thinking.get("includeThoughts") is True)
     candidates: list[dict[str, Any]] = []
     visible = 0
     for index in range(int(config.get("candidateCount") or 1)):
         parts: list[dict[str, Any]] = []
         finish = "STOP"
-        if "THINK" in prompt:
+        if thinks:
             parts.append({"text": "Thinking it over carefully.", "thought": True})
         if "USE_TOOL" in prompt and declarations:
             call = {"name": declarations[0]["name"], "args": TOOL_ARGS}
@@ -255,9 +284,12 @@ def _answer(body: dict[str, Any], model: str, response_id: str) -> dict[str, Any
         candidate.update(finishReason=finish, index=index)
         candidates.append(candidate)
     usage["candidatesTokenCount"] = visible
-    if "THINK" in prompt:
+    if thinks:
         usage["thoughtsTokenCount"] = THOUGHT_TOKENS
     usage["totalTokenCount"] = sum(usage.values())
+    if "CACHED" in prompt:
+        # Already inside promptTokenCount, so it stays out of the total.
+        usage["cachedContentTokenCount"] = usage["promptTokenCount"] // 2
     response.update(candidates=candidates, usageMetadata=usage)
     return response
 

@@ -269,7 +269,7 @@ def candidate(parts: list[dict[str, Any]], finish: str | None = "STOP") -> dict[
     return found
 
 
-def test_text_parts_join_and_thought_parts_are_left_out() -> None:
+def test_text_parts_join_and_thought_parts_become_reasoning_content() -> None:
     response = from_gemini_response(
         {
             "responseId": "r1",
@@ -289,7 +289,8 @@ def test_text_parts_join_and_thought_parts_are_left_out() -> None:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": "Hello, you"},
+                "message": {"role": "assistant", "content": "Hello, you",
+                            "reasoning_content": "hmm"},
                 "logprobs": None,
                 "finish_reason": "stop",
             }

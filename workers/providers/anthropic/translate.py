@@ -4,6 +4,12 @@ Requests: :func:`to_anthropic_request`. Answers: :func:`from_anthropic_response`
 :func:`usage_from_anthropic`. Streams: one :class:`StreamTranslator` per call, fed each
 Anthropic event in order. A request Anthropic cannot express raises :class:`UpstreamError`
 with kind ``INVALID_REQUEST`` before anything is sent.
+
+Reasoning: ``reasoning_effort`` (or a native ``thinking``) becomes ``thinking`` with a
+budget from :mod:`schemas.reasoning`. Thinking comes back as ``reasoning_content`` and, with
+its signature, as ``thinking_blocks`` (LiteLLM's field), which a client sends back on the
+assistant message of a later turn. ``cache_control`` on content parts, on messages, on
+system parts and on tools is passed on as it is.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import time
 from typing import Any
 
 from schemas.errors import ErrorInfo, ErrorKind
+from schemas.reasoning import anthropic_thinking, max_tokens_with_thinking
 from schemas.usage import TokenUsage
 from workers.providers.base import UpstreamError
 
@@ -67,18 +74,30 @@ def to_anthropic_request(
     if n is not None and n != 1:
         raise _invalid("anthropic returns one choice per request; n must be 1", "n")
     system, messages = _split_messages(body.get("messages"))
+    try:
+        thinking = anthropic_thinking(body)
+    except ValueError as exc:
+        raise _invalid(str(exc), "reasoning_effort") from None
+    budget = 0
+    if thinking is not None and thinking.get("type") == "enabled":
+        given = thinking.get("budget_tokens")
+        budget = given if isinstance(given, int) and not isinstance(given, bool) else 0
     request: dict[str, Any] = {
         "model": upstream_model,
-        "max_tokens": body.get("max_completion_tokens")
-        or body.get("max_tokens")
-        or default_max_tokens,
+        "max_tokens": max_tokens_with_thinking(
+            body.get("max_completion_tokens") or body.get("max_tokens") or None,
+            budget,
+            default_max_tokens,
+        ),
         "messages": messages,
     }
+    if thinking is not None:
+        request["thinking"] = thinking
     output_format = _output_format(body.get("response_format"), system)
     if output_format is not None:
         request["output_config"] = {"format": output_format}
     if system:
-        request["system"] = "\n\n".join(system)
+        request["system"] = _system(system)
     temperature = body.get("temperature")
     if temperature is not None:
         # OpenAI allows 0..2, Anthropic 0..1. Clamping keeps the common 0..1 values exact
@@ -101,19 +120,35 @@ def to_anthropic_request(
     return request
 
 
-def _split_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
-    """System texts, and the turns with same-role neighbours merged (Anthropic requires
-    user and assistant to alternate)."""
+def _system(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """One string, unless a block carries ``cache_control``: then the blocks as they are."""
+    if any("cache_control" in block for block in blocks):
+        return blocks
+    return "\n\n".join(str(block["text"]) for block in blocks)
+
+
+def _mark_cached(blocks: list[dict[str, Any]], message: dict[str, Any]) -> None:
+    """A message-level ``cache_control`` (LiteLLM's shorthand) marks its last block."""
+    control = message.get("cache_control")
+    if control is not None and blocks:
+        blocks[-1]["cache_control"] = control
+
+
+def _split_messages(messages: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """System text blocks, and the turns with same-role neighbours merged (Anthropic
+    requires user and assistant to alternate)."""
     if not isinstance(messages, list) or not messages:
         raise _invalid("messages must be a non-empty list", "messages")
-    system: list[str] = []
+    system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _invalid(f"messages[{i}] must be an object", "messages")
         role = message.get("role")
         if role in ("system", "developer"):
-            system.append(_plain_text(message.get("content"), i))
+            parts = _system_blocks(message.get("content"), i)
+            _mark_cached(parts, message)
+            system.extend(parts)
             continue
         if role == "user":
             turn_role, blocks = "user", _user_blocks(message.get("content"), i)
@@ -127,6 +162,7 @@ def _split_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
         # nothing the model could use.
         if not blocks:
             continue
+        _mark_cached(blocks, message)
         if turns and turns[-1]["role"] == turn_role:
             turns[-1]["content"].extend(blocks)
         else:
@@ -134,21 +170,27 @@ def _split_messages(messages: Any) -> tuple[list[str], list[dict[str, Any]]]:
     return system, turns
 
 
-def _plain_text(content: Any, i: int) -> str:
+def _system_blocks(content: Any, i: int) -> list[dict[str, Any]]:
+    """One text block per system message, or one per part where a part asks to be cached."""
     if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise _invalid(f"messages[{i}]: only text parts are allowed here", "messages")
-            texts.append(str(part.get("text", "")))
-        return "\n".join(texts)
-    raise _invalid(f"messages[{i}].content must be a string or a list of parts", "messages")
+        return [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise _invalid(f"messages[{i}].content must be a string or a list of parts", "messages")
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") != "text":
+            raise _invalid(f"messages[{i}]: only text parts are allowed here", "messages")
+    if any("cache_control" in part for part in content):
+        return [b for part in content for b in _text_block(str(part.get("text", "")), part)]
+    return [{"type": "text", "text": "\n".join(str(part.get("text", "")) for part in content)}]
 
 
-def _text_block(text: str) -> list[dict[str, Any]]:
-    return [{"type": "text", "text": text}] if text else []
+def _text_block(text: str, part: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    if not text:
+        return []
+    block: dict[str, Any] = {"type": "text", "text": text}
+    if part is not None and part.get("cache_control") is not None:
+        block["cache_control"] = part["cache_control"]
+    return [block]
 
 
 def _user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
@@ -160,11 +202,14 @@ def _user_blocks(content: Any, i: int) -> list[dict[str, Any]]:
     for part in content:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            blocks += _text_block(str(part.get("text", "")))
+            blocks += _text_block(str(part.get("text", "")), part)
         elif kind == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image
-            blocks.append(_image_block(url, i))
+            block = _image_block(url, i)
+            if part.get("cache_control") is not None:
+                block["cache_control"] = part["cache_control"]
+            blocks.append(block)
         else:
             raise _invalid(
                 f"messages[{i}]: content part {kind!r} is not supported by anthropic", "messages"
@@ -192,8 +237,31 @@ def _image_block(url: Any, i: int) -> dict[str, Any]:
     raise _invalid(f"messages[{i}]: image_url.url must be an http(s) or data URL", "messages")
 
 
+def _thinking_block(block: Any, i: int) -> dict[str, Any]:
+    """A thinking block a client sends back, checked: Anthropic verifies the signature, and
+    a block without one would be refused with a less clear message."""
+    kind = block.get("type") if isinstance(block, dict) else None
+    if kind == "thinking":
+        thinking, signature = block.get("thinking"), block.get("signature")
+        if isinstance(thinking, str) and isinstance(signature, str) and signature:
+            return {"type": "thinking", "thinking": thinking, "signature": signature}
+        raise _invalid(
+            f"messages[{i}]: a thinking block needs its thinking text and signature", "messages"
+        )
+    if kind == "redacted_thinking" and isinstance(block.get("data"), str):
+        return {"type": "redacted_thinking", "data": block["data"]}
+    raise _invalid(
+        f"messages[{i}]: thinking_blocks holds thinking or redacted_thinking blocks", "messages"
+    )
+
+
 def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
     content = message.get("content")
+    # Anthropic wants an assistant turn's thinking first, before its text and tool calls.
+    thinking = message.get("thinking_blocks")
+    if thinking is not None and not isinstance(thinking, list):
+        raise _invalid(f"messages[{i}].thinking_blocks must be a list", "messages")
+    thoughts: list[dict[str, Any]] = [_thinking_block(b, i) for b in thinking or []]
     blocks: list[dict[str, Any]] = []
     if isinstance(content, str):
         blocks += _text_block(content)
@@ -201,8 +269,12 @@ def _assistant_blocks(message: dict[str, Any], i: int) -> list[dict[str, Any]]:
         for part in content:
             if not isinstance(part, dict):
                 continue
+            if part.get("type") in ("thinking", "redacted_thinking"):
+                thoughts.append(_thinking_block(part, i))
+                continue
             # A refusal in the history is still something the assistant said.
-            blocks += _text_block(str(part.get("text") or part.get("refusal") or ""))
+            blocks += _text_block(str(part.get("text") or part.get("refusal") or ""), part)
+    blocks = thoughts + blocks
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         arguments = function.get("arguments") or "{}"
@@ -247,6 +319,10 @@ def _tool(tool: Any, i: int) -> dict[str, Any]:
         result["description"] = function["description"]
     if function.get("strict") is True:
         result["strict"] = True
+    # LiteLLM puts cache_control beside "function"; accept it inside too.
+    control = tool.get("cache_control") or function.get("cache_control")
+    if control is not None:
+        result["cache_control"] = control
     return result
 
 
@@ -269,7 +345,9 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     return result
 
 
-def _output_format(response_format: Any, system: list[str]) -> dict[str, Any] | None:
+def _output_format(
+    response_format: Any, system: list[dict[str, Any]]
+) -> dict[str, Any] | None:
     """The ``output_config.format`` for a response_format; json_object appends to system."""
     if response_format is None:
         return None
@@ -277,7 +355,7 @@ def _output_format(response_format: Any, system: list[str]) -> dict[str, Any] | 
     if kind == "text":
         return None
     if kind == "json_object":
-        system.append(JSON_OBJECT_INSTRUCTION)
+        system.append({"type": "text", "text": JSON_OBJECT_INSTRUCTION})
         return None
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema")
@@ -311,15 +389,29 @@ def usage_from_anthropic(usage: dict[str, Any]) -> TokenUsage:
     )
 
 
+def thinking_block(block: dict[str, Any]) -> dict[str, Any]:
+    """A thinking or redacted_thinking block as the client gets it (and sends it back)."""
+    if block.get("type") == "redacted_thinking":
+        return {"type": "redacted_thinking", "data": block.get("data")}
+    return {
+        "type": "thinking",
+        "thinking": str(block.get("thinking") or ""),
+        "signature": block.get("signature"),
+    }
+
+
 def from_anthropic_response(
     message: dict[str, Any], *, request_id: str, model: str, created: int | None = None
 ) -> dict[str, Any]:
     """An OpenAI ``chat.completion`` for an Anthropic ``Message``."""
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
     for block in message.get("content") or []:
         if block.get("type") == "text":
             texts.append(str(block.get("text", "")))
+        elif block.get("type") in ("thinking", "redacted_thinking"):
+            thinking.append(thinking_block(block))
         elif block.get("type") == "tool_use":
             tool_calls.append(
                 {
@@ -336,6 +428,11 @@ def from_anthropic_response(
     reply: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         reply["tool_calls"] = tool_calls
+    if thinking:
+        reply["reasoning_content"] = "".join(
+            str(b.get("thinking") or "") for b in thinking if b["type"] == "thinking"
+        )
+        reply["thinking_blocks"] = thinking
     return {
         "id": completion_id(message.get("id"), request_id),
         "object": "chat.completion",
@@ -360,8 +457,10 @@ class StreamTranslator:
     """Turns one call's Anthropic stream events into OpenAI ``chat.completion.chunk`` dicts.
 
     ``error`` events are the caller's to handle (they need the HTTP response); this class
-    ignores them, along with ``ping`` and block types OpenAI has no delta for (thinking).
-    ``done`` turns true at ``message_stop``; ``usage`` is then the call's total.
+    ignores them, along with ``ping``. Thinking text streams as ``delta.reasoning_content``;
+    each thinking block then comes whole, with its signature, as ``delta.thinking_blocks``
+    when it ends (a redacted one when it starts). ``done`` turns true at ``message_stop``;
+    ``usage`` is then the call's total.
     """
 
     def __init__(self, *, request_id: str, model: str, created: int | None = None) -> None:
@@ -372,6 +471,8 @@ class StreamTranslator:
         self._usage: dict[str, Any] = {}
         # Anthropic numbers every content block; OpenAI numbers only the tool calls.
         self._tool_index: dict[int, int] = {}
+        # Thinking blocks being streamed, by Anthropic's block index.
+        self._thinking: dict[int, dict[str, Any]] = {}
         self._finished = False
         self.done = False
 
@@ -400,6 +501,9 @@ class StreamTranslator:
             return self._block_start(int(data.get("index", 0)), data.get("content_block") or {})
         if kind == "content_block_delta":
             return self._block_delta(int(data.get("index", 0)), data.get("delta") or {})
+        if kind == "content_block_stop":
+            block = self._thinking.pop(int(data.get("index", 0)), None)
+            return [self._chunk({"thinking_blocks": [block]})] if block is not None else []
         if kind == "message_delta":
             # Counts here are cumulative, so the latest value of each wins.
             usage = data.get("usage") or {}
@@ -416,6 +520,12 @@ class StreamTranslator:
     def _block_start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
         if block.get("type") == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
+        if block.get("type") == "thinking":
+            self._thinking[index] = thinking_block(block)
+            text = block.get("thinking")
+            return [self._chunk({"reasoning_content": text})] if text else []
+        if block.get("type") == "redacted_thinking":
+            return [self._chunk({"thinking_blocks": [thinking_block(block)]})]
         if block.get("type") == "tool_use":
             ordinal = self._tool_index[index] = len(self._tool_index)
             call = {
@@ -430,6 +540,16 @@ class StreamTranslator:
     def _block_delta(self, index: int, delta: dict[str, Any]) -> list[dict[str, Any]]:
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
+        thinking = self._thinking.get(index)
+        if delta.get("type") == "thinking_delta" and thinking is not None:
+            text = str(delta.get("thinking") or "")
+            if not text:
+                return []
+            thinking["thinking"] += text
+            return [self._chunk({"reasoning_content": text})]
+        if delta.get("type") == "signature_delta" and thinking is not None:
+            thinking["signature"] = delta.get("signature")
+            return []
         if delta.get("type") == "input_json_delta" and index in self._tool_index:
             piece = delta.get("partial_json") or ""
             if not piece:

@@ -5,6 +5,10 @@ system instruction instead of system messages, it names a function's result afte
 function instead of after the call, it wants strictly alternating roles, and it never
 gives a tool call an id. Ids are made here, deterministically from the response id when
 Gemini sends one, so a retried translation of the same response names its calls the same.
+
+Reasoning: ``reasoning_effort``, a native ``thinkingConfig`` or an Anthropic-style
+``thinking`` become ``generationConfig.thinkingConfig`` (:mod:`schemas.reasoning`); thought
+parts come back as ``reasoning_content``, streamed as ``delta.reasoning_content``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import uuid
 from typing import Any
 
 from schemas.errors import ErrorInfo, ErrorKind
+from schemas.reasoning import gemini_thinking_config
 from schemas.usage import TokenUsage
 from workers.providers.base import UpstreamError
 
@@ -237,6 +242,12 @@ def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
         schema = (response_format.get("json_schema") or {}).get("schema")
         if schema is not None:
             config["responseJsonSchema"] = schema
+    try:
+        thinking = gemini_thinking_config(body)
+    except ValueError as exc:
+        raise invalid_request(str(exc), "reasoning_effort") from None
+    if thinking is not None:
+        config["thinkingConfig"] = thinking
     return config
 
 
@@ -278,12 +289,16 @@ def _call_id(response_id: str | None, candidate: int, position: int) -> str:
 
 def _candidate_content(
     candidate: dict[str, Any], response_id: str | None, index: int, calls_before: int = 0
-) -> tuple[str, list[dict[str, Any]]]:
-    """The candidate's visible text and its function calls as OpenAI tool calls."""
+) -> tuple[str, list[dict[str, Any]], str]:
+    """The candidate's visible text, its function calls as OpenAI tool calls, and the text
+    of its thought parts."""
     texts: list[str] = []
+    thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
     for part in (candidate.get("content") or {}).get("parts") or []:
         if part.get("thought"):
+            if isinstance(part.get("text"), str):
+                thoughts.append(part["text"])
             continue
         if "text" in part:
             texts.append(str(part["text"]))
@@ -303,7 +318,7 @@ def _candidate_content(
             if part.get("thoughtSignature"):
                 call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
             calls.append(call)
-    return "".join(texts), calls
+    return "".join(texts), calls, "".join(thoughts)
 
 
 def _prompt_blocked(resp: dict[str, Any]) -> bool:
@@ -321,13 +336,15 @@ def from_gemini_response(
     for position, candidate in enumerate(resp.get("candidates") or []):
         # proto3 JSON leaves out a zero index, so the first candidate often has none.
         index = int(candidate.get("index", position))
-        text, calls = _candidate_content(candidate, response_id, index)
+        text, calls, thoughts = _candidate_content(candidate, response_id, index)
         message: dict[str, Any] = {
             "role": "assistant",
             "content": text if text or not calls else None,
         }
         if calls:
             message["tool_calls"] = calls
+        if thoughts:
+            message["reasoning_content"] = thoughts
         choices.append(
             {
                 "index": index,
@@ -388,8 +405,12 @@ class StreamTranslator:
             index = int(candidate.get("index", position))
             out += self._open(index)
             before = self._calls.get(index, 0)
-            text, calls = _candidate_content(candidate, self._response_id, index, before)
+            text, calls, thoughts = _candidate_content(
+                candidate, self._response_id, index, before
+            )
             delta: dict[str, Any] = {}
+            if thoughts:
+                delta["reasoning_content"] = thoughts
             if text:
                 delta["content"] = text
             if calls:
