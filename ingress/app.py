@@ -42,6 +42,8 @@ from ingress.batch.finalizer import Finalizer
 from ingress.body_limit import BodyLimitMiddleware, BodyLimits
 from ingress.cache.dedup import InFlight
 from ingress.cache.dedup_shared import SharedLeads
+from ingress.cache.semantic import SemanticCache
+from ingress.cache.semantic_store import SemanticStore
 from ingress.cache.store import MemoryCache, RedisCache, ResponseCache
 from ingress.config.reload import reloader_for
 from ingress.dispatch import relay
@@ -49,6 +51,7 @@ from ingress.dispatch.dispatcher import Dispatcher
 from ingress.dispatch.health_probe import HealthProbe
 from ingress.metrics import INGRESS, ProviderWatch
 from ingress.middleware import ObserveMiddleware, RequestIdMiddleware, RootPathMiddleware
+from ingress.response_store import ResponseStore
 from ingress.routes import (
     admin,
     api_docs,
@@ -56,8 +59,11 @@ from ingress.routes import (
     files,
     health,
     inference,
+    media,
+    messages,
     metrics,
     models,
+    responses,
     usage,
 )
 from ingress.routing.health_board import HealthBoard
@@ -129,6 +135,20 @@ def _cache(settings: IngressSettings, stack: AsyncExitStack) -> ResponseCache:
                               local=MemoryCache(settings.cache_max_entries))
     stack.push_async_callback(cache.drain)  # before the client closes (callbacks run LIFO)
     return cache
+
+
+async def _semantic(settings: IngressSettings, nc: NatsClient,
+                    stack: AsyncExitStack) -> SemanticCache:
+    """The semantic cache's shared entries, followed from NATS KV whether or not the config
+    uses them yet (a reload can turn it on); without the bucket, it stays off."""
+    store = SemanticStore(nc, bound=1000, max_age=settings.cache_max_ttl)
+    try:
+        await store.start()
+    except (nats.errors.Error, OSError, TimeoutError) as exc:
+        log.warning("semantic cache unavailable (%s): its bucket could not be opened", exc)
+        return SemanticCache()
+    stack.push_async_callback(store.stop)
+    return SemanticCache(store)
 
 
 def _shared_leads(
@@ -222,6 +242,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
                 cache=_cache(settings, stack),
                 inflight=InFlight(settings.cache_dedup_wait),
                 shared_leads=_shared_leads(settings, nc, stack),
+                semantic=await _semantic(settings, nc, stack),
             )
             reloader = reloader_for(app.state.gateway)
             if reloader is not None:
@@ -246,6 +267,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
             sweep = Periodic(lambda: sweep_expired(store), SWEEP_SECONDS, "file sweep")
             sweep.start()
             stack.push_async_callback(sweep.stop)
+            app.state.response_store = ResponseStore(nc, settings.responses_ttl)
+            await app.state.response_store.start()
             batch_admission = BatchAdmission(app.state.gateway, store)
             await batch_admission.start()
             stack.push_async_callback(batch_admission.stop)
@@ -258,16 +281,19 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
     errors.install(app)
     for prefix in ("/v1", ""):
         app.include_router(inference.router, prefix=prefix)
+        app.include_router(messages.router, prefix=prefix)
+        app.include_router(responses.router, prefix=prefix)
         app.include_router(models.router, prefix=prefix)
         app.include_router(usage.router, prefix=prefix)
         app.include_router(files.router, prefix=prefix)
         app.include_router(batches.router, prefix=prefix)
+        app.include_router(media.router, prefix=prefix)
     app.include_router(admin.router, prefix="/admin")
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(api_docs.router)
     limits = BodyLimits(inference=settings.max_request_bytes, files=settings.max_file_bytes,
-                        other=settings.max_other_bytes)
+                        other=settings.max_other_bytes, media=settings.max_media_bytes)
     wrapped: ASGIApp = ObserveMiddleware(
         RequestIdMiddleware(BodyLimitMiddleware(app, limits)), settings.access_log)
     if settings.server_root_path:

@@ -14,6 +14,7 @@ from ingress.auth.keys import KeyStore
 from ingress.cache.dedup import InFlight
 from ingress.cache.dedup_shared import SharedLeads
 from ingress.cache.key import default_ttls
+from ingress.cache.semantic import SemanticCache
 from ingress.cache.store import MemoryCache, ResponseCache
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.routing.router import Router
@@ -38,11 +39,14 @@ class Gateway:
     started_at: int = field(default_factory=lambda: int(time.time()))
     # Dedup across replicas: set when the cache is shared in Redis.
     shared_leads: SharedLeads | None = None
+    # The semantic cache (off unless the config's cache_params.type is semantic).
+    semantic: SemanticCache = field(default_factory=SemanticCache)
     # How long a request to each endpoint is cached when it says nothing about caching.
     cache_ttls: dict[Endpoint, float] = field(init=False)
 
     def __post_init__(self) -> None:
         self.cache.configure(self.config.cache)
+        self.semantic.configure(self.config.cache)
         self.cache_ttls = default_ttls(self.config.cache, self.settings.cache_ttl)
 
     def apply_config(self, config: GatewayConfig) -> None:
@@ -54,5 +58,6 @@ class Gateway:
             master = config.master_key.get_secret_value() if config.master_key else None
             self.auth = Authenticator(master, self.keys)
         self.cache.configure(config.cache)
+        self.semantic.configure(config.cache)
         self.cache_ttls = default_ttls(config.cache, self.settings.cache_ttl)
         self.config = config

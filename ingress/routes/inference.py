@@ -11,6 +11,8 @@ relay for the cache and for identical requests waiting on it (:mod:`ingress.cach
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from decimal import Decimal
 from functools import partial
@@ -26,7 +28,9 @@ from ingress.auth.principal import Principal, allowed
 from ingress.cache.dedup import Lead
 from ingress.cache.dedup_shared import SharedLeads
 from ingress.cache.key import OFF, CachePolicy, cache_key, policy, scope_of
-from ingress.cache.store import CachedAnswer, Capture
+from ingress.cache.semantic import SEMANTIC_HIT, SIMILARITY_HEADER, combine, embedding_of
+from ingress.cache.semantic_index import Vector
+from ingress.cache.store import CachedAnswer, Capture, Outcome
 from ingress.deps import AuthedGateway, request_id
 from ingress.dispatch import execution, lost, relay, replay
 from ingress.dispatch.execution import Caller, Started
@@ -37,10 +41,13 @@ from ingress.state import Gateway
 from schemas import model_limits
 from schemas.config import Deployment
 from schemas.infer import Endpoint
+from schemas.moderation import ModerationRequest
 from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from schemas.rerank import RerankRequest
 from schemas.usage import UsageEvent, UsageStatus, event_id
 
 router = APIRouter()
+log = logging.getLogger("aigw.ingress")
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -105,11 +112,13 @@ async def _start(
     body: dict[str, Any],
     endpoint: Endpoint,
     stream: bool,
+    rid: str | None = None,
+    caller: Caller | None = None,
 ) -> Started:
     principal: Principal = request.state.principal
-    rid = request_id(request)
+    rid = rid or request_id(request)
     gatekeeper = gateway.gatekeeper
-    generates = endpoint is not Endpoint.EMBEDDINGS
+    generates = endpoint not in (Endpoint.EMBEDDINGS, Endpoint.RERANK, Endpoint.MODERATIONS)
 
     async def admit(deployment: Deployment, attempt: int) -> Ticket:
         try:
@@ -139,8 +148,34 @@ async def _start(
         admit=admit,
         settle=gatekeeper.settle,
         lost=on_lost,
-        caller=_caller(principal, body),
+        caller=caller or _caller(principal, body),
     )
+
+
+async def _embed(request: Request, gateway: Gateway, text: str, caller: Caller) -> Vector | None:
+    """The semantic cache's vector for ``text``, by its embedding model, through the
+    gateway's own path: admitted for the caller, dispatched to a worker, accounted by it
+    under the request id plus ``-semantic``. None when that fails: the request goes on
+    without the semantic cache."""
+    alias = gateway.semantic.embedding_model
+    plan = gateway.router.plan(alias) if alias is not None else None
+    if not plan or alias is None:
+        log.warning("semantic cache: the embedding model %r is not served", alias)
+        return None
+    body: dict[str, Any] = {"model": alias, "input": text, "encoding_format": "float"}
+    try:
+        started = await _start(request, gateway, plan, alias, body, Endpoint.EMBEDDINGS,
+                               False, rid=f"{request_id(request)}-semantic", caller=caller)
+        response = await relay.json_response(started, gateway.settings.heartbeat_timeout,
+                                             gateway.gatekeeper.settle)
+        vector = embedding_of(json.loads(bytes(response.body)))
+    except ApiError as exc:
+        log.info("semantic cache: embedding failed (%s %s); serving without it",
+                 exc.status, exc.code or exc.type)
+        return None
+    if vector is None:
+        log.warning("semantic cache: %s answered no usable embedding", alias)
+    return vector
 
 
 def _publish_rejection(
@@ -169,9 +204,13 @@ def _publish_rejection(
 def _publish_hit(
     gateway: Gateway, principal: Principal, rid: str, model: str, endpoint: Endpoint,
     stream: bool, caller: Caller, answer: CachedAnswer, latency_ms: float,
+    similarity: float | None = None,
 ) -> None:
     """A request served from the cache: no tokens used, nothing spent, the original
-    call's cost saved."""
+    call's cost saved. A semantic hit says so in the metadata, with its similarity."""
+    metadata = {k: v for k, v in (caller.metadata or {}).items() if isinstance(v, str)}
+    if similarity is not None:
+        metadata.update(aigw_cache="semantic", aigw_similarity=f"{similarity:.4f}")
     gateway.usage.submit(UsageEvent(
         event_id=event_id(rid, 0, "ingress"),
         request_id=rid,
@@ -188,7 +227,7 @@ def _publish_hit(
         cost=Decimal(0),
         saved_cost=answer.cost,
         latency_ms=latency_ms,
-        metadata={k: v for k, v in (caller.metadata or {}).items() if isinstance(v, str)},
+        metadata=metadata,
     ))
 
 
@@ -294,7 +333,8 @@ async def _respond(
     capture: Capture | None = None
     if wanted.active:
         began = time.perf_counter()
-        key = cache_key(endpoint.value, model, scope_of(principal, settings.cache_scope), body)
+        owner = scope_of(principal, settings.cache_scope)
+        key = cache_key(endpoint.value, model, owner, body)
         answer = await _cached(gateway, key, wanted) if wanted.lookup else None
         if answer is not None:
             genai.provider = answer.provider
@@ -303,6 +343,29 @@ async def _respond(
                          (time.perf_counter() - began) * 1000)
             return (replay.stream_hit(answer, include_usage) if stream
                     else replay.json_hit(answer))
+        semantic: Outcome | None = None
+        prompt = gateway.semantic.prompt(endpoint.value, model, owner, body)
+        if prompt is not None:
+            caller = _caller(principal, body)
+            vector = await _embed(request, gateway, prompt.text, caller)
+            hit = None
+            if vector is not None and wanted.lookup:
+                hit = await gateway.semantic.lookup(
+                    prompt, vector, gateway.semantic.threshold(wanted.similarity),
+                    wanted.max_age)
+            if hit is not None:
+                CACHE.labels("semantic_hit").inc()
+                genai.provider = hit.answer.provider
+                _publish_hit(gateway, principal, request_id(request), model, endpoint,
+                             stream, caller, hit.answer, (time.perf_counter() - began) * 1000,
+                             hit.similarity)
+                served = (replay.stream_hit(hit.answer, include_usage) if stream
+                          else replay.json_hit(hit.answer))
+                served.headers[replay.CACHE_HEADER] = SEMANTIC_HIT
+                served.headers[SIMILARITY_HEADER] = f"{hit.similarity:.4f}"
+                return served
+            if vector is not None:
+                semantic = gateway.semantic.storer(prompt, vector, wanted.ttl)
         if wanted.store:
             lead = None
             if settings.cache_dedup and gateway.inflight.leader(key) is None:
@@ -315,7 +378,7 @@ async def _respond(
                                  (time.perf_counter() - began) * 1000)
                     return (replay.stream_hit(answer, include_usage) if stream
                             else replay.json_hit(answer))
-            capture = Capture(gateway.cache, key, wanted.ttl, lead)
+            capture = Capture(gateway.cache, key, wanted.ttl, combine(lead, semantic))
         CACHE.labels("miss").inc()
     try:
         started = await _start(request, gateway, plan, model, body, endpoint, stream)
@@ -359,3 +422,18 @@ async def completions(request: Request, gateway: AuthedGateway) -> Response:
     include_usage = bool(stream and parsed.stream_options and parsed.stream_options.include_usage)
     return await _answer(request, gateway, parsed.model, body, Endpoint.COMPLETIONS, stream,
                          include_usage)
+
+
+@router.post("/rerank")
+async def rerank(request: Request, gateway: AuthedGateway) -> Response:
+    """Documents ranked against a query (Cohere's and Jina's shape), by Cohere natively or
+    an OpenAI-compatible server with ``/rerank``."""
+    parsed, body = await read_body(request, RerankRequest)
+    return await _answer(request, gateway, parsed.model, body, Endpoint.RERANK, False)
+
+
+@router.post("/moderations")
+async def moderations(request: Request, gateway: AuthedGateway) -> Response:
+    """OpenAI's moderations, passed through to OpenAI and OpenAI-compatible upstreams."""
+    parsed, body = await read_body(request, ModerationRequest)
+    return await _answer(request, gateway, parsed.model, body, Endpoint.MODERATIONS, False)
