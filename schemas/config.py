@@ -46,6 +46,9 @@ PROVIDER_BASES: dict[str, str | None] = {
     "xai": "https://api.x.ai/v1",
     "perplexity": "https://api.perplexity.ai",
     "lm_studio": "http://localhost:1234/v1",
+    "cohere": "https://api.cohere.com",
+    "cohere_chat": "https://api.cohere.com",
+    "azure": None,  # https://<resource>.openai.azure.com
 }
 
 # litellm_params keys we act on; anything else is kept in ``Deployment.extra``.
@@ -334,7 +337,8 @@ def parse_config(raw: Any, env: Mapping[str, str]) -> GatewayConfig:
         ignored += [f"{section}.{k}" for k in body
                     if k not in ROUTER_KEYS and not (
                         section == "litellm_settings" and k in CACHE_KEYS)]
-    cache, cache_ignored = parse_cache_settings(sections["litellm_settings"])
+    cache, cache_ignored = parse_cache_settings(sections["litellm_settings"],
+                                                {d.model_name for d in deployments})
     router = parse_router_settings(raw, {d.model_name for d in deployments})
     _check_tiers(deployments, router)
     return GatewayConfig(

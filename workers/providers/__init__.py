@@ -15,6 +15,9 @@ _ADAPTERS: dict[str, str] = {
     "anthropic": "workers.providers.anthropic.adapter:AnthropicProvider",
     "gemini": "workers.providers.gemini.adapter:GeminiProvider",
     "mock": "workers.providers.mock:MockProvider",
+    "cohere": "workers.providers.cohere.adapter:CohereProvider",
+    "cohere_chat": "workers.providers.cohere.adapter:CohereProvider",
+    "azure": "workers.providers.azure.adapter:AzureProvider",
 }
 _OPENAI_COMPATIBLE = "workers.providers.openai.adapter:OpenAIProvider"
 

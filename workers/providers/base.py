@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
@@ -33,6 +33,8 @@ class UpstreamCall:
     deployment: Deployment
     body: dict[str, Any]
     request_id: str
+    # The client's protocol headers a native pass-through keeps (``anthropic-beta``).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,29 @@ class TextCompleter(Protocol):
     async def complete_text(self, call: UpstreamCall) -> Completion: ...
 
     def stream_text(self, call: UpstreamCall) -> AsyncIterator[StreamItem]: ...
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """An adapter whose upstream ranks documents against a query (``/v1/rerank``)."""
+
+    async def rerank(self, call: UpstreamCall) -> Completion: ...
+
+
+@runtime_checkable
+class Moderator(Protocol):
+    """An adapter whose upstream classifies text as harmful or not (``/v1/moderations``)."""
+
+    async def moderate(self, call: UpstreamCall) -> Completion: ...
+
+
+def unsupported(provider: str, route: str) -> UpstreamError:
+    """A 400 for a route the deployment's provider does not serve; no call is made."""
+    return UpstreamError(ErrorInfo.of(
+        ErrorKind.INVALID_REQUEST,
+        f"{provider} deployments do not serve {route}; use a model served by a provider "
+        "that does.",
+        code="unsupported_endpoint", status=400, provider=provider))
 
 
 class UpstreamError(Exception):

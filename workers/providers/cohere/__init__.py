@@ -1,0 +1,1 @@
+"""Cohere, natively: v2 chat, embed and rerank."""
