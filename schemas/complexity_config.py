@@ -45,7 +45,7 @@ class ComplexitySettings(BaseModel):
     tiers: tuple[str, ...] = ("small", "medium", "large")
     # The least score that needs each tier but the first.
     thresholds: dict[str, float] = Field(
-        default_factory=lambda: {"medium": 0.25, "large": 0.55})
+        default_factory=lambda: {"medium": 0.15, "large": 0.40})
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     keywords: tuple[str, ...] = DEFAULT_KEYWORDS
     long_prompt_tokens: int = Field(default=4000, ge=1)
