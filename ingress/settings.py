@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.bus_auth import BusAuth
 from schemas.batch import MAX_FILE_BYTES
+from schemas.media import MAX_UPLOAD_BYTES
+from schemas.responses import DEFAULT_TTL_SECONDS
 from schemas.subjects import CONFIG_KEY
 
 
@@ -62,6 +64,9 @@ class IngressSettings(BaseSettings):
                                 validation_alias="AIGW_MAX_FILE_BYTES")
     max_other_bytes: int = Field(default=1024 * 1024, ge=1024,
                                  validation_alias="AIGW_MAX_OTHER_BYTES")
+    # An audio file or image uploaded to /v1/audio/* or /v1/images/edits (OpenAI: 25 MB).
+    max_media_bytes: int = Field(default=MAX_UPLOAD_BYTES, ge=1024,
+                                 validation_alias="AIGW_MAX_MEDIA_BYTES")
     # A running batch whose items wait only on providers with no worker for this long is
     # finished, each line left with a no_worker error line (0: it waits for its window).
     batch_no_worker_seconds: float = Field(default=900.0, ge=0,
@@ -74,6 +79,10 @@ class IngressSettings(BaseSettings):
     # no limit. The master key's uploads are not counted.
     files_quota_bytes: int = Field(default=10 * 1024**3, ge=0,
                                    validation_alias="AIGW_FILES_QUOTA_BYTES")
+    # How long a stored Responses API response (store: true, the default) can be read and
+    # continued with previous_response_id: the NATS KV bucket's age limit, in seconds.
+    responses_ttl: float = Field(default=DEFAULT_TTL_SECONDS, gt=0,
+                                 validation_alias="AIGW_RESPONSES_TTL")
     # Shared rate limits, spend and reservations. Without it: in-process (one replica).
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
     # Redis down: "closed" refuses with 503, "open" falls back to in-process limits.

@@ -93,6 +93,11 @@ def _usage_stream() -> list[str]:
     return _stream(subjects.USAGE_STREAM, "INFO", "CREATE", "UPDATE")
 
 
+def _audit_stream() -> list[str]:
+    """The audit stream, made or brought up to date by whichever process starts first."""
+    return _stream(subjects.AUDIT_STREAM, "INFO", "CREATE", "UPDATE")
+
+
 def _dedupe(found: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
@@ -105,11 +110,16 @@ def permissions(role: str) -> Permissions:
                 subjects.infer("*"), subjects.cancel("*"), subjects.ping("*"),
                 subjects.ANALYTICS_ALL, subjects.dedup_done("*"), subjects.usage("*"),
                 subjects.BATCH_SUBJECTS, *_usage_stream(),
+                # Audit events of admin actions (schemas/audit.py).
+                subjects.AUDIT_SUBJECTS, *_audit_stream(),
                 *_stream(subjects.BATCH_STREAM, "INFO", "CREATE", "PURGE"),
                 *_kv(KEYS_BUCKET, write=True), *_kv(TEAMS_BUCKET, write=True),
                 *_kv(HEALTH_BUCKET, write=True), *_kv(subjects.CONFIG_BUCKET, write=True),
                 *_kv(subjects.BATCH_BUCKET, write=True), *_kv(subjects.FILES_BUCKET, write=True),
                 *_kv(subjects.SEMANTIC_CACHE_BUCKET, write=True),
+                # Stored responses; the bucket's age limit follows AIGW_RESPONSES_TTL.
+                *_kv(subjects.RESPONSES_BUCKET, write=True),
+                *_stream(f"KV_{subjects.RESPONSES_BUCKET}", "UPDATE"),
                 *_kv(subjects.BATCH_RESULTS_BUCKET, write=False, purge=True),
                 *_kv(subjects.BATCH_RUNS_BUCKET, write=False, purge=True),
                 *_objects(subjects.FILES_OBJECTS), *_objects(subjects.MEDIA_OBJECTS),
@@ -142,6 +152,7 @@ def permissions(role: str) -> Permissions:
         return Permissions(
             publish=_dedupe([
                 *_usage_stream(), *_pulls(subjects.USAGE_STREAM),
+                *_audit_stream(), *_pulls(subjects.AUDIT_STREAM),
                 f"{_API}.STREAM.MSG.GET.{subjects.USAGE_STREAM}",
                 f"{_API}.DIRECT.GET.{subjects.USAGE_STREAM}",
             ]),

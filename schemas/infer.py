@@ -26,6 +26,9 @@ class Endpoint(StrEnum):
     MESSAGES = "messages"
     # Legacy text completions (``/v1/completions``), OpenAI-compatible upstreams only.
     COMPLETIONS = "completions"
+    # OpenAI Responses, translated at the ingress: the body is a chat request, answered as
+    # chat is by every provider; accounted under its own name.
+    RESPONSES = "responses"
 
 
 class InferRequest(BaseModel):
@@ -49,6 +52,9 @@ class InferRequest(BaseModel):
     end_user: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     batch_id: str | None = None
+    # The client's protocol headers a native pass-through sends on (``anthropic-beta`` on
+    # /v1/messages to an Anthropic deployment); empty for every other call.
+    headers: dict[str, str] = Field(default_factory=dict)
     # The complexity router's tier for this attempt, the request's score and why, for
     # the usage event (None when the group is not routed by complexity).
     route_tier: str | None = None

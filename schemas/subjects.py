@@ -47,6 +47,17 @@ def dedup_done(cache_key: str) -> str:
     return f"{PREFIX}.dedup.{cache_key}"
 
 
+# The audit log (schemas/audit.py): one event per admin action, a stream of its own so
+# it is kept (and consumed) apart from usage, on a subject per target kind.
+AUDIT_STREAM = "AIGW_AUDIT"
+AUDIT_SUBJECTS = f"{PREFIX}.audit.>"
+
+
+def audit(target_kind: str) -> str:
+    """JetStream subject of audit events about a ``target_kind`` (key, team, config, batch)."""
+    return f"{PREFIX}.audit.{target_kind}"
+
+
 ANALYTICS_PREFIX = f"{PREFIX}.analytics"
 ANALYTICS_ALL = f"{ANALYTICS_PREFIX}.*"
 
@@ -74,6 +85,10 @@ BATCH_RESULTS_BUCKET = "aigw_batch_results"
 BATCH_RUNS_BUCKET = "aigw_batch_runs"
 FILES_BUCKET = "aigw_files"
 FILES_OBJECTS = "aigw_files"
+# Stored Responses API responses, for previous_response_id (ingress/response_store.py).
+RESPONSES_BUCKET = "aigw_responses"
+# Console sign-ins (ingress/console/sessions.py): a record per session, ended by its TTL.
+CONSOLE_BUCKET = "aigw_console_sessions"
 # Images and audio in flight (uploads, large answers): schemas/media.py, core/media_store.py.
 MEDIA_OBJECTS = "aigw_media"
 # The semantic cache (ingress/cache/semantic_store.py): vectors and answers, per scope.

@@ -18,23 +18,29 @@ from decimal import Decimal
 from opentelemetry.trace import Span
 from pydantic import ValidationError
 
+from core.media_store import MediaStore
 from core.telemetry import tracing
 from schemas import estimate
 from schemas.config import Deployment, GatewayConfig
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind, headers
 from schemas.infer import Endpoint, InferRequest
+from schemas.media import MEDIA_ENDPOINTS
 from schemas.usage import TokenUsage
-from workers import spans
+from workers import media, spans
 from workers.metrics import UpstreamCalls, call_status
 from workers.offload import off_loop
+from workers.protocols.messages import call as messages
 from workers.providers.base import (
     Completion,
+    Moderator,
     Provider,
+    Reranker,
     StreamItem,
     TextCompleter,
     UpstreamCall,
     UpstreamError,
+    unsupported,
 )
 from workers.redact import redact
 
@@ -42,7 +48,7 @@ log = logging.getLogger("aigw.worker")
 
 Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 # The endpoints whose answers stream chunk by chunk.
-_STREAMED = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS})
+_STREAMED = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES})
 
 
 class FrameTooLarge(Exception):
@@ -121,6 +127,8 @@ class WorkerService:
         self._on_outcome = on_outcome
         self._running: dict[str, Attempt] = {}
         self._calls = UpstreamCalls(provider_name)
+        # Uploads and large answers of images and audio calls (workers/media.py).
+        self.media_store: MediaStore | None = None
 
     @property
     def in_flight(self) -> int:
@@ -244,10 +252,15 @@ class WorkerService:
                 deployment=deployment,
                 body={**request.body, "model": deployment.upstream_model},
                 request_id=request.request_id,
+                headers=request.headers,
             )
             if attempt.span is not None:
                 spans.calling(attempt.span, request, deployment)
-            if request.stream and request.endpoint in _STREAMED:
+            if request.endpoint is Endpoint.MESSAGES:
+                await self._messages(attempt, call)
+            elif request.endpoint in MEDIA_ENDPOINTS:
+                await media.run(self, attempt, call)
+            elif request.stream and request.endpoint in _STREAMED:
                 await self._stream(attempt, call)
             else:
                 await self._complete(attempt, call)
@@ -336,6 +349,14 @@ class WorkerService:
             result = await self._provider.embed(call)
         elif attempt.request.endpoint is Endpoint.COMPLETIONS:
             result = await self._text_completer().complete_text(call)
+        elif attempt.request.endpoint is Endpoint.RERANK:
+            if not isinstance(self._provider, Reranker):
+                raise unsupported(self.provider_name, "/v1/rerank")
+            result = await self._provider.rerank(call)
+        elif attempt.request.endpoint is Endpoint.MODERATIONS:
+            if not isinstance(self._provider, Moderator):
+                raise unsupported(self.provider_name, "/v1/moderations")
+            result = await self._provider.moderate(call)
         else:
             result = await self._provider.complete(call)
         attempt.first_chunk_at = time.monotonic()
@@ -400,6 +421,44 @@ class WorkerService:
             ttft_ms=_ttft(attempt),
             cost=attempt.cost,
         )
+        attempt.call = None  # complete: the provider's own figures stand
+        await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
+
+    async def _messages(self, attempt: Attempt, call: UpstreamCall) -> None:
+        """Anthropic's Messages API: the answer is a ``Message`` or its stream events,
+        natively or translated (:mod:`workers.protocols.messages`)."""
+        if not attempt.request.stream:
+            result = await messages.complete(self._provider, call)
+            attempt.first_chunk_at = time.monotonic()
+            self._settle(attempt, call, result.usage)
+            stop = result.response.get("stop_reason")
+            done = DoneFrame(
+                usage=result.usage, finish_reason=stop if isinstance(stop, str) else None,
+                response=result.response, upstream_model=call.deployment.upstream_model,
+                latency_ms=(time.monotonic() - attempt.started) * 1000,
+                ttft_ms=_ttft(attempt), cost=attempt.cost)
+            await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
+            return
+        self._settle(attempt, call, TokenUsage())
+        # A cut stream's prompt is estimated from the body as chat would see it.
+        native = isinstance(self._provider, messages.NativeMessages)
+        attempt.call = call if native else messages.chat_call(call)
+        async for item in messages.stream(self._provider, call):
+            if isinstance(item, TokenUsage):
+                self._settle(attempt, call, item)
+                continue
+            if attempt.first_chunk_at is None:
+                attempt.first_chunk_at = time.monotonic()
+            attempt.chunks += 1
+            chars = estimate.raw_chunk_chars(item)
+            if chars:
+                attempt.output_chars += chars
+                attempt.text_chunks += 1
+            await self._send(attempt, FrameKind.CHUNK, item)
+        done = DoneFrame(
+            usage=attempt.usage or TokenUsage(), upstream_model=call.deployment.upstream_model,
+            latency_ms=(time.monotonic() - attempt.started) * 1000, ttft_ms=_ttft(attempt),
+            cost=attempt.cost)
         attempt.call = None  # complete: the provider's own figures stand
         await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
 

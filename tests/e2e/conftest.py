@@ -52,6 +52,11 @@ def e2e_config(
                 "model": "openai/pricey", "api_base": f"{openai_url}/v1",
                 "api_key": "os.environ/FAKE_OPENAI_KEY",
                 "input_cost_per_token": "0.001", "output_cost_per_token": "0.002"}},
+            # thinks first (reasoning_content), priced like pricey
+            {"model_name": "reasoner", "litellm_params": {
+                "model": "openai/reasoner", "api_base": f"{openai_url}/v1",
+                "api_key": "os.environ/FAKE_OPENAI_KEY",
+                "input_cost_per_token": "0.001", "output_cost_per_token": "0.002"}},
             # a group: the first deployment always fails, the second answers
             openai("flaky-group", "fail-500"),
             openai("flaky-group", "gpt-4o-mini"),

@@ -19,6 +19,12 @@ aliases at different behaviours of one server:
 - ``hang-once``: waits ``slow_seconds`` the first time a conversation is seen, answers at
   once after that (a worker killed mid-call, retried elsewhere)
 - ``switch``: answers ``switch_status`` as an error while it is set, normally otherwise
+- ``reasoner``: thinks first: ``reasoning_content`` (streamed too) and
+  ``REASONING_TOKENS`` reasoning tokens counted in the completion tokens
+
+Images and audio endpoints: :mod:`tests.fakes.openai_media`.
+
+A ``stop`` sequence found in the answer ends it there (finish_reason ``stop``).
 
 Embeddings by a model named ``concepts…`` are vectors over a small concept vocabulary
 (:mod:`tests.fakes.concept_embeddings`): paraphrases close, other questions far. Anything
@@ -42,12 +48,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.fakes import concept_embeddings
+from tests.fakes import concept_embeddings, openai_media
 from tests.fakes.server import serve
 
 ANSWER = "Hello from the fake OpenAI server."
 TOOL_ARGS = '{"city": "Paris", "unit": "celsius"}'
 TEXT_ANSWER = "once upon a time in a fake land"
+REASONING = "The user wants a greeting."
+REASONING_TOKENS = 5
 
 
 # Secrets the ``echo-secrets`` model quotes back in its error message, besides the
@@ -89,6 +97,12 @@ def _usage(prompt: int, completion: int) -> dict[str, Any]:
     }
 
 
+def _add_reasoning(usage: dict[str, Any]) -> None:
+    usage["completion_tokens"] += REASONING_TOKENS
+    usage["total_tokens"] += REASONING_TOKENS
+    usage["completion_tokens_details"]["reasoning_tokens"] = REASONING_TOKENS
+
+
 def _wants_tool(body: dict[str, Any]) -> bool:
     return bool(body.get("tools")) and body.get("tool_choice") != "none"
 
@@ -97,7 +111,11 @@ def _content(body: dict[str, Any]) -> str:
     fmt = (body.get("response_format") or {}).get("type")
     if fmt in ("json_object", "json_schema"):
         return json.dumps({"answer": ANSWER})
-    return ANSWER
+    # As OpenAI does: the answer ends before the first ``stop`` sequence in it.
+    stop = body.get("stop")
+    found = [ANSWER.find(s) for s in ([stop] if isinstance(stop, str) else stop or [])
+             if s and s in ANSWER]
+    return ANSWER[:min(found)] if found else ANSWER
 
 
 def create_app(state: FakeOpenAIState | None = None) -> Starlette:
@@ -191,6 +209,10 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
                                       "function": {"name": name, "arguments": TOOL_ARGS}}]
             finish = "tool_calls"
             completion = 9
+        usage = _usage(_prompt_tokens(body), completion)
+        if model == "reasoner":
+            message["reasoning_content"] = REASONING
+            _add_reasoning(usage)
         return JSONResponse({
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -198,7 +220,7 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
             "model": model,
             "choices": [{"index": i, "message": message, "logprobs": None,
                          "finish_reason": finish} for i in range(int(body.get("n") or 1))],
-            "usage": _usage(_prompt_tokens(body), completion),
+            "usage": usage,
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
         })
@@ -242,10 +264,46 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
             "usage": _usage(prompt_tokens, len(TEXT_ANSWER.split())),
         })
 
+    async def moderations(request: Request) -> Response:
+        """Flags any input with the word ``kill`` as violence; reports no usage, as OpenAI."""
+        if (denied := check_key(request)) is not None:
+            return denied
+        body = await request.json()
+        state.requests.append(body)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        results = []
+        for item in inputs:
+            flagged = "kill" in json.dumps(item).lower()
+            results.append({"flagged": flagged,
+                            "categories": {"violence": flagged, "harassment": False},
+                            "category_scores": {"violence": 0.97 if flagged else 0.01,
+                                                "harassment": 0.01}})
+        return JSONResponse({"id": "modr-fake", "model": body.get("model"), "results": results})
+
+    async def rerank(request: Request) -> Response:
+        """vLLM's and Jina's rerank: scored by words shared with the query, best first."""
+        if (denied := check_key(request)) is not None:
+            return denied
+        body = await request.json()
+        state.requests.append(body)
+        query = set(str(body["query"]).lower().split())
+        texts = [d if isinstance(d, str) else d["text"] for d in body["documents"]]
+        scored = sorted(((len(query & set(t.lower().split())) / (len(query) or 1), i)
+                         for i, t in enumerate(texts)), key=lambda p: (-p[0], p[1]))
+        top = scored[: body.get("top_n") or len(scored)]
+        tokens = sum(len(t.split()) for t in texts) + len(query) * len(texts)
+        return JSONResponse({"id": "rerank-fake", "model": body["model"],
+                             "usage": {"total_tokens": tokens},
+                             "results": [{"index": i, "document": {"text": texts[i]},
+                                          "relevance_score": score} for score, i in top]})
+
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/moderations", moderations, methods=["POST"]),
+        Route("/v1/rerank", rerank, methods=["POST"]),
+        *openai_media.routes(state, check_key),
     ])
     app.state.fake = state
     return app
@@ -300,6 +358,10 @@ async def _stream(body: dict[str, Any], state: FakeOpenAIState) -> AsyncIterator
             state.cancelled += 1
             raise
     completion = 0
+    if model == "reasoner":
+        for i in range(0, len(REASONING), 10):
+            yield _chunk(model, {"reasoning_content": REASONING[i:i + 10]},
+                         with_usage_field=include_usage)
     if _wants_tool(body):
         name = body["tools"][0]["function"]["name"]
         yield _chunk(model, {"tool_calls": [{"index": 0, "id": "call_fake1", "type": "function",
@@ -325,6 +387,8 @@ async def _stream(body: dict[str, Any], state: FakeOpenAIState) -> AsyncIterator
     yield _chunk(model, {}, finish, with_usage_field=include_usage)
     if include_usage:
         usage = _usage(_prompt_tokens(body), completion)
+        if model == "reasoner":
+            _add_reasoning(usage)
         chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk",
                  "created": int(time.time()), "model": model, "choices": [], "usage": usage}
         yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
