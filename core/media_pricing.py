@@ -22,10 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 from core.pricing import FREE_PROVIDERS, ZERO, candidates, quantize
-from schemas.usage import MediaUsage
+from schemas.config import Deployment
+from schemas.usage import MediaUsage, TokenUsage
 
 log = logging.getLogger("aigw.core.pricing")
 
@@ -172,3 +173,32 @@ class MediaPriceTable:
 def _pick(own: MediaPrice, table: MediaPrice, key: str) -> Decimal | None:
     value: Decimal | None = getattr(own, key)
     return value if value is not None else getattr(table, key)
+
+
+class TokenPricer(Protocol):
+    """``core.pricing.PriceTable``, as far as a transcription billed in tokens needs it."""
+
+    def cost(self, provider: str, model: str, usage: TokenUsage,
+             input_override: Decimal | None = None, output_override: Decimal | None = None,
+             overrides: Mapping[str, Decimal] | None = None) -> Decimal | None: ...
+
+
+def deployment_overrides(deployment: Deployment) -> MediaPrice:
+    """The deployment's own media price keys: kept in ``extra`` (or ``prices`` when the
+    config knows them as price keys)."""
+    return MediaPrice.parse({**deployment.extra, **deployment.prices})
+
+
+def deployment_cost(table: MediaPriceTable, deployment: Deployment, usage: TokenUsage,
+                    tokens: TokenPricer) -> Decimal | None:
+    """An images or audio call at ``deployment``: its media units, plus its tokens when the
+    upstream billed some (``gpt-4o-transcribe``)."""
+    media = usage.media or MediaUsage()
+    cost = table.cost(deployment.provider, deployment.upstream_model, media,
+                      deployment_overrides(deployment))
+    if usage.prompt_tokens or usage.completion_tokens:
+        token_cost = tokens.cost(deployment.provider, deployment.upstream_model, usage,
+                                 overrides=deployment.prices)
+        if token_cost is not None:
+            cost = token_cost if cost is None else cost + token_cost
+    return cost

@@ -9,6 +9,7 @@ ingress holds at most the cap of that body.
 |---|---|---|
 | inference (chat completions, embeddings, ...) | 8 MiB | ``AIGW_MAX_REQUEST_BYTES`` |
 | ``POST /v1/files`` | 200 MiB and the form around it | ``AIGW_MAX_FILE_BYTES`` |
+| audio and image uploads (``/v1/audio/*``, edits) | 25 MiB and form | ``AIGW_MAX_MEDIA_BYTES`` |
 | everything else (admin, batches, ...) | 1 MiB | ``AIGW_MAX_OTHER_BYTES`` |
 
 The inference cap matches the bus: an attempt larger than NATS's ``max_payload`` (8 MiB in
@@ -25,10 +26,16 @@ from ingress.errors import ApiError
 
 INFERENCE_PATHS = frozenset({
     "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/messages",
-    "/v1/responses",
+    "/v1/responses", "/v1/images/generations", "/v1/audio/speech",
+    "/images/generations", "/audio/speech",
     "/chat/completions", "/embeddings", "/completions", "/responses",  # unversioned aliases
 })
 FILE_PATHS = frozenset({"/v1/files", "/files"})
+# Multipart uploads of audio and images (ingress.routes.media); the JSON ones are inference.
+MEDIA_PATHS = frozenset({
+    "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/images/edits",
+    "/audio/transcriptions", "/audio/translations", "/images/edits",
+})
 # Multipart framing and the purpose field around a file of the largest size.
 FORM_ROOM = 64 * 1024
 
@@ -38,6 +45,7 @@ class BodyLimits:
     inference: int = 8 * 1024 * 1024
     files: int = 200 * 1024 * 1024
     other: int = 1024 * 1024
+    media: int = 25 * 1024 * 1024
 
     def for_path(self, path: str) -> tuple[int, str]:
         """The cap on a body sent to ``path``, and what to call it in the error."""
@@ -45,6 +53,8 @@ class BodyLimits:
             return self.inference, "request body"
         if path in FILE_PATHS:
             return self.files + FORM_ROOM, "file upload"
+        if path in MEDIA_PATHS:
+            return self.media + FORM_ROOM, "audio or image upload"
         return self.other, "request body"
 
 

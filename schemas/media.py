@@ -82,6 +82,31 @@ class MediaReply(BaseModel):
     blob: str | None = None
 
 
+class ImageRequest(BaseModel):
+    """``POST /v1/images/generations``: what the gateway reads; the rest passes through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    prompt: str = Field(min_length=1)
+    n: int | None = Field(default=None, ge=1, le=10)
+    size: str | None = None
+    quality: str | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+
+
+class SpeechRequest(BaseModel):
+    """``POST /v1/audio/speech``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    input: str = Field(min_length=1, max_length=4096)
+    voice: Any
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = None
+    speed: float | None = Field(default=None, ge=0.25, le=4.0)
+
+
 def files_of(body: dict[str, Any]) -> list[MediaFile]:
     raw = body.get(FILES_KEY)
     if not isinstance(raw, list):

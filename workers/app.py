@@ -18,6 +18,8 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 
 from core import spool
+from core.media_pricing import MediaPriceTable, deployment_cost
+from core.media_store import MediaStore
 from core.nats_servers import servers
 from core.pricing import PriceTable
 from core.publisher import UsagePublisher
@@ -73,6 +75,7 @@ class Worker:
         )
         self.client = upstream_client(settings.max_connections)
         self.prices = PriceTable.default()
+        self.media_prices = MediaPriceTable.default()
         self.service = WorkerService(
             self.provider_name,
             create_provider(self.provider_name, self.client),
@@ -128,6 +131,8 @@ class Worker:
                 await self.broker.connection.publish(reply, b"", headers=headers(FrameKind.BUSY, 1))
 
     def _price(self, deployment: Deployment, usage: TokenUsage) -> Decimal | None:
+        if usage.media is not None:  # an images or audio call
+            return deployment_cost(self.media_prices, deployment, usage, self.prices)
         return self.prices.cost(
             deployment.provider,
             deployment.upstream_model,
@@ -184,6 +189,7 @@ class Worker:
     async def start(self) -> None:
         await self.broker.start()
         self.nc = self.broker.connection
+        self.service.media_store = MediaStore(self.broker.connection.jetstream())
         self.usage = UsagePublisher(
             self.broker.connection.jetstream(),
             spool=spool.claim(self.settings.spool_dir, f"worker-{self.provider_name}"))

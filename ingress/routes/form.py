@@ -21,6 +21,7 @@ class Part:
     name: str
     data: bytes
     filename: str | None = None
+    content_type: str = "application/octet-stream"
 
 
 def parse(content_type: str, body: bytes) -> dict[str, Part]:
@@ -45,5 +46,6 @@ def parse(content_type: str, body: bytes) -> dict[str, Part]:
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
         filename = part.get_filename()
-        parts[name] = Part(name=name, data=data, filename=filename)
+        parts[name] = Part(name=name, data=data, filename=filename,
+                           content_type=part.get_content_type())
     return parts

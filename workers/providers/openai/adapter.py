@@ -27,6 +27,7 @@ from workers.providers.base import (
     transport_error,
 )
 from workers.providers.decode import json_body
+from workers.providers.openai.media import OpenAIMedia
 from workers.providers.sse import drain, read_events
 
 _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
@@ -88,7 +89,7 @@ def split_usage(chunk: dict[str, Any]) -> tuple[dict[str, Any] | None, TokenUsag
     return chunk, found
 
 
-class OpenAIProvider:
+class OpenAIProvider(OpenAIMedia):
     def __init__(self, client: httpx.AsyncClient, name: str = "openai") -> None:
         self._client = client
         self._name = name

@@ -1,0 +1,384 @@
+"""``POST /v1/images/generations``, ``/v1/images/edits``, ``/v1/audio/transcriptions``,
+``/v1/audio/translations`` and ``/v1/audio/speech``, for OpenAI-compatible deployments.
+
+Uploaded files go to the object store (``core.media_store``) and the attempt names them
+(``schemas.media``), so a file larger than a NATS message reaches the worker; they are
+deleted once the answer is out. Admission reserves what the call can cost at most: its
+images at their size and quality, its speech characters, its audio's seconds (read from a
+WAV header, else assumed at 32 kbit/s), and settles with what the worker reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import nats.errors
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from core.media_pricing import MediaPriceTable, deployment_overrides, image_size
+from core.media_store import MediaStore, object_name
+from ingress.admission.gatekeeper import Ticket
+from ingress.auth.principal import Principal
+from ingress.deps import AuthedGateway, request_id
+from ingress.dispatch import execution, lost
+from ingress.dispatch.abandon import abandon, settle_frame
+from ingress.dispatch.dispatcher import WorkerSilent
+from ingress.dispatch.execution import Started
+from ingress.dispatch.hangup import HangUp
+from ingress.dispatch.lost import Silence
+from ingress.errors import ApiError, invalid
+from ingress.routes import form
+from ingress.routes.inference import _caller, _plan, _publish_rejection, read_body
+from ingress.state import Gateway
+from schemas.config import Deployment
+from schemas.frames import DoneFrame, ErrorFrame, FrameKind
+from schemas.infer import Endpoint
+from schemas.media import (
+    FILES_KEY,
+    MAX_UPLOAD_BYTES,
+    PATHS,
+    PROVIDERS,
+    ImageRequest,
+    MediaFile,
+    MediaReply,
+    SpeechRequest,
+    speech_content_type,
+    wav_seconds,
+)
+
+log = logging.getLogger("aigw.ingress")
+router = APIRouter()
+
+COST_HEADER = "x-aigw-cost-usd"
+# An upload of unknown duration is assumed to hold this many bytes per second when the
+# most it can cost is reserved: 32 kbit/s, on the low side of speech codecs.
+RESERVE_BYTES_PER_SECOND = 4000
+_PRICES = MediaPriceTable.default()
+_TRANSCRIPT_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+
+
+def _store(request: Request, gateway: Gateway) -> MediaStore:
+    store: MediaStore | None = getattr(request.app.state, "media_store", None)
+    if store is None:
+        store = request.app.state.media_store = MediaStore(gateway.nc.jetstream())
+    return store
+
+
+def _media_plan(gateway: Gateway, principal: Principal, model: str,
+                endpoint: Endpoint) -> list[Deployment]:
+    plan = _plan(gateway, principal, model)
+    refused = sorted({d.provider for d in plan if d.provider not in PROVIDERS})
+    if refused:
+        raise invalid(f"The model `{model}` is served by {', '.join(refused)}, which has no "
+                      f"/v1{PATHS[endpoint]} endpoint; use an OpenAI or OpenAI-compatible "
+                      "deployment.", param="model", code="unsupported_endpoint")
+    return plan
+
+
+def most_cost(deployment: Deployment, endpoint: Endpoint, body: dict[str, Any],
+              audio: bytes | None) -> Decimal | None:
+    """The most a call at ``deployment`` can cost (None: unknown, reserve nothing)."""
+    own = deployment_overrides(deployment)
+    provider, model = deployment.provider, deployment.upstream_model
+    table = _PRICES.model_price(provider, model)
+    if endpoint in (Endpoint.IMAGES, Endpoint.IMAGE_EDITS):
+        n = body.get("n")
+        count = n if isinstance(n, int) and n > 0 else 1
+        one = own.per_image(image_size(body.get("size")))
+        if one is None:
+            one = _PRICES.image_price(provider, model, body.get("size"), body.get("quality"))
+        return None if one is None else count * one
+    if endpoint is Endpoint.SPEECH:
+        per_char = own.input_cost_per_character or (table and table.input_cost_per_character)
+        text = body.get("input")
+        return per_char * len(text) if per_char and isinstance(text, str) else None
+    per_second = own.input_cost_per_second or (table and table.input_cost_per_second)
+    if not per_second or audio is None:
+        return None
+    seconds = wav_seconds(audio)
+    if seconds is None:
+        seconds = Decimal(len(audio)) / RESERVE_BYTES_PER_SECOND
+    return per_second * seconds
+
+
+async def _start(request: Request, gateway: Gateway, plan: list[Deployment], model: str,
+                 body: dict[str, Any], endpoint: Endpoint, audio: bytes | None) -> Started:
+    principal: Principal = request.state.principal
+    rid = request_id(request)
+    gatekeeper = gateway.gatekeeper
+    stream = endpoint is Endpoint.SPEECH
+
+    async def admit(deployment: Deployment, attempt: int) -> Ticket:
+        try:
+            return await gatekeeper.admit(
+                principal, deployment, f"{rid}:{attempt}", body, True,
+                reserve=most_cost(deployment, endpoint, body, audio) or Decimal(0))
+        except ApiError as exc:
+            if exc.status == 429:
+                _publish_rejection(gateway, principal, rid, attempt, model, deployment,
+                                   endpoint, stream, exc)
+            raise
+
+    def on_lost(silence: Silence) -> bool:
+        return lost.account(silence, connected=gateway.dispatcher.connected,
+                            prices=gatekeeper.prices, publish=gateway.usage.submit,
+                            settle=gatekeeper.settle)
+
+    return await execution.start(
+        gateway.dispatcher, plan, request_id=rid, endpoint=endpoint, model_alias=model,
+        body=body, stream=stream,
+        heartbeat_interval=gateway.settings.heartbeat_interval,
+        heartbeat_timeout=gateway.settings.heartbeat_timeout,
+        admit=admit, settle=gatekeeper.settle, lost=on_lost,
+        caller=_caller(principal, body),
+    )
+
+
+def _lost(started: Started, cause: WorkerSilent) -> None:
+    if started.lost is not None:
+        started.lost(Silence(started.reply.request, started.deployment, started.ticket,
+                             cause, started.sent_at, None))
+
+
+def _headers(started: Started, cost: Decimal | None) -> dict[str, str]:
+    headers = dict(started.ticket.headers)
+    if cost is not None:
+        headers[COST_HEADER] = format(cost, "f")
+    return headers
+
+
+async def _whole(started: Started, gateway: Gateway, store: MediaStore) -> Response:
+    """The answer of an images or transcription call, once the worker is done."""
+    settle = gateway.gatekeeper.settle
+    frame = started.first
+    try:
+        while frame.kind is FrameKind.HEARTBEAT:
+            frame = await started.reply.next(gateway.settings.heartbeat_timeout)
+    except WorkerSilent as exc:
+        _lost(started, exc)
+        abandon(started.reply, started.ticket, settle)
+        raise ApiError(504, str(exc), type="timeout_error", code="worker_timeout") from None
+    except BaseException:
+        abandon(started.reply, started.ticket, settle)
+        raise
+    started.reply.close()
+    settle_frame(started.ticket, settle, frame.kind, frame.body)
+    if frame.kind is FrameKind.ERROR:
+        err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
+        err.headers.update(started.ticket.headers)
+        raise err
+    if frame.kind is not FrameKind.DONE:
+        raise ApiError(502, "the worker sent a stream to a non-streamed call",
+                       type="server_error", code="bad_frame")
+    done = DoneFrame.model_validate_json(frame.body)
+    reply = MediaReply.model_validate(done.response or {})
+    if reply.blob is not None:
+        try:
+            content = await store.get(reply.blob)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ApiError(502, f"The answer could not be read back from the object store "
+                           f"({type(exc).__name__}).", type="server_error",
+                           code="nats_unavailable") from None
+        await store.delete(reply.blob)
+    else:
+        content = (reply.body or "").encode()
+    return Response(content, media_type=reply.content_type,
+                    headers=_headers(started, done.cost))
+
+
+async def _audio(started: Started, gateway: Gateway, content_type: str) -> Response:
+    """Speech: the audio streams to the client as the worker sends it."""
+    settle = gateway.gatekeeper.settle
+    timeout = gateway.settings.heartbeat_timeout
+    reply = started.reply
+    frame = started.first
+    try:
+        while frame.kind is FrameKind.HEARTBEAT:
+            frame = await reply.next(timeout)
+    except WorkerSilent as exc:
+        _lost(started, exc)
+        abandon(reply, started.ticket, settle)
+        raise ApiError(504, str(exc), type="timeout_error", code="worker_timeout") from None
+    except BaseException:
+        abandon(reply, started.ticket, settle)
+        raise
+    if frame.kind is FrameKind.ERROR:
+        reply.close()
+        settle_frame(started.ticket, settle, frame.kind, frame.body)
+        err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
+        err.headers.update(started.ticket.headers)
+        raise err
+    first = frame
+
+    async def pieces() -> AsyncIterator[bytes]:
+        frame = first
+        finished = False
+        try:
+            while True:
+                if frame.kind is FrameKind.CHUNK:
+                    yield frame.body
+                elif frame.kind is FrameKind.DONE:
+                    finished = True
+                    settle_frame(started.ticket, settle, frame.kind, frame.body)
+                    return
+                elif frame.kind is FrameKind.ERROR:
+                    finished = True
+                    settle_frame(started.ticket, settle, frame.kind, frame.body)
+                    failure = ErrorFrame.model_validate_json(frame.body)
+                    # Audio has no in-band error: the connection is cut, so that the
+                    # client sees an incomplete body rather than a short file.
+                    raise RuntimeError(f"speech cut short: {failure.error.message}")
+                try:
+                    frame = await reply.next(timeout)
+                except WorkerSilent as exc:
+                    _lost(started, exc)
+                    raise RuntimeError(f"speech cut short: {exc}") from None
+        finally:
+            if finished:
+                reply.close()
+            else:
+                abandon(reply, started.ticket, settle)
+
+    return StreamingResponse(pieces(), media_type=content_type,
+                             headers=dict(started.ticket.headers))
+
+
+async def _answer(request: Request, gateway: Gateway, model: str, body: dict[str, Any],
+                  endpoint: Endpoint, uploads: list[form.Part] | None = None) -> Response:
+    principal: Principal = request.state.principal
+    plan = _media_plan(gateway, principal, model, endpoint)
+    store = _store(request, gateway)
+    stored: list[str] = []
+    audio = None
+    try:
+        if uploads:
+            refs = []
+            rid = f"{request_id(request)}-{uuid.uuid4().hex[:8]}"
+            for part in uploads:
+                name = object_name(rid, part.name)
+                await store.put(name, part.data)
+                stored.append(name)
+                refs.append(MediaFile(field=part.name, name=name,
+                                      filename=part.filename or part.name,
+                                      content_type=part.content_type, size=len(part.data)))
+                if part.name == "file":
+                    audio = part.data
+            body = {**body, FILES_KEY: [r.model_dump() for r in refs]}
+        if endpoint is Endpoint.SPEECH:
+            started = await _start(request, gateway, plan, model, body, endpoint, None)
+            return await _audio(started, gateway, speech_content_type(
+                body.get("response_format")))
+        hangup = HangUp(request.receive)
+        try:
+            started = await _start(request, gateway, plan, model, body, endpoint, audio)
+            return await _whole(started, gateway, store)
+        except asyncio.CancelledError:
+            if not hangup.gone:
+                raise
+            raise hangup.absorb() from None
+        finally:
+            hangup.close()
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise ApiError(503, f"The object store is unavailable ({type(exc).__name__}); try "
+                       "again shortly.", type="server_error", code="nats_unavailable") from None
+    finally:
+        for name in stored:
+            await store.delete(name)
+
+
+async def _form(request: Request, limit: int) -> dict[str, form.Part]:
+    """The multipart form of an upload route (the body limit caps it as it streams in)."""
+    body = await request.body()
+    try:
+        parts = await asyncio.to_thread(form.parse, request.headers.get("content-type", ""),
+                                        body)
+    except form.FormError as exc:
+        raise invalid(str(exc), code="invalid_form") from None
+    for part in parts.values():
+        if part.filename is not None and len(part.data) > limit:
+            raise ApiError(413, f"The file `{part.filename}` is {len(part.data):,} bytes; "
+                           f"this gateway accepts at most {limit:,}.", param=part.name,
+                           code="file_too_large")
+    return parts
+
+
+def _text(parts: dict[str, form.Part]) -> dict[str, Any]:
+    """The form's text fields, as the JSON body of an attempt carries them."""
+    return {name: part.data.decode(errors="replace") for name, part in parts.items()
+            if part.filename is None}
+
+
+def _required(fields: dict[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise invalid(f"Missing required parameter: '{name}'.", param=name)
+    return value
+
+
+def _file(parts: dict[str, form.Part], name: str) -> form.Part:
+    part = parts.get(name)
+    if part is None or part.filename is None:
+        raise invalid(f"Missing required parameter: '{name}' (a file).", param=name)
+    if not part.data:
+        raise invalid(f"The file `{part.filename}` is empty.", param=name, code="empty_file")
+    return part
+
+
+def _limit(gateway: Gateway) -> int:
+    return min(gateway.settings.max_media_bytes, MAX_UPLOAD_BYTES)
+
+
+@router.post("/images/generations")
+async def image_generations(request: Request, gateway: AuthedGateway) -> Response:
+    """Images from a prompt (``response_format`` ``url`` or ``b64_json``)."""
+    parsed, body = await read_body(request, ImageRequest)
+    return await _answer(request, gateway, parsed.model, body, Endpoint.IMAGES)
+
+
+@router.post("/images/edits")
+async def image_edits(request: Request, gateway: AuthedGateway) -> Response:
+    """An image edited after a prompt (multipart: ``image``, optional ``mask``)."""
+    parts = await _form(request, _limit(gateway))
+    fields = _text(parts)
+    model = _required(fields, "model")
+    _required(fields, "prompt")
+    uploads = [_file(parts, "image")]
+    if "mask" in parts:
+        uploads.append(_file(parts, "mask"))
+    return await _answer(request, gateway, model, fields, Endpoint.IMAGE_EDITS, uploads)
+
+
+async def _transcribe(request: Request, gateway: Gateway, endpoint: Endpoint) -> Response:
+    parts = await _form(request, _limit(gateway))
+    fields = _text(parts)
+    model = _required(fields, "model")
+    fmt = fields.get("response_format")
+    if fmt is not None and fmt not in _TRANSCRIPT_FORMATS:
+        raise invalid(f"'{fmt}' is not one of {list(_TRANSCRIPT_FORMATS)} - "
+                      "'response_format'", param="response_format")
+    return await _answer(request, gateway, model, fields, endpoint, [_file(parts, "file")])
+
+
+@router.post("/audio/transcriptions")
+async def transcriptions(request: Request, gateway: AuthedGateway) -> Response:
+    """Audio to text in its own language (multipart: ``file``, ``model``)."""
+    return await _transcribe(request, gateway, Endpoint.TRANSCRIPTIONS)
+
+
+@router.post("/audio/translations")
+async def translations(request: Request, gateway: AuthedGateway) -> Response:
+    """Audio to English text (multipart: ``file``, ``model``)."""
+    return await _transcribe(request, gateway, Endpoint.TRANSLATIONS)
+
+
+@router.post("/audio/speech")
+async def speech(request: Request, gateway: AuthedGateway) -> Response:
+    """Text to speech; the audio streams back in ``response_format`` (mp3 by default)."""
+    parsed, body = await read_body(request, SpeechRequest)
+    return await _answer(request, gateway, parsed.model, body, Endpoint.SPEECH)

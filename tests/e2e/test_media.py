@@ -1,0 +1,337 @@
+"""Images and audio through a running gateway, with the official openai SDK: generated and
+edited images (``b64_json`` and ``url``), the homestack ``dalle3`` alias, transcriptions and
+translations of uploads larger than one NATS message, speech streamed back; each call's
+cost in the usage API equal to the figure worked out by hand; a provider without the
+endpoints refused with a 400, an upload too large with a 413."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from cli.nats_server import NatsServer
+from tests.e2e.conftest import MASTER_KEY, make_key
+from tests.fakes.openai_media import SPEECH_BYTES_PER_CHAR, fake_png
+from tests.fakes.openai_server import FakeOpenAIState
+from tests.harness import Gateway, write_config
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.e2e
+
+HOMESTACK = Path(__file__).resolve().parents[2].parent / "shared/examples/homestack-config.yml"
+MASTER = {"authorization": f"Bearer {MASTER_KEY}"}
+MEDIA_CAP = 12 * 1024 * 1024
+
+
+def wav(seconds: float, rate: int = 16_000) -> bytes:
+    """A silent 16-bit mono WAV of ``seconds``."""
+    data = b"\0\0" * int(seconds * rate)
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt "
+            + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def _dalle3_entry(openai_url: str) -> dict[str, Any]:
+    """The user's own ``dalle3`` entry, pointed at the fake OpenAI server."""
+    config = yaml.safe_load(HOMESTACK.read_text())
+    [entry] = [e for e in config["model_list"] if e["model_name"] == "dalle3"]
+    entry["litellm_params"]["api_base"] = f"{openai_url}/v1"
+    return dict(entry)
+
+
+@pytest.fixture(scope="module")
+def media_gateway(
+    fake_openai: tuple[str, FakeOpenAIState], fake_anthropic: tuple[str, object],
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    openai_url = fake_openai[0]
+    work = tmp_path_factory.mktemp("media")
+    # A NATS of its own, at the default max_payload: its accounting answers the usage API.
+    nats = NatsServer(work / "nats")
+    nats.start()
+    assert nats.max_payload == 8 * 1024 * 1024
+
+    def deployment(alias: str, upstream: str, **params: str) -> dict[str, Any]:
+        return {"model_name": alias, "litellm_params": {
+            "model": f"openai/{upstream}", "api_base": f"{openai_url}/v1",
+            "api_key": "os.environ/OPENAI_API_KEY", **params}}
+
+    config = write_config(work / "config.yaml", {
+        "model_list": [
+            _dalle3_entry(openai_url),
+            deployment("dall-e-2", "dall-e-2"),
+            deployment("gpt-image-1", "gpt-image-1"),
+            deployment("whisper", "whisper-1"),
+            deployment("tts", "tts-1"),
+            deployment("my-images", "my-image-model", output_cost_per_image="0.05"),
+            deployment("my-whisper", "my-stt", input_cost_per_second="0.001"),
+            deployment("my-tts", "my-tts", input_cost_per_character="0.0001"),
+            deployment("refusing-images", "fail-400"),
+            {"model_name": "claude", "litellm_params": {
+                "model": "anthropic/claude-sonnet-4-20250514",
+                "api_base": fake_anthropic[0], "api_key": "sk-ant-e2e"}},
+        ],
+        "general_settings": {"master_key": MASTER_KEY},
+    })
+    gw = Gateway(nats_url=nats.url, config_path=config, log_dir=work,
+                 env={"OPENAI_API_KEY": "sk-fake", "REDIS_URL": redis_server.url,
+                      "AIGW_ACCOUNTING_BATCH_AGE": "0.2",
+                      "AIGW_MAX_MEDIA_BYTES": str(MEDIA_CAP)})
+    try:
+        gw.start_accounting(work / "data")
+        gw.start_worker("openai")
+        gw.start_worker("anthropic")
+        gw.start_ingress()
+        gw.wait_ready()
+        yield gw
+    finally:
+        gw.stop()
+        nats.stop()
+
+
+@pytest.fixture
+def keyed(media_gateway: Gateway) -> tuple[str, openai.OpenAI]:
+    key_id, secret = make_key(media_gateway, alias="media-e2e")
+    return key_id, openai.OpenAI(base_url=media_gateway.base_url + "/v1", api_key=secret,
+                                 max_retries=0, timeout=60)
+
+
+def _logs(gateway: Gateway, key_id: str, expected: int, within: float = 20.0
+          ) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER, timeout=10,
+                      params={"key_id": key_id, "limit": 1000, "days": 1})
+        if r.status_code == 200:
+            rows = r.json()["data"]
+            if len(rows) >= expected:
+                time.sleep(1.0)  # a duplicate would land by now
+                r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER,
+                              timeout=10, params={"key_id": key_id, "limit": 1000, "days": 1})
+                return list(r.json()["data"])
+        time.sleep(0.2)
+    raise AssertionError(f"{len(rows)} events after {within}s, expected {expected}: {rows}\n"
+                         + gateway.all_logs())
+
+
+def _cost(gateway: Gateway, key_id: str) -> Decimal:
+    [row] = _logs(gateway, key_id, expected=1)
+    assert row["status"] == "ok", row
+    return Decimal(row["cost"])
+
+
+def test_the_homestack_dalle3_alias_makes_a_b64_image_priced_by_size_and_quality(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+    fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    key_id, client = keyed
+    raw = client.images.with_raw_response.generate(
+        model="dalle3", prompt="a lighthouse at dusk", size="1024x1792", quality="hd",
+        response_format="b64_json")
+    images = raw.parse()
+    assert images.data is not None and len(images.data) == 1
+    assert base64.b64decode(images.data[0].b64_json or "") == fake_png("1024x1792")
+    assert images.data[0].revised_prompt == "A revised a lighthouse at dusk"
+    sent = fake_openai[1].requests[-1]
+    assert sent["model"] == "dall-e-3" and sent["quality"] == "hd"
+    hd_tall = Decimal("0.12")  # hd/1024-x-1792/dall-e-3
+    assert Decimal(raw.headers["x-aigw-cost-usd"]) == hd_tall
+    assert _cost(media_gateway, key_id) == hd_tall
+
+
+def test_url_images_are_priced_per_image(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    images = client.images.generate(model="dall-e-2", prompt="three cats", n=3,
+                                    size="256x256", response_format="url")
+    assert [i.url for i in images.data or []] == [
+        f"https://fake-openai.example/images/{i}.png" for i in range(3)]
+    assert _cost(media_gateway, key_id) == 3 * Decimal("0.016")
+
+
+def test_b64_images_larger_than_a_nats_message_come_through_the_object_store(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    images = client.images.generate(model="gpt-image-1", prompt="a map", n=3,
+                                    size="1536x1024", quality="medium",
+                                    response_format="b64_json")
+    data = [base64.b64decode(i.b64_json or "") for i in images.data or []]
+    assert sum(len(i.b64_json or "") for i in images.data or []) > 8 * 1024 * 1024
+    assert data == [fake_png("1536x1024")] * 3
+    assert _cost(media_gateway, key_id) == 3 * Decimal("0.063")
+
+
+def test_an_image_edit_uploads_image_and_mask_and_is_priced(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+    fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    key_id, client = keyed
+    image, mask = fake_png("512x512"), fake_png("512x512")[:1000]
+    edited = client.images.edit(model="dall-e-2", image=("in.png", image, "image/png"),
+                                mask=("mask.png", mask, "image/png"), prompt="add a hat",
+                                size="512x512", n=2, response_format="url")
+    assert len(edited.data or []) == 2
+    sent = fake_openai[1].requests[-1]
+    assert (sent["image_bytes"], sent["mask_bytes"]) == (len(image), len(mask))
+    assert sent["prompt"] == "add a hat" and sent["model"] == "dall-e-2"
+    assert _cost(media_gateway, key_id) == 2 * Decimal("0.018")
+
+
+def test_a_deployment_price_per_image_wins_over_the_table(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    client.images.generate(model="my-images", prompt="x", n=4, response_format="url")
+    assert _cost(media_gateway, key_id) == 4 * Decimal("0.05")
+
+
+def test_a_transcription_is_priced_by_the_verbose_json_duration(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    audio = wav(12.5)
+    result = client.audio.transcriptions.create(model="whisper", file=("talk.wav", audio),
+                                                response_format="verbose_json")
+    assert result.text == f"Fake transcript: heard {len(audio)} bytes."
+    assert result.duration == 12.5
+    assert _cost(media_gateway, key_id) == Decimal("12.5") * Decimal("0.0001")
+
+
+def test_a_json_transcription_is_priced_by_the_seconds_the_upstream_billed(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    result = client.audio.transcriptions.create(model="whisper", file=("talk.wav", wav(12.5)))
+    assert result.text.startswith("Fake transcript")
+    assert _cost(media_gateway, key_id) == 13 * Decimal("0.0001")  # usage.seconds, rounded up
+
+
+def test_audio_larger_than_a_nats_message_is_transcribed_whole(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+    fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    key_id, client = keyed
+    audio = wav(300)  # 9.6 MB: more than the 8 MiB a NATS message may carry
+    assert len(audio) > 8 * 1024 * 1024
+    result = client.audio.transcriptions.create(model="whisper", file=("long.wav", audio),
+                                                response_format="verbose_json")
+    assert result.text == f"Fake transcript: heard {len(audio)} bytes."
+    assert fake_openai[1].requests[-1]["filename"] == "long.wav"
+    assert _cost(media_gateway, key_id) == 300 * Decimal("0.0001")
+
+
+def test_a_text_translation_is_priced_by_the_wav_duration(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    text = client.audio.translations.create(model="my-whisper", file=("fr.wav", wav(7.25)),
+                                            response_format="text")
+    assert "Fake translation" in str(text)
+    assert _cost(media_gateway, key_id) == Decimal("7.25") * Decimal("0.001")
+
+
+def test_an_upload_over_the_cap_is_a_413(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    _, client = keyed
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.audio.transcriptions.create(model="whisper",
+                                           file=("huge.wav", b"\0" * (MEDIA_CAP + 100_000)))
+    assert caught.value.status_code == 413
+    body: Any = caught.value.body
+    assert body["code"] == "request_too_large" and "upload" in body["message"]
+
+
+def test_speech_streams_back_as_audio_priced_per_character(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    line = "Hello there, world!"
+    with client.audio.speech.with_streaming_response.create(
+            model="tts", voice="alloy", input=line) as response:
+        assert response.headers["content-type"] == "audio/mpeg"
+        audio = b"".join(response.iter_bytes())
+    assert len(audio) == len(line) * SPEECH_BYTES_PER_CHAR and audio.startswith(b"ID3")
+    assert _cost(media_gateway, key_id) == len(line) * Decimal("0.000015")
+
+
+def test_speech_in_another_format_at_a_deployment_price(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    with client.audio.speech.with_streaming_response.create(
+            model="my-tts", voice="nova", input="abc", response_format="wav") as response:
+        assert response.headers["content-type"] == "audio/wav"
+        assert len(response.read()) == 3 * SPEECH_BYTES_PER_CHAR
+    assert _cost(media_gateway, key_id) == 3 * Decimal("0.0001")
+
+
+@pytest.mark.parametrize("call", ["image", "speech", "transcription"])
+def test_an_anthropic_deployment_answers_400(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI], call: str,
+) -> None:
+    _, client = keyed
+    with pytest.raises(openai.BadRequestError) as caught:
+        if call == "image":
+            client.images.generate(model="claude", prompt="x")
+        elif call == "speech":
+            client.audio.speech.create(model="claude", voice="alloy", input="x")
+        else:
+            client.audio.transcriptions.create(model="claude", file=("a.wav", wav(1)))
+    body: Any = caught.value.body
+    assert body["code"] == "unsupported_endpoint" and body["param"] == "model"
+    assert "anthropic" in body["message"]
+
+
+def test_an_upstream_refusal_is_an_openai_shaped_400(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    _, client = keyed
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.images.generate(model="refusing-images", prompt="x")
+    body: Any = caught.value.body
+    assert body["code"] == "content_policy_violation"
+
+
+@pytest.mark.parametrize(("path", "payload", "param"), [
+    ("/v1/images/generations", {"model": "dall-e-2"}, "prompt"),
+    ("/v1/images/generations", {"model": "dall-e-2", "prompt": "x", "n": 0}, "n"),
+    ("/v1/audio/speech", {"model": "tts", "voice": "alloy", "input": ""}, "input"),
+    ("/v1/images/generations", {"model": "nope", "prompt": "x"}, "model"),
+])
+def test_bad_json_requests_are_clear_4xx(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI], path: str,
+    payload: dict[str, Any], param: str,
+) -> None:
+    r = httpx.post(media_gateway.base_url + path, json=payload, timeout=10,
+                   headers={"authorization": f"Bearer {keyed[1].api_key}"})
+    assert r.status_code in (400, 404), r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_a_transcription_without_a_file_is_a_400(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    r = httpx.post(media_gateway.base_url + "/v1/audio/transcriptions", timeout=10,
+                   headers={"authorization": f"Bearer {keyed[1].api_key}"},
+                   files={"model": (None, "whisper")})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+
+
+def test_media_routes_need_a_key(media_gateway: Gateway) -> None:
+    r = httpx.post(media_gateway.base_url + "/v1/images/generations", timeout=10,
+                   json={"model": "dalle3", "prompt": "x"})
+    assert r.status_code == 401 and "error" in r.json()
