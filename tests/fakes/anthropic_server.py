@@ -25,6 +25,9 @@ Triggers in the last user text:
 * ``[refuse]``: stop_reason ``refusal``.
 * ``[too-long]`` anywhere in a user text: 400 "prompt is too long: 250000 tokens > 200000
   maximum".
+* ``[long-context]``: usage reports ``cache_read_input_tokens=150000`` and
+  ``cache_creation_input_tokens=60000``, so the prompt passes 200k tokens without a
+  200k-word body.
 * ``[redacted]`` with thinking enabled: a ``redacted_thinking`` block before the thinking.
 
 Thinking. With ``thinking: {"type": "enabled", "budget_tokens": N}`` (N at least 1024 and
@@ -247,6 +250,12 @@ def _validate_block(block: Any, role: str, where: str) -> None:
                 raise _invalid(f"{where}.source: invalid base64 image source")
         elif source.get("type") != "url" or not source.get("url"):
             raise _invalid(f"{where}.source: invalid image source")
+    elif kind == "document" and role == "user":
+        source = block.get("source") or {}
+        if source.get("type") == "base64" and source.get("media_type") != "application/pdf":
+            raise _invalid(f"{where}.source: a base64 document must be application/pdf")
+        if source.get("type") not in ("base64", "text", "url", "content"):
+            raise _invalid(f"{where}.source: invalid document source")
     elif kind == "tool_use" and role == "assistant":
         if not block.get("id") or not block.get("name") or not isinstance(block.get("input"), dict):
             raise _invalid(f"{where}: tool_use needs id, name and an object input")
@@ -305,6 +314,8 @@ def plan_message(body: dict[str, Any], message_id: str) -> dict[str, Any]:
         "cache_creation_input_tokens": 256 if "[cache]" in last_text else 0,
         "cache_read_input_tokens": 1024 if "[cache]" in last_text else 0,
     }
+    if "[long-context]" in last_text:
+        usage.update(cache_creation_input_tokens=60_000, cache_read_input_tokens=150_000)
     return {
         "id": message_id,
         "type": "message",
