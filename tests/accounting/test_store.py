@@ -29,7 +29,7 @@ def test_migrations_on_a_fresh_store_apply_every_file(tmp_path: Any) -> None:
     try:
         applied = migrations.apply(client)
         assert applied == ["0001_usage_events", "0002_usage_daily", "0003_usage_estimated",
-                           "0004_usage_route", "0005_audit_log"]
+                           "0004_usage_route", "0005_audit_log", "0006_usage_media"]
         assert migrations.apply(client) == []
     finally:
         client.close()
