@@ -64,6 +64,7 @@ class ModelPrice:
     output_above_200k: Decimal | None = None
     cache_read_above_200k: Decimal | None = None
     cache_write_above_200k: Decimal | None = None
+    query: Decimal | None = None  # per query (a rerank search), not per token
 
     @classmethod
     def parse(cls, raw: Mapping[str, str]) -> ModelPrice:
@@ -126,6 +127,8 @@ def call_cost(price: ModelPrice, usage: TokenUsage) -> Decimal:
     if price.reasoning is not None and usage.reasoning_tokens:
         reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
         cost += reasoning * (price.reasoning - price.output)
+    if price.query is not None and usage.queries:
+        cost += usage.queries * price.query
     return cost
 
 
@@ -189,6 +192,8 @@ class PriceTable:
         known = self.lookup(provider, model)
         if known is None:
             given = {k: v for k, v in fields.items() if v is not None}
+            if "query" in given:  # a per-search price alone prices a reranker
+                given = {"input": ZERO, "output": ZERO, **given}
             if "input" not in given or "output" not in given:
                 return None
             return ModelPrice(**given)

@@ -21,4 +21,6 @@ PRICE_KEYS: dict[str, str] = {
     "output_cost_per_token_above_200k_tokens": "output_above_200k",
     "cache_read_input_token_cost_above_200k_tokens": "cache_read_above_200k",
     "cache_creation_input_token_cost_above_200k_tokens": "cache_write_above_200k",
+    # Per search, not per token: a rerank call's queries (Cohere's search units).
+    "input_cost_per_query": "query",
 }

@@ -110,9 +110,11 @@ def worker_lost(cause: WorkerSilent, connected: bool) -> bool:
 
 
 def _estimate(request: InferRequest, output: Output | None) -> TokenUsage:
-    if request.endpoint is Endpoint.EMBEDDINGS:  # an embedding generates no tokens
+    if request.endpoint in (Endpoint.EMBEDDINGS, Endpoint.MODERATIONS):  # no output tokens
         return TokenUsage(prompt_tokens=estimate.embedding_tokens(request.body),
                           estimated=True)
+    if request.endpoint is Endpoint.RERANK:  # billed per search, whatever its length
+        return TokenUsage(queries=1, estimated=True)
     return estimate.cut_stream(None, request.body, output.chars if output else 0,
                                output.text_chunks if output else 0)
 

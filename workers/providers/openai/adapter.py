@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 
+from schemas import estimate
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.usage import TokenUsage
+from workers.providers import rerank
 from workers.providers.base import (
     Completion,
     StreamItem,
@@ -25,10 +27,14 @@ from workers.providers.base import (
     retry_after,
     status_for_kind,
     transport_error,
+    unsupported,
 )
 from workers.providers.decode import json_body
 from workers.providers.openai.media import OpenAIMedia
 from workers.providers.sse import drain, read_events
+
+# Providers of this adapter known to have no ``/rerank``.
+NO_RERANK = frozenset({"openai", "azure"})
 
 _CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
 
@@ -114,7 +120,11 @@ class OpenAIProvider(OpenAIMedia):
             url = self._url_cache[cache_key] = httpx.URL(call.deployment.base_url + path)
         return url
 
-    async def _post(self, call: UpstreamCall, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _post(
+        self, call: UpstreamCall, path: str, body: dict[str, Any], route: str | None = None
+    ) -> httpx.Response:
+        """POST ``body``; for an endpoint not every server has, ``route`` names it to the
+        client when the server answers that it has no such path."""
         try:
             response = await self._client.post(
                 self._url(call, path),
@@ -124,6 +134,8 @@ class OpenAIProvider(OpenAIMedia):
             )
         except httpx.HTTPError as exc:
             raise transport_error(exc, self._name) from None
+        if route is not None and _no_such_path(response):
+            raise unsupported(self._name, route)
         if response.status_code >= 400:
             raise UpstreamError(
                 error_from_openai(
@@ -143,6 +155,25 @@ class OpenAIProvider(OpenAIMedia):
         response = await self._post(call, "/embeddings", call.body)
         data = await _json(response, self._name)
         return Completion(response=data, usage=TokenUsage.from_openai(data.get("usage")))
+
+    async def rerank(self, call: UpstreamCall) -> Completion:
+        """``/rerank`` of a server that has one (vLLM, Jina, Infinity); OpenAI has none."""
+        if self._name in NO_RERANK:
+            raise unsupported(self._name, "/v1/rerank")
+        response = await self._post(call, "/rerank", call.body, route="/v1/rerank")
+        data = await _json(response, self._name)
+        answer, tokens = rerank.from_compatible(data, call.body, call.request_id, self._name)
+        return Completion(response=answer, usage=TokenUsage(prompt_tokens=tokens, queries=1))
+
+    async def moderate(self, call: UpstreamCall) -> Completion:
+        """``/moderations``, passed through. OpenAI reports no usage for it (it is free); the
+        input is counted as an embedding's would be, for a deployment that prices it."""
+        response = await self._post(call, "/moderations", call.body, route="/v1/moderations")
+        data = await _json(response, self._name)
+        reported = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        usage = (TokenUsage.from_openai(reported) if reported else
+                 TokenUsage(prompt_tokens=estimate.embedding_tokens(call.body), estimated=True))
+        return Completion(response=data, usage=usage)
 
     async def complete_text(self, call: UpstreamCall) -> Completion:
         body = {**call.body, "stream": False}
@@ -217,6 +248,18 @@ class OpenAIProvider(OpenAIMedia):
             raise transport_error(exc, self._name) from None
         finally:
             await response.aclose()
+
+
+def _no_such_path(response: httpx.Response) -> bool:
+    """A 404 or 405 from the web framework rather than the API: no OpenAI-style ``error``
+    (an unknown model's 404 has one)."""
+    if response.status_code not in (404, 405):
+        return False
+    try:
+        parsed = json.loads(response.content)
+    except ValueError:
+        return True
+    return not (isinstance(parsed, dict) and "error" in parsed)
 
 
 def _encode(body: dict[str, Any]) -> bytes:
