@@ -18,6 +18,8 @@ from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 
 from accounting import migrations, service
+from accounting.audit_consumer import AuditConsumer
+from accounting.audit_log import AuditStore
 from accounting.consumer import UsageConsumer
 from accounting.metrics import LagWatch
 from accounting.settings import AccountingSettings
@@ -52,6 +54,7 @@ class Accounting:
         # ``store`` lets a test stand a failing store in front of the real one.
         self.store = store if store is not None else UsageStore(self.ingest_client)
         self.consumer: UsageConsumer | None = None
+        self.audit: AuditConsumer | None = None
         self.lag: LagWatch | None = None
         self.metrics: MetricsServer | None = None
         if settings.metrics_port > 0:
@@ -90,6 +93,9 @@ class Accounting:
             stream_max_age=self.settings.stream_max_age_days * 86400,
         )
         await self.consumer.start()
+        self.audit = AuditConsumer(self.nc, AuditStore(self.ingest_client),
+                                   retry_delay=self.settings.retry_delay)
+        await self.audit.start()
         self.lag = LagWatch(self.consumer.js, self.consumer.durable, self.settings.lag_interval)
         self.lag.start()
         log.info("accounting connected to %s, ClickHouse at %s",
@@ -98,6 +104,8 @@ class Accounting:
     async def stop(self) -> None:
         if self.lag is not None:
             await self.lag.stop()
+        if self.audit is not None:
+            await self.audit.stop()
         if self.consumer is not None:
             await self.consumer.stop()
         await self.broker.stop()

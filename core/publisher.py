@@ -7,6 +7,10 @@ While NATS is away, events wait in the buffer and the spool; a process killed me
 replays its spool when it starts again. If the buffer (or the spool) overflows, the dropped
 count is logged and kept in ``dropped``, never silent. Workers publish one event per
 upstream call; the ingress one per request it answers itself (rejected, served from cache).
+
+The machinery is :class:`EventPublisher`; :class:`UsagePublisher` publishes usage events
+on the usage stream, and the ingress's audit trail (``core.audit_publisher``) its audit
+events on a stream of their own, each with a spool of its own.
 """
 
 from __future__ import annotations
@@ -40,7 +44,12 @@ class _Pending:
     failed: bool = False
 
 
-class UsagePublisher:
+class EventPublisher:
+    """Events with an ``event_id``, through a spool, to one JetStream stream. A subclass
+    says which subject an event goes to (``_route``) and declares its stream."""
+
+    kind = "event"
+
     def __init__(self, js: JetStreamContext, capacity: int = 100_000, window: int = 256,
                  spool: Spool | None = None) -> None:
         self._js = js
@@ -64,22 +73,27 @@ class UsagePublisher:
         self.dropped += 1
         log.error("%s: dropped event %s, %d dropped so far", why, event_id, self.dropped)
 
-    def submit(self, event: UsageEvent) -> None:
+    def _route(self, data: bytes) -> tuple[str, str]:
+        """(event id, subject) of a spooled event; ValueError if it is unreadable."""
+        raise NotImplementedError
+
+    async def _ensure_stream(self) -> None:
+        raise NotImplementedError
+
+    def _submit(self, event_id: str, subject: str, data: bytes) -> None:
         if len(self._buffer) >= self._capacity:
-            self._drop(event.event_id, f"usage buffer full ({self._capacity} events)")
+            self._drop(event_id, f"{self.kind} buffer full ({self._capacity} events)")
             return
-        data = event.model_dump_json().encode()
         segment = -1
         if self._spool is not None:
             try:
                 segment = self._spool.append(data)
             except SpoolFull:
-                self._drop(event.event_id, "usage spool full")
+                self._drop(event_id, f"{self.kind} spool full")
                 return
             except OSError as exc:  # a full or failing disk: keep the event in memory
-                log.error("could not spool usage event %s: %s", event.event_id, exc)
-        self._buffer.append(_Pending(event.event_id, subjects.usage(event.provider), data,
-                                     segment))
+                log.error("could not spool %s event %s: %s", self.kind, event_id, exc)
+        self._buffer.append(_Pending(event_id, subject, data, segment))
         self._wake.set()
 
     def _replay(self, spool: Spool) -> None:
@@ -88,15 +102,14 @@ class UsagePublisher:
     def _enqueue(self, spool: Spool, recovered: list[tuple[int, bytes]]) -> None:
         for segment, data in recovered:
             try:
-                event = UsageEvent.model_validate_json(data)
+                event_id, subject = self._route(data)
             except ValueError:
-                log.error("dropping an unreadable line of the usage spool")
+                log.error("dropping an unreadable line of the %s spool", self.kind)
                 spool.acked(segment)
                 continue
-            self._buffer.append(_Pending(event.event_id, subjects.usage(event.provider), data,
-                                         segment))
+            self._buffer.append(_Pending(event_id, subject, data, segment))
         if recovered:
-            log.warning("replaying %d usage events from the spool %s", len(recovered),
+            log.warning("replaying %d %s events from the spool %s", len(recovered), self.kind,
                         spool.directory)
 
     async def start(self) -> None:
@@ -105,9 +118,9 @@ class UsagePublisher:
             self._syncer = asyncio.create_task(self._sync_forever(self._spool))
         self._task = asyncio.create_task(self._pump())
         try:
-            await ensure_usage_stream(self._js)
+            await self._ensure_stream()
         except Exception as exc:  # NATS or JetStream away: the pump waits for it
-            log.warning("usage stream not ready (%s); events wait in the spool", exc)
+            log.warning("%s stream not ready (%s); events wait in the spool", self.kind, exc)
 
     async def _sync_forever(self, spool: Spool) -> None:
         loop = asyncio.get_running_loop()
@@ -120,7 +133,7 @@ class UsagePublisher:
                 try:
                     orphans = await asyncio.to_thread(spool.adopt_orphans)
                 except OSError as exc:
-                    log.error("could not adopt a dead sibling's usage spool: %s", exc)
+                    log.error("could not adopt a dead sibling's %s spool: %s", self.kind, exc)
                     continue
                 if orphans:
                     self._enqueue(spool, orphans)
@@ -149,7 +162,8 @@ class UsagePublisher:
                     if not pending.failed:
                         pending.failed = True
                         self.spooled += 1
-                log.warning("usage publish failed (%s); %d events waiting", exc, self.pending)
+                log.warning("%s publish failed (%s); %d events waiting", self.kind, exc,
+                            self.pending)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -172,7 +186,8 @@ class UsagePublisher:
         if self._buffer:
             where = (f"; they stay in the spool {self._spool.directory}" if self._spool
                      else "")
-            log.error("stopping with %d usage events unpublished%s", len(self._buffer), where)
+            log.error("stopping with %d %s events unpublished%s", len(self._buffer), self.kind,
+                      where)
         for task in (self._task, self._syncer):
             if task is not None:
                 task.cancel()
@@ -180,3 +195,18 @@ class UsagePublisher:
                     await task
         if self._spool is not None:
             self._spool.close()
+
+
+class UsagePublisher(EventPublisher):
+    kind = "usage"
+
+    def submit(self, event: UsageEvent) -> None:
+        self._submit(event.event_id, subjects.usage(event.provider),
+                     event.model_dump_json().encode())
+
+    def _route(self, data: bytes) -> tuple[str, str]:
+        event = UsageEvent.model_validate_json(data)
+        return event.event_id, subjects.usage(event.provider)
+
+    async def _ensure_stream(self) -> None:
+        await ensure_usage_stream(self._js)

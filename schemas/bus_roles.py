@@ -116,6 +116,7 @@ def permissions(role: str) -> Permissions:
                 *_kv(KEYS_BUCKET, write=True), *_kv(TEAMS_BUCKET, write=True),
                 *_kv(HEALTH_BUCKET, write=True), *_kv(subjects.CONFIG_BUCKET, write=True),
                 *_kv(subjects.BATCH_BUCKET, write=True), *_kv(subjects.FILES_BUCKET, write=True),
+                *_kv(subjects.CONSOLE_BUCKET, write=True),
                 *_kv(subjects.SEMANTIC_CACHE_BUCKET, write=True),
                 # Stored responses; the bucket's age limit follows AIGW_RESPONSES_TTL.
                 *_kv(subjects.RESPONSES_BUCKET, write=True),
