@@ -38,7 +38,7 @@ LOG_COLUMNS = (
     "error_type", "http_status", "prompt_tokens", "completion_tokens", "cached_tokens",
     "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost", "saved_cost",
     "price_version", "latency_ms", "ttft_ms", "batch_id", "metadata", "route_tier",
-    "route_score", "route_reason",
+    "route_score", "route_reason", "images", "audio_seconds", "characters",
 )
 _MONEY = Decimal("1e-9")
 
@@ -222,6 +222,8 @@ def _log_entry(row: dict[str, Any]) -> dict[str, Any]:
                  "error_type", "price_version", "batch_id", "route_tier", "route_reason"):
         entry[name] = row[name] or None
     entry["streamed"] = bool(row["streamed"])
+    if "audio_seconds" in row:  # exact, as text like cost
+        entry["audio_seconds"] = format(Decimal(row["audio_seconds"]), "f")
     return entry
 
 

@@ -33,7 +33,8 @@ COLUMNS = (
     "status", "error_type", "http_status", "prompt_tokens", "completion_tokens",
     "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost", "saved_cost",
     "price_version", "latency_ms", "ttft_ms", "batch_id", "metadata", "schema_version",
-    "usage_estimated", "route_tier", "route_score", "route_reason",
+    "usage_estimated", "route_tier", "route_score", "route_reason", "images",
+    "audio_seconds", "characters",
 )
 # Column types given up front spare clickhouse-connect a DESCRIBE per insert.
 COLUMN_TYPES = (
@@ -44,7 +45,7 @@ COLUMN_TYPES = (
     "UInt32", "UInt32", "UInt32", "Nullable(Decimal(18, 9))", "Nullable(Decimal(18, 9))",
     "LowCardinality(String)", "Float64", "Nullable(Float64)", "String",
     "Map(String, String)", "UInt8", "Bool", "LowCardinality(String)", "Nullable(Float64)",
-    "String",
+    "String", "UInt32", "Decimal(18, 3)", "UInt32",
 )
 # Optional names are stored as '' (see the 0001 migration).
 _BLANK_IF_NONE = frozenset({

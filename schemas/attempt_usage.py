@@ -9,7 +9,7 @@ from decimal import Decimal
 from schemas.config import Deployment
 from schemas.errors import ErrorInfo
 from schemas.infer import InferRequest
-from schemas.usage import TokenUsage, UsageEvent, UsageStatus, event_id
+from schemas.usage import MediaUsage, TokenUsage, UsageEvent, UsageStatus, event_id
 
 
 def attempt_event(
@@ -26,6 +26,7 @@ def attempt_event(
 ) -> UsageEvent:
     """The one event of one upstream call."""
     usage = usage or TokenUsage()
+    media = usage.media or MediaUsage()
     if cancelled:
         status, http_status = UsageStatus.CANCELLED, 499
     elif error is not None:
@@ -56,6 +57,9 @@ def attempt_event(
         cache_write_tokens=usage.cache_write_tokens,
         reasoning_tokens=usage.reasoning_tokens,
         usage_estimated=usage.estimated,
+        images=media.images,
+        audio_seconds=(media.seconds + media.output_seconds).quantize(Decimal("0.001")),
+        characters=media.characters,
         cost=cost,
         price_version=price_version if cost is not None else None,
         latency_ms=round(latency_ms, 3),

@@ -134,3 +134,7 @@ class UsageEvent(BaseModel):
     route_tier: str | None = None
     route_score: float | None = None
     route_reason: str | None = None
+    # Images and audio calls: images made, audio seconds, characters of speech.
+    images: int = 0
+    audio_seconds: Decimal = Decimal(0)
+    characters: int = 0

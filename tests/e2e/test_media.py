@@ -125,9 +125,12 @@ def _logs(gateway: Gateway, key_id: str, expected: int, within: float = 20.0
                          + gateway.all_logs())
 
 
-def _cost(gateway: Gateway, key_id: str) -> Decimal:
+def _cost(gateway: Gateway, key_id: str, **used: object) -> Decimal:
+    """The cost of the key's one call, checking what it used (``images=3``, ...)."""
     [row] = _logs(gateway, key_id, expected=1)
     assert row["status"] == "ok", row
+    for name, value in used.items():
+        assert row[name] == value, (name, row)
     return Decimal(row["cost"])
 
 
@@ -147,7 +150,7 @@ def test_the_homestack_dalle3_alias_makes_a_b64_image_priced_by_size_and_quality
     assert sent["model"] == "dall-e-3" and sent["quality"] == "hd"
     hd_tall = Decimal("0.12")  # hd/1024-x-1792/dall-e-3
     assert Decimal(raw.headers["x-aigw-cost-usd"]) == hd_tall
-    assert _cost(media_gateway, key_id) == hd_tall
+    assert _cost(media_gateway, key_id, images=1, endpoint="images") == hd_tall
 
 
 def test_url_images_are_priced_per_image(
@@ -158,7 +161,7 @@ def test_url_images_are_priced_per_image(
                                     size="256x256", response_format="url")
     assert [i.url for i in images.data or []] == [
         f"https://fake-openai.example/images/{i}.png" for i in range(3)]
-    assert _cost(media_gateway, key_id) == 3 * Decimal("0.016")
+    assert _cost(media_gateway, key_id, images=3) == 3 * Decimal("0.016")
 
 
 def test_b64_images_larger_than_a_nats_message_come_through_the_object_store(
@@ -187,7 +190,8 @@ def test_an_image_edit_uploads_image_and_mask_and_is_priced(
     sent = fake_openai[1].requests[-1]
     assert (sent["image_bytes"], sent["mask_bytes"]) == (len(image), len(mask))
     assert sent["prompt"] == "add a hat" and sent["model"] == "dall-e-2"
-    assert _cost(media_gateway, key_id) == 2 * Decimal("0.018")
+    assert _cost(media_gateway, key_id, images=2, endpoint="image_edits") == (
+        2 * Decimal("0.018"))
 
 
 def test_a_deployment_price_per_image_wins_over_the_table(
@@ -207,7 +211,8 @@ def test_a_transcription_is_priced_by_the_verbose_json_duration(
                                                 response_format="verbose_json")
     assert result.text == f"Fake transcript: heard {len(audio)} bytes."
     assert result.duration == 12.5
-    assert _cost(media_gateway, key_id) == Decimal("12.5") * Decimal("0.0001")
+    assert _cost(media_gateway, key_id, audio_seconds="12.500", endpoint="transcriptions") == (
+        Decimal("12.5") * Decimal("0.0001"))
 
 
 def test_a_json_transcription_is_priced_by_the_seconds_the_upstream_billed(
@@ -240,7 +245,8 @@ def test_a_text_translation_is_priced_by_the_wav_duration(
     text = client.audio.translations.create(model="my-whisper", file=("fr.wav", wav(7.25)),
                                             response_format="text")
     assert "Fake translation" in str(text)
-    assert _cost(media_gateway, key_id) == Decimal("7.25") * Decimal("0.001")
+    assert _cost(media_gateway, key_id, audio_seconds="7.250", endpoint="translations") == (
+        Decimal("7.25") * Decimal("0.001"))
 
 
 def test_an_upload_over_the_cap_is_a_413(
@@ -265,7 +271,8 @@ def test_speech_streams_back_as_audio_priced_per_character(
         assert response.headers["content-type"] == "audio/mpeg"
         audio = b"".join(response.iter_bytes())
     assert len(audio) == len(line) * SPEECH_BYTES_PER_CHAR and audio.startswith(b"ID3")
-    assert _cost(media_gateway, key_id) == len(line) * Decimal("0.000015")
+    assert _cost(media_gateway, key_id, characters=len(line), endpoint="speech",
+                 streamed=True) == len(line) * Decimal("0.000015")
 
 
 def test_speech_in_another_format_at_a_deployment_price(
