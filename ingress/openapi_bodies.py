@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from ingress.routes.batches import CreateBatch
 from schemas.batch import FILE_EXPIRY_MAX, FILE_EXPIRY_MIN, FILE_PURPOSES
-from schemas.openai import ChatCompletionRequest, EmbeddingRequest
+from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from schemas.responses import ResponsesRequest
 
 _REF = "#/components/schemas/{model}"
 
@@ -25,6 +26,10 @@ _JSON_BODIES: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
         "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello"}]}),
     "/embeddings": (EmbeddingRequest, {"model": "text-embedding-3-small",
                                        "input": ["first text", "second text"]}),
+    "/responses": (ResponsesRequest, {"model": "gpt-4o-mini", "input": "Say hello",
+                                      "instructions": "Be brief"}),
+    "/completions": (CompletionRequest, {"model": "gpt-3.5-turbo-instruct",
+                                         "prompt": "Once upon a time"}),
     "/batches": (CreateBatch, {"input_file_id": "file-abc123",
                                "endpoint": "/v1/chat/completions",
                                "completion_window": "24h"}),

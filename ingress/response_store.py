@@ -31,6 +31,12 @@ _NOT_FOUND = (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError,
               nats.js.errors.NotFoundError)
 # Room for the message's headers within the server's max_payload.
 _HEADROOM = 1024
+# NATS unreachable or JetStream not answering.
+_UNAVAILABLE = (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError)
+
+
+class StoreUnavailable(Exception):
+    """The bucket could not be read or written now (NATS down): a 503, not a 404."""
 
 
 class ResponseStore:
@@ -72,6 +78,8 @@ class ResponseStore:
             entry = await self._bucket().get(response_id)
         except _NOT_FOUND:
             return None
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from None
         if not entry.value:
             return None
         try:
@@ -88,9 +96,17 @@ class ResponseStore:
             log.warning("response %s not stored: %d bytes, over the %d a NATS message may "
                         "carry here", response_id, len(data), limit)
             return False
-        await self._bucket().put(response_id, data)
+        try:
+            await self._bucket().put(response_id, data)
+        except _UNAVAILABLE as exc:
+            log.warning("response %s not stored: %s", response_id, exc or type(exc).__name__)
+            return False
         return True
 
     async def delete(self, response_id: str) -> None:
-        if _ID.match(response_id):
+        if not _ID.match(response_id):
+            return
+        try:
             await self._bucket().purge(response_id)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from None

@@ -27,7 +27,7 @@ from ingress.errors import ApiError, invalid
 from ingress.metrics import GenAI
 from ingress.protocols import responses as protocol
 from ingress.protocols.responses_stream import ResponseStream, encode
-from ingress.response_store import ResponseStore
+from ingress.response_store import ResponseStore, StoreUnavailable
 from ingress.routes.inference import _plan, _start, read_body
 from ingress.state import Gateway
 from schemas import model_limits
@@ -53,6 +53,12 @@ def _not_found(response_id: str, param: str | None = None) -> ApiError:
                     code="response_not_found")
 
 
+def _unavailable(exc: StoreUnavailable) -> ApiError:
+    return ApiError(503, f"stored responses are unavailable right now ({exc}); try again",
+                    type="server_error", code="store_unavailable",
+                    headers={"retry-after": "1"})
+
+
 def _may_see(principal: Principal, owner: str | None) -> bool:
     return principal.master or principal.key is None or owner == principal.key_id
 
@@ -60,7 +66,10 @@ def _may_see(principal: Principal, owner: str | None) -> bool:
 async def _stored(store: ResponseStore, principal: Principal, response_id: str,
                   param: str | None = None) -> StoredResponse:
     """A stored response this caller may see; 404 for one it may not (as for none)."""
-    record = await store.get(response_id)
+    try:
+        record = await store.get(response_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
     if record is None or not _may_see(principal, record.owner):
         raise _not_found(response_id, param)
     return record
@@ -200,7 +209,10 @@ async def get_response(request: Request, response_id: str, store: StoreDep) -> R
 async def delete_response(request: Request, response_id: str,
                           store: StoreDep) -> dict[str, Any]:
     await _stored(store, request.state.principal, response_id)
-    await store.delete(response_id)
+    try:
+        await store.delete(response_id)
+    except StoreUnavailable as exc:
+        raise _unavailable(exc) from None
     return {"id": response_id, "object": "response.deleted", "deleted": True}
 
 

@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from cli.nats_server import NatsServer
-from ingress.response_store import ResponseStore
+from ingress.response_store import ResponseStore, StoreUnavailable
 from schemas.responses import StoredResponse
 
 
@@ -75,3 +75,17 @@ async def test_a_response_too_large_for_one_message_is_not_stored(
         assert await store.get("resp_big") is None
     finally:
         await nc.close()
+
+
+async def test_with_nats_gone_a_read_is_unavailable_and_a_write_is_skipped(
+    nats_server: NatsServer,
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    store = ResponseStore(nc, ttl=60, bucket=f"responses_{uuid.uuid4().hex[:8]}")
+    await store.start()
+    await nc.close()
+    with pytest.raises(StoreUnavailable):
+        await store.get("resp_1")
+    with pytest.raises(StoreUnavailable):
+        await store.delete("resp_1")
+    assert not await store.put("resp_1", _record())
