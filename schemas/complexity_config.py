@@ -3,7 +3,8 @@
 
 A request's score is the sum of its features' contributions, each ``weight x strength``
 with the strength in [0, 1], capped at 1. The score needs the highest tier whose threshold
-it reaches; the first tier needs nothing.
+it reaches; the first tier needs nothing. With ``classifier_model``, that model is asked for
+the tier instead, and the score decides only when it gives none.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class ComplexitySettings(BaseModel):
     long_prompt_tokens: int = Field(default=4000, ge=1)
     # Groups routed by complexity even when ``routing_strategy`` is another one.
     model_groups: tuple[str, ...] = ()
+    # An alias in model_list asked for the tier instead (through the gateway's own path);
+    # the feature score decides when it fails, is slower than the timeout, or says no tier.
+    classifier_model: str | None = None
+    classifier_timeout: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ComplexitySettings:
@@ -104,6 +109,9 @@ def parse_complexity(value: Any, where: str, models: set[str]) -> ComplexitySett
     for name in value.get("model_groups") or ():
         if name not in models:
             raise ConfigError(f"{where}.model_groups: {name!r} is not a model_name in model_list")
+    judge = value.get("classifier_model")
+    if judge is not None and judge not in models:
+        raise ConfigError(f"{where}.classifier_model: {judge!r} is not a model_name in model_list")
     values = dict(value)
     if isinstance(values.get("weights"), Mapping):
         values["weights"] = {**DEFAULT_WEIGHTS, **values["weights"]}

@@ -339,7 +339,9 @@ class _Run:
             log.info("%s: retry %d on %s in %.2f s after %s", self.request_id, retries,
                      model, wait, self.last.kind.value)
             await asyncio.sleep(wait)
-            fresh = self.router.plan(model, self.body)
+            # A tier the classifier model chose stands for the retries too.
+            judged = self.route.tier if self.route and self.route.classifier else None
+            fresh = self.router.plan(model, self.body, judged)
             plan, forced, self.route = fresh, fresh.forced, fresh.route
 
 

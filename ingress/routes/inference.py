@@ -37,6 +37,8 @@ from ingress.dispatch.execution import Caller, Started
 from ingress.dispatch.hangup import HangUp
 from ingress.errors import ApiError, invalid
 from ingress.metrics import CACHE, GenAI
+from ingress.routing import classifier
+from ingress.routing.router import Plan
 from ingress.state import Gateway
 from schemas import model_limits
 from schemas.config import Deployment
@@ -176,6 +178,41 @@ async def _embed(request: Request, gateway: Gateway, text: str, caller: Caller) 
     if vector is None:
         log.warning("semantic cache: %s answered no usable embedding", alias)
     return vector
+
+
+async def _classified(
+    request: Request, gateway: Gateway, plan: list[Deployment], model: str,
+    body: dict[str, Any], judge: str,
+) -> list[Deployment]:
+    """The plan for the tier the classifier model ``judge`` answers, asked through the
+    gateway's own path: admitted for the caller, dispatched to a worker, accounted under the
+    request id plus ``-route``. ``plan`` (the feature score's) when it fails, is too slow or
+    names no tier."""
+    route = plan.route if isinstance(plan, Plan) else None
+    judged = gateway.router.plan(judge)
+    if route is None or not judged:
+        return plan
+    settings = gateway.router.settings.complexity
+    ask = {"model": judge, **classifier.question(body, settings.tiers, route.features)}
+    principal: Principal = request.state.principal
+    try:
+        async with asyncio.timeout(settings.classifier_timeout):
+            started = await _start(request, gateway, judged, judge, ask, Endpoint.CHAT, False,
+                                   rid=f"{request_id(request)}-route",
+                                   caller=_caller(principal, body))
+            response = await relay.json_response(started, gateway.settings.heartbeat_timeout,
+                                                 gateway.gatekeeper.settle)
+    except (ApiError, TimeoutError) as exc:
+        log.info("complexity router: classifier %s failed (%s); the feature score decides",
+                 judge, getattr(exc, "code", None) or type(exc).__name__)
+        return plan
+    answer = classifier.answer_text(json.loads(bytes(response.body)))
+    tier = classifier.tier_in(answer, settings.tiers)
+    if tier is None:
+        log.info("complexity router: classifier %s named no tier; the feature score decides",
+                 judge)
+        return plan
+    return gateway.router.plan(model, body, tier)
 
 
 def _publish_rejection(
@@ -381,6 +418,8 @@ async def _respond(
             capture = Capture(gateway.cache, key, wanted.ttl, combine(lead, semantic))
         CACHE.labels("miss").inc()
     try:
+        if endpoint is Endpoint.CHAT and (judge := gateway.router.classifier_for(model)):
+            plan = await _classified(request, gateway, plan, model, body, judge)
         started = await _start(request, gateway, plan, model, body, endpoint, stream)
     except BaseException:
         if capture is not None:

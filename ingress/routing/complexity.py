@@ -13,6 +13,9 @@ Every feature is one a person can check by reading the request:
 ``keywords``   words of hard tasks ("prove", "step by step", ...) in the user's turns
 =============  ==========================================================================
 
+With ``classifier_model`` set, a model is asked for the tier instead
+(:mod:`ingress.routing.classifier`) and the score stands when it gives none.
+
 Each gives a strength in [0, 1]; the score is the sum of ``weight x strength``, capped at
 1 (weights in :mod:`schemas.complexity_config`). The score needs a tier; the group's
 deployments of that tier or stronger are tried weakest tier first and, within a tier,
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -76,9 +79,14 @@ class Decision:
     features: Features
     # Each feature's share of the score, largest first; features that add nothing are left out.
     contributions: dict[str, float] = field(default_factory=dict)
+    # The classifier model whose answer set ``tier``, if one did.
+    classifier: str | None = None
 
     @property
     def reason(self) -> str:
+        if self.classifier is not None:
+            return (f"classifier {self.classifier} -> {self.tier} "
+                    f"(features scored {self.score:.2f})")
         if not self.contributions:
             return f"score {self.score:.2f} -> {self.tier}: no sign of a hard task"
         parts = [f"{_detail(name, self.features)} +{value:.2f}"
@@ -127,7 +135,7 @@ def _keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
                       re.IGNORECASE)
 
 
-def _texts(content: Any) -> tuple[list[str], int]:
+def texts_of(content: Any) -> tuple[list[str], int]:
     """The text parts of one message's content, and how many images it holds."""
     if isinstance(content, str):
         return [content], 0
@@ -158,7 +166,7 @@ def features_of(body: dict[str, Any], keywords: tuple[str, ...]) -> Features:
     said: list[str] = []
     images = turns = 0
     for message in messages:
-        texts, pictures = _texts(message.get("content"))
+        texts, pictures = texts_of(message.get("content"))
         images += pictures
         every += texts
         role = message.get("role")
@@ -215,6 +223,11 @@ def decide(body: dict[str, Any], settings: ComplexitySettings) -> Decision:
     f = features_of(body, settings.keywords)
     value, parts = score(f, settings)
     return Decision(score=value, tier=settings.tier_for(value), features=f, contributions=parts)
+
+
+def classified(decision: Decision, tier: str, classifier: str) -> Decision:
+    """``decision`` with the tier a classifier model answered."""
+    return replace(decision, tier=tier, classifier=classifier)
 
 
 PriceOf = Callable[[Deployment], Decimal | None]

@@ -105,9 +105,19 @@ class Router:
     def deployments(self) -> list[Deployment]:
         return [d for group in self._groups.values() for d in group]
 
-    def plan(self, model: str, body: dict[str, Any] | None = None) -> Plan:
+    def classifier_for(self, model: str) -> str | None:
+        """The classifier model to ask for ``model``'s tier, if its group has one."""
+        judge = self.settings.complexity.classifier_model
+        if judge is None or judge == model or model not in self._tiered:
+            return None
+        return judge if self.settings.by_complexity(model) else None
+
+    def plan(
+        self, model: str, body: dict[str, Any] | None = None, tier: str | None = None,
+    ) -> Plan:
         """The order for one request to ``model``; ``body`` (the request) for a group
-        routed by complexity, which without it is planned like any other."""
+        routed by complexity, which without it is planned like any other; ``tier`` when
+        the classifier model answered one."""
         group = self._groups.get(model)
         if not group:
             return Plan(model, [], self)
@@ -116,6 +126,8 @@ class Router:
         if body is not None and model in self._tiered and self.settings.by_complexity(model):
             tiers = self.settings.complexity
             route = complexity.decide(body, tiers)
+            if tier is not None and tier in tiers.tiers and tiers.classifier_model:
+                route = complexity.classified(route, tier, tiers.classifier_model)
             ordered = complexity.order(ordered, route, tiers, self.price)
         if len(ordered) == 1:
             return Plan(model, ordered, self, forced=True, route=route)

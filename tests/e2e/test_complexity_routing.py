@@ -182,3 +182,66 @@ def test_route_explain_prints_the_decision_without_calling_anything(
     refused = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     assert refused.returncode == 2
     assert "is not JSON" in refused.stderr
+
+
+# ---- a classifier model instead of the feature score -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def judged(
+    fake_openai: tuple[str, FakeOpenAIState], tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    url = fake_openai[0]
+    work = tmp_path_factory.mktemp("judged")
+    server = NatsServer(work / "nats")
+    server.start()
+    config = _config(url)
+    config["model_list"] = [*config["model_list"][:2], {"model_name": "judge", "litellm_params": {
+        "model": "openai/route-judge", "api_base": f"{url}/v1", "api_key": "sk-fake"}}]
+    config["router_settings"] = {"routing_strategy": "complexity",
+                                 "complexity_router": {"classifier_model": "judge"}}
+    gw = Gateway(nats_url=server.url, config_path=write_config(work / "c.yaml", config),
+                 log_dir=work, env={"AIGW_ACCOUNTING_BATCH_AGE": "0.2"})
+    try:
+        gw.start_accounting(work / "data")
+        gw.start_worker("openai")
+        gw.start_ingress()
+        gw.wait_ready()
+        yield gw
+    finally:
+        gw.stop()
+        server.stop()
+
+
+def test_the_classifier_models_tier_wins_over_the_score_and_its_call_is_accounted(
+    judged: Gateway, fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    state = fake_openai[1]
+    r = _chat(judged, "auto", "A tricky one: what is 2 + 2?")
+    asked, served = state.requests[-2:]
+    assert asked["model"] == "route-judge"
+    assert "tricky" in asked["messages"][1]["content"]
+    assert served["model"] == "gpt-4o"
+    assert r.headers["x-aigw-route-tier"] == "large"
+    assert r.headers["x-aigw-route-reason"] == "classifier judge -> large (features scored 0.00)"
+
+    # Features that score large, a classifier that says small: the classifier decides.
+    r = _chat(judged, "auto", HARD_TEXT, tools=TOOLS, reasoning_effort="high")
+    assert state.requests[-1]["model"] == "gpt-4o-mini"
+    assert r.headers["x-aigw-route-tier"] == "small"
+
+    rid = r.headers["x-request-id"]
+    [judging] = _events(judged, f"{rid}-route", 1)
+    assert (judging["model_alias"], judging["status"]) == ("judge", "ok")
+    assert judging["route_tier"] is None  # the judge's own group is not tiered
+    [answered] = _events(judged, rid, 1)
+    assert answered["route_reason"].startswith("classifier judge -> small")
+
+
+def test_a_classifier_that_names_no_tier_leaves_the_decision_to_the_score(
+    judged: Gateway, fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    r = _chat(judged, "auto", "unsure about this one", reasoning_effort="high")
+    assert fake_openai[1].requests[-1]["model"] == "gpt-4o"
+    assert r.headers["x-aigw-route-tier"] == "large"
+    assert r.headers["x-aigw-route-reason"].startswith("score 0.5")

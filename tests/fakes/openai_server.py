@@ -19,6 +19,8 @@ aliases at different behaviours of one server:
 - ``hang-once``: waits ``slow_seconds`` the first time a conversation is seen, answers at
   once after that (a worker killed mid-call, retried elsewhere)
 - ``switch``: answers ``switch_status`` as an error while it is set, normally otherwise
+- ``route-judge``: answers "Large." when the conversation says "tricky", "I cannot tell."
+  when it says "unsure", else "small"
 - ``reasoner``: thinks first: ``reasoning_content`` (streamed too) and
   ``REASONING_TOKENS`` reasoning tokens counted in the completion tokens
 
@@ -108,6 +110,9 @@ def _wants_tool(body: dict[str, Any]) -> bool:
 
 
 def _content(body: dict[str, Any]) -> str:
+    if body.get("model") == "route-judge":  # a classifier model of the complexity router
+        said = json.dumps(body.get("messages"))
+        return "I cannot tell." if "unsure" in said else "Large." if "tricky" in said else "small"
     fmt = (body.get("response_format") or {}).get("type")
     if fmt in ("json_object", "json_schema"):
         return json.dumps({"answer": ANSWER})

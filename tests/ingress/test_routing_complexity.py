@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from ingress.routing import complexity
+from ingress.routing import classifier, complexity
 from ingress.routing.router import Router
 from schemas.complexity_config import ComplexitySettings
 from schemas.config import ConfigError, Deployment, parse_config
@@ -244,7 +245,8 @@ def test_the_config_is_refused_with_a_line_naming_what_is_wrong() -> None:
         ({"thresholds": {"medium": 0.7, "large": 0.5}}, "rising"),
         ({"thresholds": {"medium": 0.1, "large": 1.5}}, "rising"),
         ({"weights": {"vibes": 1}}, "unknown feature vibes"),
-        ({"classifier_model": "gpt-4o-mini"}, "unknown key classifier_model"),
+        ({"classifier": "gpt-4o-mini"}, "unknown key classifier "),
+        ({"classifier_timeout": 0}, "classifier_timeout"),
         ({"model_groups": ["nope"]}, "'nope' is not a model_name"),
         ("fast", "expected a mapping"),
     ]
@@ -252,3 +254,54 @@ def test_the_config_is_refused_with_a_line_naming_what_is_wrong() -> None:
         with pytest.raises(ConfigError, match=message):
             parse_config(config({**strategy, "complexity_router": body},
                                 [None, None, None]), {})
+
+
+# ---- the classifier model ----------------------------------------------------------------
+
+
+def test_the_classifier_sees_the_last_user_turn_and_a_line_on_the_rest() -> None:
+    body = {"messages": [
+        {"role": "system", "content": "secret system prompt"},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "an answer"},
+        {"role": "user", "content": [{"type": "text", "text": "x" * 10_000}]},
+    ], "tools": TOOLS, "reasoning_effort": "medium"}
+    f = complexity.features_of(body, SETTINGS.keywords)
+    ask = classifier.question(body, ("small", "large"), f)
+    system, user = ask["messages"]
+    assert "small, large" in system["content"]
+    assert "secret" not in json.dumps(ask)
+    assert "first question" not in user["content"]
+    assert "3 tools" in user["content"]
+    assert "reasoning effort asked: medium" in user["content"]
+    assert user["content"].count("x") == classifier.EXCERPT_CHARS
+    assert ask["max_tokens"] == 8
+
+
+def test_the_first_tier_named_in_the_answer_is_taken() -> None:
+    tiers = ("small", "medium", "large")
+    assert classifier.tier_in("Large.", tiers) == "large"
+    assert classifier.tier_in("medium, maybe large", tiers) == "medium"
+    assert classifier.tier_in("smallish", tiers) is None
+    assert classifier.tier_in("", tiers) is None
+    assert classifier.answer_text({"choices": [{"message": {"content": "small"}}]}) == "small"
+    assert classifier.answer_text({"choices": []}) == ""
+    assert classifier.answer_text({"choices": [{"message": {"content": None}}]}) == ""
+
+
+def test_a_classified_tier_replaces_the_scored_one_and_says_so() -> None:
+    raw = config({"routing_strategy": "complexity",
+                  "complexity_router": {"classifier_model": "plain"}},
+                 ["small", "medium", "large"])
+    router = Router(parse_config(raw, {}))
+    assert router.classifier_for("auto") == "plain"
+    assert router.classifier_for("plain") is None  # never asks itself
+    plan = router.plan("auto", chat("hello"), "large")
+    assert [d.upstream_model for d in plan] == ["o3"]
+    assert plan.route is not None
+    assert plan.route.reason == "classifier plain -> large (features scored 0.00)"
+    # A tier the config does not know is ignored: the score decides.
+    assert router.plan("auto", chat("hello"), "huge").route.classifier is None  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="classifier_model: 'nope' is not a model_name"):
+        parse_config(config({"complexity_router": {"classifier_model": "nope"}},
+                            [None, None, None]), {})
