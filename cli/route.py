@@ -78,6 +78,11 @@ def explain(
     if routed:
         route = complexity.note(decision, chosen, settings.complexity)
         out["chosen_tier"], out["reason"] = route.tier, route.reason
+        judge = router.classifier_for(alias)
+        if judge is not None:  # never called here: its answer is not knowable offline
+            out["classifier"] = judge
+            out["reason"] += (f" (a running gateway asks the classifier {judge} first; a tier "
+                              "it names replaces this one)")
     else:
         why = ("no deployment of the group declares a tier"
                if settings.by_complexity(alias) else

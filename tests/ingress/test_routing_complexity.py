@@ -305,3 +305,15 @@ def test_a_classified_tier_replaces_the_scored_one_and_says_so() -> None:
     with pytest.raises(ConfigError, match="classifier_model: 'nope' is not a model_name"):
         parse_config(config({"complexity_router": {"classifier_model": "nope"}},
                             [None, None, None]), {})
+
+
+def test_route_explain_says_a_classifier_would_be_asked_without_asking_it() -> None:
+    from cli.route import explain
+
+    raw = config({"routing_strategy": "complexity",
+                  "complexity_router": {"classifier_model": "plain"}},
+                 ["small", "medium", "large"])
+    found = explain(parse_config(raw, {}), chat("hello"))
+    assert found["classifier"] == "plain"
+    assert found["chosen_tier"] == "small"
+    assert "asks the classifier plain first" in found["reason"]
