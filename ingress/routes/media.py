@@ -348,7 +348,9 @@ async def image_edits(request: Request, gateway: AuthedGateway) -> Response:
     fields = _text(parts)
     model = _required(fields, "model")
     _required(fields, "prompt")
-    uploads = [_file(parts, "image")]
+    # gpt-image-1 takes ``image[]`` (the SDK's name for a list of images); one is passed on.
+    uploads = [_file(parts, "image[]" if "image" not in parts and "image[]" in parts
+                     else "image")]
     if "mask" in parts:
         uploads.append(_file(parts, "mask"))
     return await _answer(request, gateway, model, fields, Endpoint.IMAGE_EDITS, uploads)

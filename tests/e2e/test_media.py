@@ -77,6 +77,9 @@ def media_gateway(
             deployment("my-whisper", "my-stt", input_cost_per_second="0.001"),
             deployment("my-tts", "my-tts", input_cost_per_character="0.0001"),
             deployment("refusing-images", "fail-400"),
+            # a group: one deployment always fails, the other answers
+            deployment("images-group", "fail-500"),
+            deployment("images-group", "dall-e-2"),
             {"model_name": "claude", "litellm_params": {
                 "model": "anthropic/claude-sonnet-4-20250514",
                 "api_base": fake_anthropic[0], "api_key": "sk-ant-e2e"}},
@@ -342,3 +345,51 @@ def test_media_routes_need_a_key(media_gateway: Gateway) -> None:
     r = httpx.post(media_gateway.base_url + "/v1/images/generations", timeout=10,
                    json={"model": "dalle3", "prompt": "x"})
     assert r.status_code == 401 and "error" in r.json()
+
+
+def test_a_failing_deployment_fails_over_and_only_the_answer_is_paid(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    for _ in range(3):
+        client.images.generate(model="images-group", prompt="x", response_format="url")
+    rows = _logs(media_gateway, key_id, expected=3)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 3 and all(Decimal(r["cost"]) == Decimal("0.02") for r in ok)
+    assert all(r["status"] == "error" and not Decimal(r["cost"] or 0)
+               for r in rows if r["status"] != "ok")
+
+
+def test_a_budget_refuses_an_image_it_cannot_pay_and_settles_what_it_can(
+    media_gateway: Gateway,
+) -> None:
+    key_id, secret = make_key(media_gateway, limits={"daily_budget_usd": "0.1"})
+    client = openai.OpenAI(base_url=media_gateway.base_url + "/v1", api_key=secret,
+                           max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:  # reserves 0.12 of 0.10
+        client.images.generate(model="dalle3", prompt="x", size="1024x1792", quality="hd")
+    assert caught.value.code == "budget_exceeded"
+    client.images.generate(model="dalle3", prompt="x", size="1024x1024")
+    deadline = time.monotonic() + 20
+    while True:
+        daily = httpx.get(media_gateway.base_url + "/v1/usage/budget", timeout=10,
+                          headers={"authorization": f"Bearer {secret}"}
+                          ).json()["scopes"][0]["daily"]
+        if Decimal(daily["reserved"]) == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert (Decimal(daily["spent"]), Decimal(daily["reserved"])) == (Decimal("0.04"), 0)
+    rows = _logs(media_gateway, key_id, expected=2)
+    assert sorted(r["status"] for r in rows) == ["ok", "rejected"]
+
+
+def test_gpt_image_edits_take_the_image_list_field(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+    fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    key_id, client = keyed
+    image = fake_png("256x256")
+    client.images.edit(model="gpt-image-1", image=[("in.png", image, "image/png")],
+                       prompt="x", size="1024x1024", quality="low")
+    assert fake_openai[1].requests[-1]["image_bytes"] == len(image)
+    assert _cost(media_gateway, key_id, images=1) == Decimal("0.011")

@@ -92,7 +92,7 @@ def routes(state: Any, check_key: Callable[[Request], Response | None]) -> list[
             return denied
         parts = await _form(request)
         fields = {k: p.data.decode() for k, p in parts.items() if p.filename is None}
-        image = parts.get("image")
+        image = parts.get("image") or parts.get("image[]")
         if image is None or not image.data.startswith(_PNG):
             return _error(400, "Invalid input image - format must be a PNG.")
         state.requests.append({**fields, "image_bytes": len(image.data),
