@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -220,7 +222,7 @@ def test_embed_body_asks_for_floats_with_an_input_type() -> None:
     assert to_cohere_embed({"input": ["q"], "input_type": "search_query"},
                            "embed-v4.0")["input_type"] == "search_query"
     invalid(to_cohere_embed, {"input": [1, 2, 3]}, "m")
-    invalid(to_cohere_embed, {"input": "x", "encoding_format": "base64"}, "m")
+    invalid(to_cohere_embed, {"input": "x", "encoding_format": "int8"}, "m")
     invalid(to_cohere_embed, {"input": "x", "input_type": "poetry"}, "m")
 
 
@@ -231,6 +233,12 @@ def test_embed_answer_becomes_an_embeddings_list_with_billed_tokens() -> None:
     assert [d["index"] for d in response["data"]] == [0, 1]
     assert response["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
     assert usage == TokenUsage(prompt_tokens=6)
+
+
+def test_base64_embeddings_are_packed_float32() -> None:
+    response, _ = from_cohere_embed({"embeddings": {"float": [[0.5, -1.0]]}}, "e", "base64")
+    packed = base64.b64decode(response["data"][0]["embedding"])
+    assert struct.unpack("<2f", packed) == (0.5, -1.0)
 
 
 def test_rerank_takes_text_documents_and_answers_in_litellm_shape() -> None:

@@ -127,7 +127,7 @@ class CohereProvider:
     async def embed(self, call: UpstreamCall) -> Completion:
         model = call.deployment.upstream_model
         answer = await self._post(call, "/v2/embed", to_cohere_embed(call.body, model))
-        response, usage = from_cohere_embed(answer, model)
+        response, usage = from_cohere_embed(answer, model, call.body.get("encoding_format"))
         return Completion(response=response, usage=usage)
 
     async def rerank(self, call: UpstreamCall) -> Completion:

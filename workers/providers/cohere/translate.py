@@ -9,6 +9,8 @@ with kind ``INVALID_REQUEST`` before anything is sent.
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 from typing import Any
 
@@ -373,9 +375,8 @@ def to_cohere_embed(body: dict[str, Any], upstream_model: str) -> dict[str, Any]
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise _invalid("cohere embeds text: input must be a string or a list of strings",
                        "input")
-    if body.get("encoding_format") not in (None, "float"):
-        raise _invalid("cohere embeddings are returned as floats; encoding_format must be "
-                       "float", "encoding_format")
+    if body.get("encoding_format") not in (None, "float", "base64"):
+        raise _invalid("encoding_format must be float or base64", "encoding_format")
     input_type = body.get("input_type") or DEFAULT_INPUT_TYPE
     if input_type not in INPUT_TYPES:
         raise _invalid(f"input_type must be one of {sorted(INPUT_TYPES)}", "input_type")
@@ -398,8 +399,12 @@ def _billed(answer: dict[str, Any]) -> dict[str, Any]:
     return billed if isinstance(billed, dict) else {}
 
 
-def from_cohere_embed(answer: dict[str, Any], model: str) -> tuple[dict[str, Any], TokenUsage]:
-    """OpenAI's embeddings list for a v2 embed answer, and its usage."""
+def from_cohere_embed(
+    answer: dict[str, Any], model: str, encoding_format: str | None = None
+) -> tuple[dict[str, Any], TokenUsage]:
+    """OpenAI's embeddings list for a v2 embed answer, and its usage. OpenAI's ``base64``
+    form (its SDK's default) is the raw little-endian float32 array, made here from the
+    floats Cohere sends."""
     embeddings = answer.get("embeddings")
     vectors = embeddings.get("float") if isinstance(embeddings, dict) else embeddings
     if not isinstance(vectors, list):
@@ -409,11 +414,16 @@ def from_cohere_embed(answer: dict[str, Any], model: str) -> tuple[dict[str, Any
     usage = TokenUsage(prompt_tokens=int(_billed(answer).get("input_tokens") or 0))
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v}
+        "data": [{"object": "embedding", "index": i,
+                  "embedding": _packed(v) if encoding_format == "base64" else v}
                  for i, v in enumerate(vectors)],
         "model": model,
         "usage": {"prompt_tokens": usage.prompt_tokens, "total_tokens": usage.prompt_tokens},
     }, usage
+
+
+def _packed(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 # --- rerank ---------------------------------------------------------------------------------
