@@ -65,7 +65,8 @@ def where(q: AnalyticsQuery, now: datetime) -> Sql:
     ]
     params: dict[str, Any] = {"start": start, "end": end}
     for column, value in (("key_id", q.key_id), ("team_id", q.team_id),
-                          ("model_alias", q.model)):
+                          ("model_alias", q.model), ("status", q.status),
+                          ("request_id", q.request_id)):
         if value is not None:
             clauses.append(f"{column} = {{{column}:String}}")
             params[column] = value

@@ -46,6 +46,8 @@ from ingress.cache.semantic import SemanticCache
 from ingress.cache.semantic_store import SemanticStore
 from ingress.cache.store import MemoryCache, RedisCache, ResponseCache
 from ingress.config.reload import reloader_for
+from ingress.console import routes as console
+from ingress.console.sessions import SessionStore
 from ingress.dispatch import relay
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.dispatch.health_probe import HealthProbe
@@ -272,6 +274,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
             batch_admission = BatchAdmission(app.state.gateway, store)
             await batch_admission.start()
             stack.push_async_callback(batch_admission.stop)
+            app.state.console_sessions = SessionStore(nc.jetstream(),
+                                                      settings.console_session_seconds)
             yield
 
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -289,6 +293,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
         app.include_router(batches.router, prefix=prefix)
         app.include_router(media.router, prefix=prefix)
     app.include_router(admin.router, prefix="/admin")
+    app.include_router(console.router)
+    console.install(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(api_docs.router)

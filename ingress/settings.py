@@ -29,6 +29,9 @@ class IngressSettings(BaseSettings):
     config_key: str = Field(default=CONFIG_KEY, pattern=r"^[-_=.a-zA-Z0-9]+$",
                             validation_alias="AIGW_CONFIG_KEY")
     server_root_path: str = Field(default="", validation_alias="SERVER_ROOT_PATH")
+    # How long a console sign-in lasts (ingress/console/sessions.py).
+    console_session_seconds: float = Field(
+        default=8 * 3600, gt=0, validation_alias="AIGW_CONSOLE_SESSION_SECONDS")
     # A bearer token GET /metrics must carry (unset: open, as Prometheus expects).
     metrics_key: str | None = Field(default=None, validation_alias="AIGW_METRICS_KEY")
     # The other processes' metrics endpoints, for GET /health/targets (aigw up sets it):

@@ -19,6 +19,7 @@ DEFAULT_DAYS = 7
 MAX_DAYS = 3660
 
 BreakdownBy = Literal["model", "key", "team", "provider", "user"]
+Status = Literal["ok", "error", "cancelled", "cache_hit", "rejected"]
 
 
 class AnalyticsQuery(BaseModel):
@@ -30,6 +31,9 @@ class AnalyticsQuery(BaseModel):
     key_id: str | None = None
     team_id: str | None = None
     model: str | None = None
+    # Events of one status (an attempt's own), or of one request (its attempts).
+    status: Status | None = None
+    request_id: str | None = Field(default=None, max_length=200)
     by: BreakdownBy = "model"
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=1_000_000)

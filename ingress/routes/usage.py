@@ -117,7 +117,8 @@ async def usage_daily(request: Request, gateway: AuthedGateway, filters: Filters
 @router.get("/usage/logs")
 async def usage_logs(
     request: Request, gateway: AuthedGateway, filters: Filters, limit: int = 100,
-    offset: int = 0,
+    offset: int = 0, status: str | None = None, request_id: str | None = None,
 ) -> Response:
-    q = build_query({**filters, "limit": limit, "offset": offset}, scope_for(request))
+    q = build_query({**filters, "limit": limit, "offset": offset, "status": status,
+                     "request_id": request_id}, scope_for(request))
     return await ask(gateway, "logs", q)

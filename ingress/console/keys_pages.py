@@ -1,0 +1,237 @@
+"""``/ui/keys`` and ``/ui/teams``: list, create (the secret shown once), edit limits,
+budgets and models, rotate, revoke, delete. Master key only; every change goes through the
+key store the admin API uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ingress.auth.keys import Conflict, InvalidReference, KeyStoreError, NotFound
+from ingress.console.guard import Denied, Viewer, admin, gateway_of
+from ingress.console.pages import context, posted
+from ingress.console.paging import Page
+from ingress.console.render import page, redirect
+from schemas.keys import KeyCreate, KeyUpdate, Limits, RotateRequest, TeamCreate, TeamUpdate
+
+router = APIRouter()
+
+LIMIT_FIELDS = ("rpm", "tpm", "max_parallel", "daily_budget_usd", "monthly_budget_usd")
+
+
+class FormError(Exception):
+    pass
+
+
+def _limits(fields: dict[str, str]) -> Limits:
+    """Every limit from the form; a blank field is no limit."""
+    return Limits.model_validate({f: fields.get(f, "").strip() or None for f in LIMIT_FIELDS})
+
+
+def _models(fields: dict[str, str]) -> list[str]:
+    return [m.strip() for m in fields.get("allowed_models", "").split(",") if m.strip()]
+
+
+def _text(fields: dict[str, str], name: str) -> str | None:
+    return fields.get(name, "").strip() or None
+
+
+def _validated(build: Any) -> Any:
+    try:
+        return build()
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise FormError(f"{loc}: {message}" if loc else message) from None
+
+
+def _store_error(exc: KeyStoreError) -> str:
+    if isinstance(exc, NotFound | Conflict | InvalidReference):
+        return str(exc)
+    return "The key store could not be changed; try again."
+
+
+# ---- keys ------------------------------------------------------------------------------
+
+def _keys_page(request: Request, found: Viewer, number: int, error: str | None = None,
+               status: int = 200, created: Any = None) -> Response:
+    gateway = gateway_of(request)
+    keys = gateway.keys.list_keys(include_revoked=True)
+    keys.sort(key=lambda k: k.created_at, reverse=True)
+    return page(request, "keys.html", status=status, **context(
+        found, keys=Page.of(keys, number), teams=gateway.keys.list_teams(), error=error,
+        created=created))
+
+
+@router.get("/keys")
+async def keys_list(request: Request, p: int = 1) -> Response:
+    found = await admin(request)
+    return _keys_page(request, found, p)
+
+
+@router.post("/keys")
+async def key_create(request: Request) -> Response:
+    found = await admin(request)
+    fields = await posted(request, found)
+    store = gateway_of(request).keys
+    try:
+        body = _validated(lambda: KeyCreate(
+            alias=_text(fields, "alias"), team_id=_text(fields, "team_id"),
+            allowed_models=_models(fields), limits=_limits(fields)))
+        created = await store.create_key(body)
+    except FormError as exc:
+        return _keys_page(request, found, 1, error=str(exc), status=400)
+    except KeyStoreError as exc:
+        return _keys_page(request, found, 1, error=_store_error(exc), status=400)
+    audit(request, found, "key.create", "key", created.id, None, body.model_dump(mode="json"))
+    return page(request, "secret.html", **context(found, key=created, action="created"))
+
+
+@router.get("/keys/{key_id}")
+async def key_edit_page(request: Request, key_id: str) -> Response:
+    found = await admin(request)
+    gateway = gateway_of(request)
+    try:
+        key = gateway.keys.get_key(key_id)
+    except NotFound:
+        raise Denied("There is no such key.") from None
+    return page(request, "key_edit.html", **context(found, key=key,
+                                                    teams=gateway.keys.list_teams()))
+
+
+@router.post("/keys/{key_id}")
+async def key_update(request: Request, key_id: str) -> Response:
+    found = await admin(request)
+    fields = await posted(request, found)
+    gateway = gateway_of(request)
+    try:
+        before = gateway.keys.get_key(key_id)
+        patch = _validated(lambda: KeyUpdate(
+            alias=_text(fields, "alias"), team_id=_text(fields, "team_id"),
+            allowed_models=_models(fields), limits=_limits(fields)))
+        after = await gateway.keys.update_key(key_id, patch)
+    except (FormError, KeyStoreError) as exc:
+        message = _store_error(exc) if isinstance(exc, KeyStoreError) else str(exc)
+        key = gateway.keys.get_key(key_id) if not isinstance(exc, NotFound) else None
+        if key is None:
+            raise Denied("There is no such key.") from None
+        return page(request, "key_edit.html", status=400, **context(
+            found, key=key, teams=gateway.keys.list_teams(), error=message))
+    audit(request, found, "key.update", "key", key_id, before.model_dump(mode="json"),
+          after.model_dump(mode="json"))
+    return redirect(request, "/keys")
+
+
+@router.post("/keys/{key_id}/rotate")
+async def key_rotate(request: Request, key_id: str) -> Response:
+    found = await admin(request)
+    fields = await posted(request, found)
+    try:
+        grace = _validated(lambda: RotateRequest(
+            grace_seconds=fields.get("grace_seconds", "").strip() or 0)).grace_seconds
+        rotated = await gateway_of(request).keys.rotate_key(key_id, grace)
+    except (FormError, KeyStoreError) as exc:
+        raise Denied(str(exc)) from None
+    audit(request, found, "key.rotate", "key", key_id, None, {"grace_seconds": grace})
+    return page(request, "secret.html", **context(found, key=rotated, action="rotated"))
+
+
+@router.post("/keys/{key_id}/revoke")
+async def key_revoke(request: Request, key_id: str) -> Response:
+    found = await admin(request)
+    await posted(request, found)
+    try:
+        await gateway_of(request).keys.revoke_key(key_id)
+    except KeyStoreError as exc:
+        raise Denied(str(exc)) from None
+    audit(request, found, "key.revoke", "key", key_id, {"revoked": False}, {"revoked": True})
+    return redirect(request, "/keys")
+
+
+# ---- teams -----------------------------------------------------------------------------
+
+def _teams_page(request: Request, found: Viewer, number: int, error: str | None = None,
+                status: int = 200) -> Response:
+    teams = gateway_of(request).keys.list_teams()
+    teams.sort(key=lambda t: t.created_at, reverse=True)
+    return page(request, "teams.html", status=status,
+                **context(found, teams=Page.of(teams, number), error=error))
+
+
+@router.get("/teams")
+async def teams_list(request: Request, p: int = 1) -> Response:
+    found = await admin(request)
+    return _teams_page(request, found, p)
+
+
+@router.post("/teams")
+async def team_create(request: Request) -> Response:
+    found = await admin(request)
+    fields = await posted(request, found)
+    try:
+        body = _validated(lambda: TeamCreate(alias=_text(fields, "alias"),
+                                             allowed_models=_models(fields),
+                                             limits=_limits(fields)))
+        team = await gateway_of(request).keys.create_team(body)
+    except FormError as exc:
+        return _teams_page(request, found, 1, error=str(exc), status=400)
+    except KeyStoreError as exc:
+        return _teams_page(request, found, 1, error=_store_error(exc), status=400)
+    audit(request, found, "team.create", "team", team.id, None, body.model_dump(mode="json"))
+    return redirect(request, "/teams")
+
+
+@router.get("/teams/{team_id}")
+async def team_edit_page(request: Request, team_id: str) -> Response:
+    found = await admin(request)
+    try:
+        team = gateway_of(request).keys.get_team(team_id)
+    except NotFound:
+        raise Denied("There is no such team.") from None
+    return page(request, "team_edit.html", **context(found, team=team))
+
+
+@router.post("/teams/{team_id}")
+async def team_update(request: Request, team_id: str) -> Response:
+    found = await admin(request)
+    fields = await posted(request, found)
+    store = gateway_of(request).keys
+    try:
+        before = store.get_team(team_id)
+        patch = _validated(lambda: TeamUpdate(alias=_text(fields, "alias"),
+                                              allowed_models=_models(fields),
+                                              limits=_limits(fields)))
+        after = await store.update_team(team_id, patch)
+    except NotFound:
+        raise Denied("There is no such team.") from None
+    except (FormError, KeyStoreError) as exc:
+        message = _store_error(exc) if isinstance(exc, KeyStoreError) else str(exc)
+        return page(request, "team_edit.html", status=400,
+                    **context(found, team=store.get_team(team_id), error=message))
+    audit(request, found, "team.update", "team", team_id, before.model_dump(mode="json"),
+          after.model_dump(mode="json"))
+    return redirect(request, "/teams")
+
+
+@router.post("/teams/{team_id}/delete")
+async def team_delete(request: Request, team_id: str) -> Response:
+    found = await admin(request)
+    await posted(request, found)
+    try:
+        await gateway_of(request).keys.delete_team(team_id)
+    except KeyStoreError as exc:
+        raise Denied(str(exc)) from None
+    audit(request, found, "team.delete", "team", team_id, None, None)
+    return redirect(request, "/teams")
+
+
+def audit(request: Request, found: Viewer, action: str, kind: str, target: str,
+          before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
+    """Record an admin action taken in the console in the audit log."""
+    hook = getattr(request.app.state, "console_audit_action", None)
+    if hook is not None:
+        hook(request, found.principal, action, kind, target, before, after)
