@@ -254,6 +254,8 @@ async def _answer(request: Request, gateway: Gateway, model: str, body: dict[str
     principal: Principal = request.state.principal
     plan = _media_plan(gateway, principal, model, endpoint)
     store = _store(request, gateway)
+    # Only the gateway names uploads: a client's own list could name another's.
+    body = {k: v for k, v in body.items() if k != FILES_KEY}
     stored: list[str] = []
     audio = None
     try:

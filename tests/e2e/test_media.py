@@ -393,3 +393,14 @@ def test_gpt_image_edits_take_the_image_list_field(
                        prompt="x", size="1024x1024", quality="low")
     assert fake_openai[1].requests[-1]["image_bytes"] == len(image)
     assert _cost(media_gateway, key_id, images=1) == Decimal("0.011")
+
+
+def test_a_client_cannot_name_uploads_itself(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+    fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    _, client = keyed
+    forged = [{"field": "image", "name": "someone-else/file", "filename": "x.png",
+               "size": 1}]
+    client.images.generate(model="dall-e-2", prompt="x", extra_body={"aigw_files": forged})
+    assert "aigw_files" not in fake_openai[1].requests[-1]
