@@ -155,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
     from cli.admin import register as register_admin
 
     register_admin(sub)
+    from cli.audit import register as register_audit
+
+    register_audit(sub)
     from cli.route import register as register_route
 
     register_route(sub)

@@ -16,6 +16,8 @@ from nats.aio.client import Client as NatsClient
 from starlette.types import ASGIApp
 
 from core import spool
+from core.audit_publisher import SPOOL_NAME as AUDIT_SPOOL
+from core.audit_publisher import AuditPublisher
 from core.batch_store import BatchStore
 from core.nats_servers import servers
 from core.periodic import Periodic
@@ -34,6 +36,7 @@ from ingress.admission.alerts import BudgetAlerts
 from ingress.admission.budget_watch import BudgetWatch
 from ingress.admission.gatekeeper import Gatekeeper
 from ingress.admission.redis_impl import connect as connect_redis
+from ingress.audit import AuditTrail
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.batch.admission import BatchAdmission
@@ -153,6 +156,17 @@ async def _semantic(settings: IngressSettings, nc: NatsClient,
     return SemanticCache(store)
 
 
+async def _audit_trail(
+    settings: IngressSettings, nc: NatsClient, stack: AsyncExitStack
+) -> AuditTrail:
+    """Admin actions to the audit stream, through a spool of their own."""
+    publisher = AuditPublisher(nc.jetstream(), spool=spool.claim(settings.spool_dir,
+                                                                   AUDIT_SPOOL))
+    await publisher.start()
+    stack.push_async_callback(publisher.stop)
+    return AuditTrail(publisher, settings.config_key)
+
+
 def _shared_leads(
     settings: IngressSettings, nc: NatsClient, stack: AsyncExitStack
 ) -> SharedLeads | None:
@@ -220,6 +234,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
                                        spool=spool.claim(settings.spool_dir, "ingress"))
             await publisher.start()
             stack.push_async_callback(publisher.stop)
+            app.state.audit = await _audit_trail(settings, nc, stack)
             alerts = BudgetAlerts(settings.budget_webhook_url)
             stack.push_async_callback(alerts.aclose)
             prices = PriceTable.default()
@@ -251,6 +266,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
                 await reloader.start()
                 stack.push_async_callback(reloader.stop)
             app.state.config_reloader = reloader
+            if reloader is not None:
+                reloader.on_signal_reload = app.state.audit.reload_by_signal
             # Always running: it reads the config each tick, so a reload can turn it on.
             probe = HealthProbe(app.state.gateway)
             probe.start()

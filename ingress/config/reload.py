@@ -41,7 +41,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,8 @@ class ConfigReloader:
         self._unshared: ConfigFile | None = None  # applied here, not yet in the KV
         self._watched = 0  # the latest revision the watch delivered
         self._revision = 0  # the newest revision whose config this ingress serves
+        # Told of each reload a signal asked for: (signal name, hash before, result).
+        self.on_signal_reload: Callable[[str, str | None, ReloadResult], None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -180,7 +182,13 @@ class ConfigReloader:
 
     def _on_signal(self, name: str) -> None:
         log.info("%s: re-reading %s", name, self.path)
-        self._spawn(self.reload())
+        self._spawn(self._reload_by_signal(name))
+
+    async def _reload_by_signal(self, name: str) -> None:
+        before = self.applied_hash
+        result = await self.reload()
+        if self.on_signal_reload is not None and result.error is None:
+            self.on_signal_reload(name, before, result)
 
     async def _poll(self) -> None:
         failed: str | None = None  # the last failure logged, to log a repeated one once

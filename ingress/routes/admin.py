@@ -4,22 +4,28 @@ Mounted under ``/admin``. The router needs from the running gateway:
 ``gateway.keys`` (a :class:`~ingress.auth.keys.KeyStore`), ``gateway.auth.check(request)``
 returning the caller's :class:`~ingress.auth.principal.Principal` (401 for a bad key), and
 ``app.state.config_reloader`` (an :class:`~ingress.config.reload.ConfigReloader`, or None
-without a config file).
+without a config file), and ``app.state.audit`` (an :class:`~ingress.audit.AuditTrail`):
+every change made here is recorded there, and ``GET /admin/audit`` reads the log back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
+import pydantic
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
 
 from core.config_feed import NATS_ERRORS as CONFIG_NATS_ERRORS
+from ingress.audit import AuditTrail
 from ingress.auth.keys import NATS_ERRORS, Conflict, InvalidReference, KeyStore, NotFound
 from ingress.auth.principal import Principal
 from ingress.config.reload import ConfigReloader
-from ingress.errors import ApiError
+from ingress.errors import ApiError, invalid
+from ingress.routes.usage import ask
+from schemas.audit import AuditQuery
 from schemas.config_doc import ReloadReport
 from schemas.keys import (
     KeyCreate,
@@ -37,9 +43,13 @@ from schemas.keys import (
 
 router = APIRouter()
 
+# The accounting service answers the audit log on the analytics subject of this name.
+AUDIT_QUERY = "audit"
+
 
 def _require_master(request: Request, what: str) -> None:
     principal: Principal = request.app.state.gateway.auth.check(request)
+    request.state.principal = principal
     if not principal.master:
         if principal.key is None:
             raise ApiError(403, "The admin API needs a master key: set "
@@ -66,8 +76,14 @@ def admin_reloader(request: Request) -> ConfigReloader:
     return reloader
 
 
+def audit_trail(request: Request) -> AuditTrail:
+    trail: AuditTrail | None = getattr(request.app.state, "audit", None)
+    return trail if trail is not None else AuditTrail(None)
+
+
 Store = Annotated[KeyStore, Depends(admin_store)]
 Reloader = Annotated[ConfigReloader, Depends(admin_reloader)]
+Audit = Annotated[AuditTrail, Depends(audit_trail)]
 
 
 @contextmanager
@@ -90,9 +106,12 @@ def _store_errors() -> Iterator[None]:
 
 
 @router.post("/keys")
-async def create_key(body: KeyCreate, store: Store) -> KeyWithSecret:
+async def create_key(body: KeyCreate, store: Store, request: Request,
+                     audit: Audit) -> KeyWithSecret:
     with _store_errors():
-        return await store.create_key(body)
+        created = await store.create_key(body)
+    audit.record(request, "key.create", "key", created.id, None, created)
+    return created
 
 
 @router.get("/keys")
@@ -109,31 +128,44 @@ async def get_key(key_id: str, store: Store) -> KeyView:
 
 
 @router.patch("/keys/{key_id}")
-async def update_key(key_id: str, body: KeyUpdate, store: Store) -> KeyView:
+async def update_key(key_id: str, body: KeyUpdate, store: Store, request: Request,
+                     audit: Audit) -> KeyView:
     with _store_errors():
-        return await store.update_key(key_id, body)
+        before = store.get_key(key_id)
+        after = await store.update_key(key_id, body)
+    audit.record(request, "key.update", "key", key_id, before, after)
+    return after
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, store: Store) -> KeyView:
+async def revoke_key(key_id: str, store: Store, request: Request, audit: Audit) -> KeyView:
     with _store_errors():
-        return await store.revoke_key(key_id)
+        before = store.get_key(key_id)
+        after = await store.revoke_key(key_id)
+    audit.record(request, "key.revoke", "key", key_id, before, after)
+    return after
 
 
 @router.post("/keys/{key_id}/rotate")
-async def rotate_key(key_id: str, store: Store, body: RotateRequest | None = None) -> KeyWithSecret:
+async def rotate_key(key_id: str, store: Store, request: Request, audit: Audit,
+                     body: RotateRequest | None = None) -> KeyWithSecret:
     grace = body.grace_seconds if body is not None else 0
     with _store_errors():
-        return await store.rotate_key(key_id, grace)
+        before = store.get_key(key_id)
+        after = await store.rotate_key(key_id, grace)
+    audit.record(request, "key.rotate", "key", key_id, before, after)
+    return after
 
 
 # ---- teams -----------------------------------------------------------------------------
 
 
 @router.post("/teams")
-async def create_team(body: TeamCreate, store: Store) -> Team:
+async def create_team(body: TeamCreate, store: Store, request: Request, audit: Audit) -> Team:
     with _store_errors():
-        return await store.create_team(body)
+        created = await store.create_team(body)
+    audit.record(request, "team.create", "team", created.id, None, created)
+    return created
 
 
 @router.get("/teams")
@@ -148,15 +180,22 @@ async def get_team(team_id: str, store: Store) -> Team:
 
 
 @router.patch("/teams/{team_id}")
-async def update_team(team_id: str, body: TeamUpdate, store: Store) -> Team:
+async def update_team(team_id: str, body: TeamUpdate, store: Store, request: Request,
+                      audit: Audit) -> Team:
     with _store_errors():
-        return await store.update_team(team_id, body)
+        before = store.get_team(team_id)
+        after = await store.update_team(team_id, body)
+    audit.record(request, "team.update", "team", team_id, before, after)
+    return after
 
 
 @router.delete("/teams/{team_id}")
-async def delete_team(team_id: str, store: Store) -> TeamDeleted:
+async def delete_team(team_id: str, store: Store, request: Request,
+                      audit: Audit) -> TeamDeleted:
     with _store_errors():
+        before = store.get_team(team_id)
         await store.delete_team(team_id)
+    audit.record(request, "team.delete", "team", team_id, before, None)
     return TeamDeleted(id=team_id)
 
 
@@ -164,8 +203,9 @@ async def delete_team(team_id: str, store: Store) -> TeamDeleted:
 
 
 @router.post("/config/reload")
-async def reload_config(reloader: Reloader) -> ReloadReport:
+async def reload_config(reloader: Reloader, request: Request, audit: Audit) -> ReloadReport:
     """Re-read the config file now; publish and apply it when it is valid and new."""
+    before = reloader.applied_hash
     try:
         result = await reloader.reload()
     except CONFIG_NATS_ERRORS as exc:
@@ -174,4 +214,35 @@ async def reload_config(reloader: Reloader) -> ReloadReport:
     if result.error is not None:
         raise ApiError(400, f"config reload refused: {result.error}; keeping the current "
                        "config", code="invalid_config")
+    audit.record(request, "config.reload", "config", reloader.feed.key,
+                 {"config_hash": before}, {"config_hash": result.hash})
     return ReloadReport(applied=result.applied, hash=result.hash, changed=result.changed)
+
+
+# ---- audit -----------------------------------------------------------------------------
+
+
+def audit_query(params: dict[str, Any]) -> AuditQuery:
+    """The query parameters as an AuditQuery, or a 400 naming the first bad one."""
+    try:
+        return AuditQuery.model_validate({k: v for k, v in params.items() if v is not None})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first.get("loc", ())
+        param = str(loc[0]) if loc else None
+        message = str(first.get("msg", "invalid query")).removeprefix("Value error, ")
+        raise invalid(f"{param}: {message}" if param else message, param=param) from None
+
+
+@router.get("/audit")
+async def list_audit(
+    request: Request, actor: str | None = None, action: str | None = None,
+    target_kind: str | None = None, target_id: str | None = None,
+    since: str | None = None, until: str | None = None, limit: int = 100, offset: int = 0,
+) -> Response:
+    """The audit log, newest first, from ClickHouse through the accounting service."""
+    _require_master(request, "read the audit log")
+    q = audit_query({"actor": actor, "action": action, "target_kind": target_kind,
+                     "target_id": target_id, "since": since, "until": until,
+                     "limit": limit, "offset": offset})
+    return await ask(request.app.state.gateway, AUDIT_QUERY, q)

@@ -28,6 +28,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ingress.admission.gatekeeper import scopes_for
+from ingress.audit import AuditTrail
 from ingress.auth.principal import Principal, allowed
 from ingress.batch import input as batch_input
 from ingress.batch.input import ModelRefused
@@ -307,4 +308,10 @@ async def cancel_batch(
                                 BatchStatus.EXPIRED):
         raise ApiError(409, f"Cannot cancel a batch with status '{updated.batch.status.value}'.",
                        code="batch_not_cancellable")
+    principal: Principal = request.state.principal
+    trail: AuditTrail | None = getattr(request.app.state, "audit", None)
+    if principal.master and trail is not None:  # an admin action on someone's batch
+        trail.record(request, "batch.cancel", "batch", batch_id,
+                     {"status": record.batch.status.value},
+                     {"status": updated.batch.status.value})
     return await _live(store, updated)

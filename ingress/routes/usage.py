@@ -64,7 +64,8 @@ def build_query(params: dict[str, Any], scope: dict[str, str]) -> AnalyticsQuery
         raise invalid(f"{param}: {message}" if param else message, param=param) from None
 
 
-async def ask(gateway: Gateway, query: str, q: AnalyticsQuery) -> Response:
+async def ask(gateway: Gateway, query: str, q: pydantic.BaseModel) -> Response:
+    """The accounting service's answer to ``query`` (an analytics or the audit query)."""
     body = q.model_dump_json(exclude_defaults=True).encode()
     try:
         reply = await gateway.nc.request(analytics_subject(query), body,
