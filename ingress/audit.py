@@ -56,8 +56,12 @@ class AuditTrail:
         self.publisher.submit(event)
 
     def record(self, request: Request, action: Action, target_kind: TargetKind,
-               target_id: str, before: Snapshot = None, after: Snapshot = None) -> None:
-        principal: Principal = request.state.principal
+               target_id: str, before: Snapshot = None, after: Snapshot = None,
+               principal: Principal | None = None) -> None:
+        """One event for an action done in ``request`` by ``principal`` (default: the
+        request's, ``request.state.principal``)."""
+        if principal is None:
+            principal = request.state.principal
         if principal.master:
             actor, kind, team = "master", "master", None
         elif principal.key is not None:
