@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ingress.errors import ApiError
+from ingress.errors import ApiError, speaks_anthropic
 
 INFERENCE_PATHS = frozenset({
     "/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/messages",
+    "/v1/messages/count_tokens", "/messages", "/messages/count_tokens",
     "/v1/responses", "/v1/images/generations", "/v1/audio/speech",
     "/images/generations", "/audio/speech",
     "/chat/completions", "/embeddings", "/completions", "/responses",  # unversioned aliases
@@ -86,9 +87,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit, what = self.limits.for_path(scope["path"])
+        anthropic = speaks_anthropic(scope["path"])
         length = declared_length(scope)
         if length is not None and length > limit:
-            await self._refuse(send, BodyTooLarge(limit, what))
+            await self._refuse(send, BodyTooLarge(limit, what), anthropic)
             return
         received = 0
         started = False
@@ -112,7 +114,7 @@ class BodyLimitMiddleware:
             if refused is not None and not started:
                 if not answered:
                     answered = True
-                    await self._refuse(send, refused)
+                    await self._refuse(send, refused, anthropic)
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -124,14 +126,14 @@ class BodyLimitMiddleware:
             if started:
                 raise
             if not answered:
-                await self._refuse(send, exc)
+                await self._refuse(send, exc, anthropic)
             return
         if refused is not None and not started and not answered:
-            await self._refuse(send, refused)
+            await self._refuse(send, refused, anthropic)
 
     @staticmethod
-    async def _refuse(send: Send, error: ApiError) -> None:
-        response = error.to_response()
+    async def _refuse(send: Send, error: ApiError, anthropic: bool = False) -> None:
+        response = error.to_response(anthropic)
         # The rest of the body is not read: the connection cannot carry another request.
         response.headers["connection"] = "close"
         await send({"type": "http.response.start", "status": response.status_code,

@@ -2,7 +2,9 @@
 
 Inside the ingress a failure is an :class:`ApiError` (or an ``ErrorInfo`` from a worker);
 the handlers registered by :func:`install` turn every failure, including FastAPI's own,
-into ``{"error": {"message", "type", "param", "code"}}`` with the right status.
+into ``{"error": {"message", "type", "param", "code"}}`` with the right status. On the
+routes of Anthropic's Messages API (:data:`ANTHROPIC_PATHS`) the same failure is
+Anthropic's ``{"type": "error", "error": {"type", "message"}}`` instead.
 """
 
 from __future__ import annotations
@@ -19,6 +21,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from schemas.errors import ErrorInfo
 
 log = logging.getLogger("aigw.ingress")
+
+# The routes whose clients speak Anthropic's Messages API (paths without SERVER_ROOT_PATH).
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/messages", "/v1/messages/count_tokens",
+                             "/messages/count_tokens"})
+
+# Anthropic's error type for a status (https://docs.claude.com/en/api/errors); any other
+# 4xx is an invalid_request_error and any other 5xx an api_error.
+ANTHROPIC_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def speaks_anthropic(path: str) -> bool:
+    return path in ANTHROPIC_PATHS
 
 
 class ApiError(Exception):
@@ -64,9 +90,18 @@ class ApiError(Exception):
             }
         }
 
-    def to_response(self) -> Response:
+    def anthropic_body(self) -> dict[str, Any]:
+        kind = ANTHROPIC_TYPES.get(self.status) or (
+            "api_error" if self.status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": self.message}}
+
+    def anthropic_event(self) -> bytes:
+        """The event that ends an Anthropic stream which already started."""
+        return b"event: error\ndata: " + json.dumps(self.anthropic_body()).encode() + b"\n\n"
+
+    def to_response(self, anthropic: bool = False) -> Response:
         return Response(
-            json.dumps(self.body()).encode(),
+            json.dumps(self.anthropic_body() if anthropic else self.body()).encode(),
             status_code=self.status,
             media_type="application/json",
             headers=self.headers,
@@ -90,16 +125,20 @@ def _validation_message(errors: list[Any]) -> tuple[str, str | None]:
     return (f"{param}: {first.get('msg')}" if param else str(first.get("msg"))), param
 
 
+def _anthropic(request: Request) -> bool:
+    return speaks_anthropic(request.scope.get("path", ""))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
         request.state.error_type = exc.code or exc.type
-        return exc.to_response()
+        return exc.to_response(_anthropic(request))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
         message, param = _validation_message(list(exc.errors()))
-        return invalid(message, param).to_response()
+        return invalid(message, param).to_response(_anthropic(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -111,10 +150,10 @@ def install(app: FastAPI) -> None:
                            code="method_not_allowed")
         else:
             err = ApiError(exc.status_code, str(exc.detail))
-        return err.to_response()
+        return err.to_response(_anthropic(request))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return ApiError(500, "the gateway failed to handle the request", type="server_error",
-                        code="internal_error").to_response()
+                        code="internal_error").to_response(_anthropic(request))

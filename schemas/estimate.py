@@ -111,8 +111,10 @@ def chunk_chars(chunk: dict[str, Any]) -> int:
 # The string values of the fields :func:`chunk_chars` reads, found in a chunk's JSON
 # without parsing it. In JSON text a quote inside a string is always escaped, so a key
 # never matches inside another field's value.
+# (thinking and partial_json: Anthropic's stream events, /v1/messages)
 _OUTPUT_FIELD = re.compile(
-    rb'"(?:content|reasoning_content|refusal|name|arguments|text)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+    rb'"(?:content|reasoning_content|refusal|name|arguments|text|thinking|partial_json)"'
+    rb'\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 _ESCAPE = re.compile(rb"\\u[0-9a-fA-F]{4}|\\.")
 
 

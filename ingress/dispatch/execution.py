@@ -79,6 +79,8 @@ class Caller:
     metadata: dict[str, str] | None = None
     # Which model aliases this caller may use: a fallback it may not use is skipped.
     may_use: Callable[[str], bool] | None = None
+    # Protocol headers a native upstream call keeps (schemas.infer.InferRequest.headers).
+    headers: dict[str, str] | None = None
 
 
 class _DeadlinePassed(Exception):
@@ -186,6 +188,7 @@ class _Run:
             team_id=self.caller.team_id,
             end_user=self.caller.end_user,
             metadata=self.caller.metadata or {},
+            headers=self.caller.headers or {},
             route_tier=route.tier if route else None,
             route_score=route.score if route else None,
             route_reason=route.reason if route else None,

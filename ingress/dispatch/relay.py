@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +36,27 @@ log = logging.getLogger("aigw.ingress")
 DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 COST_HEADER = "x-aigw-cost-usd"
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How a stream is written in the client's protocol."""
+
+    # Chunk bodies are whole SSE events already (Anthropic's, framed by the worker); else
+    # each is an OpenAI chunk's JSON, written as ``data: <json>``.
+    framed: bool = False
+    # What ends every stream: OpenAI's ``[DONE]``; an Anthropic stream ends with its own
+    # message_stop event, a chunk like the others.
+    end: bytes = DONE
+    anthropic: bool = False
+
+    def error(self, error: ApiError) -> bytes:
+        """The event for a failure after the stream started, and the stream's end."""
+        return (error.anthropic_event() if self.anthropic else error.sse_event()) + self.end
+
+
+OPENAI = Framing()
+ANTHROPIC = Framing(framed=True, end=b"", anthropic=True)
 
 
 def _lost(started: Started, cause: WorkerSilent, output: Output | None = None) -> None:
@@ -119,7 +141,7 @@ def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | N
 
 async def _events(
     started: Started, include_usage: bool, heartbeat_timeout: float, settle: Settle,
-    capture: Capture | None,
+    capture: Capture | None, framing: Framing = OPENAI,
 ) -> AsyncIterator[bytes]:
     reply = started.reply
     frame = started.first
@@ -145,7 +167,10 @@ async def _events(
                 if capture is not None:
                     for body in bodies:
                         capture.chunk(body)
-                yield b"".join([b"data: " + body + b"\n\n" for body in bodies])
+                if framing.framed:
+                    yield b"".join(bodies)
+                else:
+                    yield b"".join([b"data: " + body + b"\n\n" for body in bodies])
                 if output is not None:  # once sent: the count stays off the chunk's way
                     for body in bodies:
                         output.add(body)
@@ -158,8 +183,8 @@ async def _events(
                 done = DoneFrame.model_validate_json(frame.body)
                 if include_usage:
                     yield usage_chunk(first_chunk, done.usage, done.cost) + DONE
-                else:
-                    yield DONE
+                elif framing.end:
+                    yield framing.end
                 # Only once the client has had it all: a stream it left is not an answer.
                 if capture is not None:
                     capture.done(done, started.deployment, streamed=True)
@@ -168,8 +193,7 @@ async def _events(
                 finished = True
                 _settle_frame(started, settle, frame.kind, frame.body)
                 failure = ErrorFrame.model_validate_json(frame.body)
-                yield ApiError.from_info(failure.error).sse_event()
-                yield DONE
+                yield framing.error(ApiError.from_info(failure.error))
                 return
             try:
                 if broken is not None:
@@ -178,15 +202,13 @@ async def _events(
             except WorkerSilent as exc:
                 log.warning("stream of %s broken off: %s", reply.request.request_id, exc)
                 _lost(started, exc, output)
-                yield ApiError(504, f"the answer was cut short: {exc}", type="timeout_error",
-                               code="worker_timeout").sse_event()
-                yield DONE
+                yield framing.error(ApiError(504, f"the answer was cut short: {exc}",
+                                             type="timeout_error", code="worker_timeout"))
                 return
             except ReaderTooSlow as exc:  # the upstream call is being cancelled already
                 log.warning("stream of %s ended: %s", reply.request.request_id, exc)
-                yield ApiError(408, f"the answer was cut short: {exc}",
-                               code="client_too_slow").sse_event()
-                yield DONE
+                yield framing.error(ApiError(408, f"the answer was cut short: {exc}",
+                                             code="client_too_slow"))
                 return
     finally:
         if capture is not None:
@@ -217,9 +239,9 @@ class _CapturedStream(StreamingResponse):
 
 def stream_response(
     started: Started, include_usage: bool, heartbeat_timeout: float, settle: Settle,
-    capture: Capture | None = None,
+    capture: Capture | None = None, framing: Framing = OPENAI,
 ) -> StreamingResponse:
-    events = _events(started, include_usage, heartbeat_timeout, settle, capture)
+    events = _events(started, include_usage, heartbeat_timeout, settle, capture, framing)
     headers = {**SSE_HEADERS, **started.ticket.headers}
     if capture is not None:
         return _CapturedStream(events, capture, headers)

@@ -16,6 +16,7 @@ import httpx
 
 from schemas.config import Deployment
 from schemas.errors import ErrorInfo, ErrorKind
+from schemas.usage import TokenUsage
 from workers.providers.anthropic.translate import (
     PROVIDER,
     StreamTranslator,
@@ -37,6 +38,8 @@ from workers.providers.decode import json_body
 from workers.providers.sse import drain, read_events
 
 ANTHROPIC_VERSION = "2023-06-01"
+# The client's headers a passed-through Messages call keeps: betas turn on body fields.
+NATIVE_HEADERS = ("anthropic-version", "anthropic-beta")
 
 # Anthropic's error type -> our kind, and the HTTP status Anthropic pairs with it. The status
 # matters for errors that arrive as events inside a 200 stream.
@@ -199,6 +202,100 @@ class AnthropicProvider:
                 if translator.done:
                     await drain(events)
                     yield translator.usage
+                    return
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, PROVIDER) from None
+        finally:
+            await response.aclose()
+        raise UpstreamError(
+            ErrorInfo.of(ErrorKind.SERVER, f"{PROVIDER} stream ended early", provider=PROVIDER)
+        )
+
+    # --- Anthropic's own Messages API, passed through (workers/protocols/messages) ---------
+
+    def _native_request(self, call: UpstreamCall, *, stream: bool) -> httpx.Request:
+        """The client's Messages body as it is, but for the upstream model and our key;
+        the client's ``anthropic-beta`` and ``anthropic-version`` go along."""
+        deployment = call.deployment
+        body = {**call.body, "model": deployment.upstream_model}
+        if stream:
+            body["stream"] = True
+        else:
+            body.pop("stream", None)
+        headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
+        for name in NATIVE_HEADERS:
+            if call.headers.get(name):
+                headers[name] = call.headers[name]
+        if deployment.api_key is not None:
+            headers["x-api-key"] = deployment.api_key.get_secret_value()
+        return self._client.build_request(
+            "POST", f"{deployment.base_url}/v1/messages", json=body, headers=headers,
+            timeout=deployment.timeout)
+
+    async def messages(self, call: UpstreamCall) -> Completion:
+        """A non-streamed Messages call; the response is Anthropic's ``Message`` as sent."""
+        try:
+            response = await self._client.send(self._native_request(call, stream=False))
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, PROVIDER) from None
+        if not response.is_success:
+            raise _scrubbed(
+                error_from_anthropic(response.status_code, response.content, response.headers),
+                call.deployment,
+            )
+        message = await json_body(response)
+        if not isinstance(message, dict):
+            raise _malformed("body")
+        return Completion(response=message, usage=usage_from_anthropic(message.get("usage") or {}))
+
+    async def messages_stream(self, call: UpstreamCall) -> AsyncIterator[bytes | TokenUsage]:
+        """A streamed Messages call: each event framed as Anthropic sent it, and the usage
+        so far (at ``message_start``, then at the end). ``message_start`` and pings wait for
+        the first content, so that an error before any content can still fail over."""
+        try:
+            response = await self._client.send(self._native_request(call, stream=True),
+                                               stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, PROVIDER) from None
+        counts: dict[str, Any] = {}
+        held: list[bytes] | None = []
+        try:
+            if not response.is_success:
+                body = await response.aread()
+                raise _scrubbed(
+                    error_from_anthropic(response.status_code, body, response.headers),
+                    call.deployment,
+                )
+            events = read_events(response)
+            async for event in events:
+                try:
+                    data = json.loads(event.data)
+                except ValueError:
+                    raise _malformed("event") from None
+                if not isinstance(data, dict):
+                    raise _malformed("event")
+                kind = data.get("type") or event.event
+                if kind == "error":
+                    raise _scrubbed(
+                        error_from_anthropic(response.status_code, data), call.deployment)
+                framed = f"event: {event.event or kind}\ndata: {event.data}\n\n".encode()
+                if kind == "message_start":
+                    counts.update((data.get("message") or {}).get("usage") or {})
+                    yield usage_from_anthropic(counts)
+                elif kind == "message_delta":
+                    usage = data.get("usage") or {}
+                    counts.update({k: v for k, v in usage.items() if v is not None})
+                if held is not None and kind in ("message_start", "ping"):
+                    held.append(framed)
+                    continue
+                if held is not None:
+                    for early in held:
+                        yield early
+                    held = None
+                yield framed
+                if kind == "message_stop":
+                    await drain(events)
+                    yield usage_from_anthropic(counts)
                     return
         except httpx.HTTPError as exc:
             raise transport_error(exc, PROVIDER) from None
