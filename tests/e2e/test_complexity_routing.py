@@ -245,3 +245,15 @@ def test_a_classifier_that_names_no_tier_leaves_the_decision_to_the_score(
     assert fake_openai[1].requests[-1]["model"] == "gpt-4o"
     assert r.headers["x-aigw-route-tier"] == "large"
     assert r.headers["x-aigw-route-reason"].startswith("score 0.5")
+
+
+def test_a_failing_classifier_is_accounted_and_the_score_decides(
+    judged: Gateway, fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    r = _chat(judged, "auto", "explode, then answer", reasoning_effort="high")
+    assert fake_openai[1].requests[-1]["model"] == "gpt-4o"
+    assert r.headers["x-aigw-route-tier"] == "large"
+    assert r.headers["x-aigw-route-reason"].startswith("score 0.5")
+    [failed] = _events(judged, r.headers["x-request-id"] + "-route", 1)
+    assert (failed["model_alias"], failed["status"], failed["http_status"]) == (
+        "judge", "error", 500)

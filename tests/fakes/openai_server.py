@@ -20,7 +20,7 @@ aliases at different behaviours of one server:
   once after that (a worker killed mid-call, retried elsewhere)
 - ``switch``: answers ``switch_status`` as an error while it is set, normally otherwise
 - ``route-judge``: answers "Large." when the conversation says "tricky", "I cannot tell."
-  when it says "unsure", else "small"
+  when it says "unsure", a 500 when it says "explode", else "small"
 - ``reasoner``: thinks first: ``reasoning_content`` (streamed too) and
   ``REASONING_TOKENS`` reasoning tokens counted in the completion tokens
 
@@ -183,6 +183,8 @@ def create_app(state: FakeOpenAIState | None = None) -> Starlette:
             return failure
         if request.client is not None:
             state.client_ports[json.dumps(body.get("messages"))] = request.client.port
+        if model == "route-judge" and "explode" in json.dumps(body["messages"]):
+            return _error(500, "judge failed", "server_error", None)
         if model == "reset":
             transport = getattr(getattr(request.receive, "__self__", None), "transport", None)
             if transport is not None:
