@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-EFFORTS = ("none", "minimal", "low", "medium", "high")
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 
 # Anthropic's smallest budget is 1024 tokens; ``none`` sends no ``thinking`` at all.
 ANTHROPIC_BUDGETS: dict[str, int] = {
@@ -18,6 +18,7 @@ ANTHROPIC_BUDGETS: dict[str, int] = {
     "low": 2048,
     "medium": 8192,
     "high": 16384,
+    "xhigh": 32768,
 }
 
 # Gemini 2.5 turns thinking off with a budget of 0 (Flash; Pro refuses it upstream).
@@ -27,7 +28,12 @@ GEMINI_BUDGETS: dict[str, int] = {
     "low": 2048,
     "medium": 8192,
     "high": 24576,
+    # -1 is Gemini's dynamic thinking: the model decides, up to its own maximum.
+    "xhigh": -1,
 }
+
+# The most a Gemini model thinks for (2.5 Pro); what a dynamic budget is reserved at.
+GEMINI_MOST_THINKING = 32768
 
 
 def effort(body: dict[str, Any]) -> str | None:
@@ -89,6 +95,8 @@ def thinking_budget(provider: str, body: dict[str, Any]) -> int:
         elif provider == "gemini":
             config = gemini_thinking_config(body)
             budget = config.get("thinkingBudget") if config else None
+            if budget == -1:
+                budget = GEMINI_MOST_THINKING
         else:
             return 0
     except ValueError:

@@ -22,7 +22,9 @@ def test_the_responses_api_s_reasoning_effort_is_read_too() -> None:
 
 def test_budgets_grow_with_effort_and_anthropic_s_start_at_its_minimum() -> None:
     assert list(ANTHROPIC_BUDGETS.values()) == sorted(ANTHROPIC_BUDGETS.values())
-    assert list(GEMINI_BUDGETS.values()) == sorted(GEMINI_BUDGETS.values())
+    fixed = [b for effort, b in GEMINI_BUDGETS.items() if effort != "xhigh"]
+    assert fixed == sorted(fixed)
+    assert GEMINI_BUDGETS["xhigh"] == -1  # dynamic
     assert min(ANTHROPIC_BUDGETS.values()) == 1024
 
 
@@ -43,6 +45,8 @@ def test_thinking_budget_per_provider() -> None:
     assert thinking_budget("openai", body) == 0
     assert thinking_budget("anthropic", {"reasoning_effort": "bogus"}) == 0
     assert thinking_budget("gemini", {"reasoning_effort": "none"}) == 0
+    assert thinking_budget("gemini", {"reasoning_effort": "xhigh"}) == 32768
+    assert thinking_budget("anthropic", {"reasoning_effort": "xhigh"}) == 32768
     assert thinking_budget("anthropic", {"thinking": {"type": "enabled",
                                                        "budget_tokens": 5000}}) == 5000
 

@@ -31,6 +31,7 @@ from workers.providers.gemini.translate import (
     to_gemini_request,
     usage_from_gemini,
 )
+from workers.providers.openai.adapter import split_usage
 
 EPHEMERAL = {"type": "ephemeral"}
 SIGNED = {"type": "thinking", "thinking": "Let me see.", "signature": "c2lnbmF0dXJl"}
@@ -55,7 +56,7 @@ def gemini(**body: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("effort", "budget"), [
-    ("minimal", 1024), ("low", 2048), ("medium", 8192), ("high", 16384)])
+    ("minimal", 1024), ("low", 2048), ("medium", 8192), ("high", 16384), ("xhigh", 32768)])
 def test_reasoning_effort_becomes_a_thinking_budget_with_room_for_the_answer(
     effort: str, budget: int
 ) -> None:
@@ -270,6 +271,7 @@ def test_streamed_thinking_arrives_as_reasoning_deltas_then_one_signed_block() -
     ("low", {"thinkingBudget": 2048, "includeThoughts": True}),
     ("medium", {"thinkingBudget": 8192, "includeThoughts": True}),
     ("high", {"thinkingBudget": 24576, "includeThoughts": True}),
+    ("xhigh", {"thinkingBudget": -1, "includeThoughts": True}),
 ])
 def test_reasoning_effort_becomes_a_gemini_thinking_config(
     effort: str, config: dict[str, Any]
@@ -437,3 +439,19 @@ async def test_gemini_thinking_config_and_thoughts_through_the_fake_api(
     deltas = [i["choices"][0]["delta"] for i in items if isinstance(i, dict)]
     assert {"reasoning_content": "Thinking it over carefully."} in deltas
     assert items[-1] == done.usage
+
+
+# --- OpenAI ---------------------------------------------------------------------------------
+
+
+def test_openai_usage_details_become_cached_and_reasoning_tokens() -> None:
+    chunk = {"id": "c", "choices": [], "usage": {
+        "prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306,
+        "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 256, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0}}}
+    content, usage = split_usage(chunk)
+    assert content is None
+    assert usage == TokenUsage(prompt_tokens=2006, completion_tokens=300, cached_tokens=1920,
+                               reasoning_tokens=256)
+    assert usage.to_openai()["prompt_tokens_details"] == {"cached_tokens": 1920}
