@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import http.client
 import itertools
 import json
 import time
@@ -39,7 +40,7 @@ CLAUDE_PRICES = {"input_cost_per_token": "0.000003", "output_cost_per_token": "0
                  "cache_creation_input_token_cost": "0.00000375"}
 GPT_PRICES = {"input_cost_per_token": "0.000001", "output_cost_per_token": "0.000002"}
 
-WEATHER = {"name": "get_weather", "description": "The weather in a city",
+WEATHER: Any = {"name": "get_weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
                             "required": ["city"]}}
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake image").decode()
@@ -139,9 +140,9 @@ def test_native_create_sends_the_body_upstream_untouched(
     gateway: Gateway, fake_anthropic: tuple[str, Starlette]
 ) -> None:
     app = fake_anthropic[1]
-    system = [{"type": "text", "text": "You are a weather bot.",
-               "cache_control": {"type": "ephemeral"}}]
-    tools = [{**WEATHER, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+    system: Any = [{"type": "text", "text": "You are a weather bot.",
+                    "cache_control": {"type": "ephemeral"}}]
+    tools: Any = [{**WEATHER, "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
     messages: list[Any] = [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                      "data": PNG}},
@@ -214,7 +215,7 @@ def test_native_stream_events_are_the_upstreams_own(
 def test_native_sdk_stream_accumulates_thinking_text_and_tool_use(gateway: Gateway) -> None:
     client = _client(gateway)
     with client.messages.stream(
-        model="claude", max_tokens=2048, tools=[WEATHER],  # type: ignore[list-item]
+        model="claude", max_tokens=2048, tools=[WEATHER],
         thinking={"type": "enabled", "budget_tokens": 1024},
         messages=[{"role": "user", "content": "Weather in Paris? [tool]"}],
     ) as stream:
@@ -273,7 +274,7 @@ def test_translated_tool_round_trip(
     client = _client(gateway)
     question: Any = {"role": "user", "content": "Weather in Paris?"}
     first = client.messages.create(
-        model="gpt", max_tokens=200, system="Be brief.", tools=[WEATHER],  # type: ignore[list-item]
+        model="gpt", max_tokens=200, system="Be brief.", tools=[WEATHER],
         tool_choice={"type": "any"}, messages=[question])
     sent = state.requests[-1]
     assert sent["messages"] == [{"role": "system", "content": "Be brief."},
@@ -290,13 +291,12 @@ def test_translated_tool_round_trip(
     assert call.input == json.loads(TOOL_ARGS)
     assert first.id.startswith("msg_")
 
-    answer = client.messages.create(
-        model="gpt", max_tokens=200, tools=[WEATHER],  # type: ignore[list-item]
-        messages=[question,
+    turns: Any = [question,
                   {"role": "assistant", "content": [call.model_dump()]},
-                  {"role": "user", "content": [{"type": "tool_result",
-                                                "tool_use_id": call.id,
-                                                "content": "18C and sunny"}]}])
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                                "content": "18C and sunny"}]}]
+    answer = client.messages.create(model="gpt", max_tokens=200, tools=[WEATHER],
+                                    messages=turns)
     sent = state.requests[-1]
     assert sent["messages"][1:] == [
         {"role": "assistant", "content": None, "tool_calls": [{
@@ -327,7 +327,7 @@ def test_translated_stream_of_tool_use_is_anthropic_events_in_order(gateway: Gat
     assert delta["usage"]["output_tokens"] == 9
 
     client = _client(gateway)
-    with client.messages.stream(model="gpt", max_tokens=100, tools=[WEATHER],  # type: ignore[list-item]
+    with client.messages.stream(model="gpt", max_tokens=100, tools=[WEATHER],
                                 messages=[{"role": "user", "content": "Paris?"}]) as stream:
         final = stream.get_final_message()
     assert final.content[0].input == json.loads(TOOL_ARGS)  # type: ignore[union-attr]
@@ -628,3 +628,20 @@ def test_claude_code_session_replayed_against_an_openai_compatible_deployment(
     assert sent["messages"][3] == {"role": "tool", "tool_call_id": "call_fake1",
                                    "content": "app.py\ncli.py\ntests/test_app.py"}
     assert [t["function"]["name"] for t in sent["tools"]] == ["Bash", "Glob", "Read"]
+
+
+def test_a_body_over_the_cap_is_an_anthropic_request_too_large(gateway: Gateway) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=10)
+    try:
+        conn.putrequest("POST", "/v1/messages")
+        conn.putheader("x-api-key", MASTER_KEY)
+        conn.putheader("content-type", "application/json")
+        conn.putheader("content-length", str(64 * 1024 * 1024))  # refused before it is sent
+        conn.endheaders()
+        response = conn.getresponse()
+        assert response.status == 413
+        body = json.loads(response.read())
+    finally:
+        conn.close()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "request_too_large"

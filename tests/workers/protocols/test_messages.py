@@ -284,3 +284,4 @@ def test_count_tokens_estimate_counts_system_tools_blocks_and_images() -> None:
                                       "content": "z" * 40}]}]}
     chars = 40 + 40 + len("f") + len(str({"a": 1})) + 40 + len(str(WEATHER))
     assert anthropic.input_tokens(body) == -(-chars // 4) + 4 * 3 + 85
+
