@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from ingress.routes.batches import CreateBatch
 from schemas.batch import FILE_EXPIRY_MAX, FILE_EXPIRY_MIN, FILE_PURPOSES
+from schemas.media import ImageRequest, SpeechRequest
 from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from schemas.responses import ResponsesRequest
 
@@ -30,6 +31,10 @@ _JSON_BODIES: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
                                       "instructions": "Be brief"}),
     "/completions": (CompletionRequest, {"model": "gpt-3.5-turbo-instruct",
                                          "prompt": "Once upon a time"}),
+    "/images/generations": (ImageRequest, {"model": "dall-e-3", "prompt": "A lighthouse",
+                                           "size": "1024x1024", "response_format": "url"}),
+    "/audio/speech": (SpeechRequest, {"model": "tts-1", "voice": "alloy",
+                                      "input": "Hello there"}),
     "/batches": (CreateBatch, {"input_file_id": "file-abc123",
                                "endpoint": "/v1/chat/completions",
                                "completion_window": "24h"}),
@@ -46,6 +51,37 @@ _UPLOAD = {
         "expires_after[seconds]": {"type": "integer", "minimum": FILE_EXPIRY_MIN,
                                    "maximum": FILE_EXPIRY_MAX},
     },
+}
+
+_BINARY = {"type": "string", "format": "binary"}
+_TRANSCRIBE = {
+    "type": "object",
+    "required": ["file", "model"],
+    "properties": {
+        "file": {**_BINARY, "description": "The audio (mp3, mp4, mpeg, mpga, m4a, wav, webm)."},
+        "model": {"type": "string"},
+        "language": {"type": "string"}, "prompt": {"type": "string"},
+        "response_format": {"type": "string",
+                            "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+_EDIT = {
+    "type": "object",
+    "required": ["image", "prompt", "model"],
+    "properties": {
+        "image": {**_BINARY, "description": "The PNG image to edit."},
+        "mask": {**_BINARY, "description": "Where to edit: its transparent pixels."},
+        "prompt": {"type": "string"}, "model": {"type": "string"},
+        "n": {"type": "integer", "minimum": 1, "maximum": 10}, "size": {"type": "string"},
+        "response_format": {"type": "string", "enum": ["url", "b64_json"]},
+    },
+}
+_FORMS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "/audio/transcriptions": (_TRANSCRIBE, {"model": "whisper-1", "file": "RIFF"}),
+    "/audio/translations": (_TRANSCRIBE, {"model": "whisper-1", "file": "RIFF"}),
+    "/images/edits": (_EDIT, {"model": "dall-e-2", "prompt": "Add a hat",
+                              "image": "\x89PNG"}),
 }
 
 # A one-line batch for the chat model the examples name: a file uploaded as this example
@@ -102,6 +138,10 @@ def add_request_bodies(schema: dict[str, Any]) -> dict[str, Any]:
         elif suffix == "/files":
             post["requestBody"] = {"required": True, "content": {
                 "multipart/form-data": {"schema": _UPLOAD, "example": _UPLOAD_EXAMPLE}}}
+        elif suffix in _FORMS:
+            form, example = _FORMS[suffix]
+            post["requestBody"] = {"required": True, "content": {
+                "multipart/form-data": {"schema": form, "example": example}}}
     _add_links(schema)
     return schema
 
