@@ -25,6 +25,7 @@ SCHEMA_VERSION: Literal[1] = 1
 ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": Endpoint.CHAT,
     "/v1/embeddings": Endpoint.EMBEDDINGS,
+    "/v1/moderations": Endpoint.MODERATIONS,
 }
 COMPLETION_WINDOW = "24h"
 WINDOW_SECONDS = 24 * 3600

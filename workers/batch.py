@@ -128,7 +128,7 @@ Outcome = DoneFrame | ErrorFrame | Moved | None
 def lost_usage(request: InferRequest) -> TokenUsage:
     """What a call whose worker died is accounted at: its prompt, estimated by the rules
     the ingress uses for a lost interactive attempt; nothing of the answer was seen."""
-    if request.endpoint is Endpoint.EMBEDDINGS:
+    if request.endpoint in (Endpoint.EMBEDDINGS, Endpoint.MODERATIONS):
         tokens = estimate.embedding_tokens(request.body)
     else:
         tokens = estimate.prompt_tokens(request.body)

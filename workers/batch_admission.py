@@ -77,7 +77,8 @@ class AdmissionClient:
         data = AdmitAsk(
             admission_id=admission_id(request), key_id=request.key_id,
             deployment_id=request.deployment_id, body=request.body,
-            generates=request.endpoint is not Endpoint.EMBEDDINGS, **routing,
+            generates=request.endpoint not in (Endpoint.EMBEDDINGS, Endpoint.MODERATIONS),
+            **routing,
         ).model_dump_json().encode()
         while not stopping():
             answer = await self._ask(data)

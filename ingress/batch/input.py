@@ -32,6 +32,7 @@ from schemas.batch import (
 )
 from schemas.config import Deployment
 from schemas.infer import Endpoint, InferRequest
+from schemas.moderation import ModerationRequest
 from schemas.openai import ChatCompletionRequest, EmbeddingRequest
 
 # More than this many errors would only make the batch object huge: the first ones say it.
@@ -76,6 +77,7 @@ class Parsed:
 _BODIES: dict[Endpoint, type[BaseModel]] = {
     Endpoint.CHAT: ChatCompletionRequest,
     Endpoint.EMBEDDINGS: EmbeddingRequest,
+    Endpoint.MODERATIONS: ModerationRequest,
 }
 
 

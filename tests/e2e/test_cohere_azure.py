@@ -4,6 +4,7 @@ tokens and exact cost."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -339,3 +340,26 @@ def test_each_call_is_accounted_with_its_tokens_and_exact_cost(
     # moderations are free unless priced, and their input is counted
     assert Decimal(str(row["moderation"]["cost"])) == 0
     assert row["moderation"]["prompt_tokens"] > 0
+
+
+def test_a_moderations_batch_completes_through_the_batch_api(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    lines = [{"custom_id": f"m{i}", "method": "POST", "url": "/v1/moderations",
+              "body": {"model": "omni-moderation-latest", "input": text}}
+             for i, text in enumerate(["kill it", "hello", "fine"])]
+    raw = "".join(json.dumps(line) + "\n" for line in lines)
+    upload = client.files.create(file=("mod.jsonl", io.BytesIO(raw.encode())), purpose="batch")
+    batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/moderations",
+                                  completion_window="24h")
+    deadline = time.monotonic() + 30
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    assert batch.output_file_id is not None
+    output = [json.loads(x) for x in client.files.content(batch.output_file_id).text
+              .splitlines() if x]
+    flagged = {o["custom_id"]: o["response"]["body"]["results"][0]["flagged"] for o in output}
+    assert flagged == {"m0": True, "m1": False, "m2": False}
