@@ -122,6 +122,15 @@ def test_response_format_becomes_json_object_with_its_schema() -> None:
     assert "response_format" not in chat(response_format={"type": "text"})
 
 
+def test_reasoning_effort_becomes_a_thinking_budget_and_native_thinking_wins() -> None:
+    assert chat(reasoning_effort="low")["thinking"] == {"type": "enabled", "token_budget": 2048}
+    assert chat(reasoning_effort="none")["thinking"] == {"type": "disabled"}
+    assert chat(reasoning_effort="high", thinking={"type": "enabled", "token_budget": 99})[
+        "thinking"] == {"type": "enabled", "token_budget": 99}
+    assert "thinking" not in chat()
+    assert invalid(lambda: chat(reasoning_effort="huge")).info.param == "reasoning_effort"
+
+
 def test_images_pass_as_image_url_parts() -> None:
     request = chat(messages=[{"role": "user", "content": [
         {"type": "text", "text": "what is this"},

@@ -14,6 +14,7 @@ import struct
 import time
 from typing import Any
 
+from schemas import reasoning
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.usage import TokenUsage
 from workers.providers import rerank
@@ -84,7 +85,27 @@ def to_cohere_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
             raise _invalid("tools must be a list", "tools")
         request["tools"] = [_tool(t, i) for i, t in enumerate(tools)]
     _apply_tool_choice(request, body.get("tool_choice"))
+    thinking = _thinking(body)
+    if thinking is not None:
+        request["thinking"] = thinking
     return request
+
+
+def _thinking(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Cohere's ``thinking`` (its reasoning models): the client's own, else one for its
+    ``reasoning_effort``, on the same budget ladder as Anthropic's."""
+    native = body.get("thinking")
+    if isinstance(native, dict):
+        return dict(native)
+    level = reasoning.effort(body)
+    if level is None:
+        return None
+    if level == "none":
+        return {"type": "disabled"}
+    if level not in reasoning.ANTHROPIC_BUDGETS:
+        raise _invalid(f"reasoning_effort must be one of {', '.join(reasoning.EFFORTS)}",
+                       "reasoning_effort")
+    return {"type": "enabled", "token_budget": reasoning.ANTHROPIC_BUDGETS[level]}
 
 
 def _messages(messages: Any) -> list[dict[str, Any]]:
