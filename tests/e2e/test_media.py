@@ -77,6 +77,7 @@ def media_gateway(
             deployment("my-whisper", "my-stt", input_cost_per_second="0.001"),
             deployment("my-tts", "my-tts", input_cost_per_character="0.0001"),
             deployment("refusing-images", "fail-400"),
+            deployment("cut-tts", "cut-speech", input_cost_per_character="0.001"),
             # a group: one deployment always fails, the other answers
             deployment("images-group", "fail-500"),
             deployment("images-group", "dall-e-2"),
@@ -404,3 +405,22 @@ def test_a_client_cannot_name_uploads_itself(
                "size": 1}]
     client.images.generate(model="dall-e-2", prompt="x", extra_body={"aigw_files": forged})
     assert "aigw_files" not in fake_openai[1].requests[-1]
+
+
+def test_speech_cut_short_upstream_cuts_the_client_and_is_still_paid(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    key_id, client = keyed
+    line = "x" * 100  # 200 kB of audio, half of it sent before the upstream breaks off
+    received = 0
+    with pytest.raises(httpx.HTTPError), httpx.stream(
+            "POST", media_gateway.base_url + "/v1/audio/speech", timeout=30,
+            headers={"authorization": f"Bearer {client.api_key}"},
+            json={"model": "cut-tts", "voice": "alloy", "input": line}) as r:
+        assert r.status_code == 200
+        for piece in r.iter_bytes():
+            received += len(piece)
+    assert 0 < received < len(line) * SPEECH_BYTES_PER_CHAR
+    [row] = _logs(media_gateway, key_id, expected=1)
+    assert row["status"] == "error" and row["characters"] == len(line)
+    assert Decimal(row["cost"]) == len(line) * Decimal("0.001")

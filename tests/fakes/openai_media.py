@@ -10,7 +10,8 @@
 - ``/v1/audio/speech``: ``SPEECH_BYTES_PER_CHAR`` bytes of audio per input character,
   streamed in pieces, with the content type of ``response_format``.
 
-The model ``fail-400`` answers 400, ``fail-500`` answers 500.
+The model ``fail-400`` answers 400, ``fail-500`` answers 500; ``cut-speech`` sends half its
+audio and then drops the connection.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ def routes(state: Any, check_key: Callable[[Request], Response | None]) -> list[
             head = b"RIFF" if fmt == "wav" else b"ID3\x04" if fmt in (None, "mp3") else b""
             sent = 0
             while sent < total:
+                if body.get("model") == "cut-speech" and sent >= total // 2:
+                    raise ConnectionResetError("the fake speech server broke off")
                 piece = (head if sent == 0 else b"") + bytes(range(256)) * 64
                 piece = piece[:total - sent]
                 sent += len(piece)
