@@ -82,6 +82,12 @@ def is_embedding(deployment: Deployment) -> bool:
 
 def probe_body(deployment: Deployment) -> tuple[Endpoint, dict[str, Any]]:
     """The endpoint and body of the cheapest call that shows the deployment answers."""
+    mode = deployment.mode
+    if mode == "rerank" or (mode is None and "rerank" in deployment.upstream_model.lower()):
+        return Endpoint.RERANK, {"model": deployment.model_name, "query": "ping",
+                                 "documents": ["ping"]}
+    if mode == "moderation" or (mode is None and "moderation" in deployment.upstream_model.lower()):
+        return Endpoint.MODERATIONS, {"model": deployment.model_name, "input": "ping"}
     if is_embedding(deployment):
         return Endpoint.EMBEDDINGS, {"model": deployment.model_name, "input": "ping"}
     return Endpoint.CHAT, {"model": deployment.model_name, "max_tokens": 1,

@@ -104,6 +104,24 @@ def test_an_embedding_deployment_is_probed_with_an_embedding_of_ping() -> None:
     assert body == {"model": "emb", "input": "ping"}
 
 
+@pytest.mark.parametrize(("model", "mode"), [
+    ("cohere/rerank-v3.5", None), ("hosted_vllm/bge-reranker-v2-m3", None),
+    ("hosted_vllm/bge-m3", "rerank")])
+def test_a_reranker_is_probed_with_a_rerank_of_ping(model: str, mode: str | None) -> None:
+    config = parse_config({"model_list": [{
+        "model_name": "ranker", "model_info": {"mode": mode},
+        "litellm_params": {"model": model, "api_base": "http://upstream/v1"}}]}, {})
+    endpoint, body = probe_body(config.deployments[0])
+    assert endpoint is Endpoint.RERANK
+    assert body == {"model": "ranker", "query": "ping", "documents": ["ping"]}
+
+
+def test_a_moderation_model_is_probed_with_a_moderation_of_ping() -> None:
+    endpoint, body = probe_body(deployment("mod", "openai/omni-moderation-latest"))
+    assert endpoint is Endpoint.MODERATIONS
+    assert body == {"model": "mod", "input": "ping"}
+
+
 def test_a_probe_is_charged_to_nobody_and_marked_as_a_probe() -> None:
     d = deployment("gpt-4o-mini", "openai/gpt-4o-mini")
     first, second = probe_request(d, 0.5), probe_request(d, 0.5)
