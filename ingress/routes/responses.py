@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
@@ -136,7 +136,7 @@ async def create_response(request: Request, gateway: AuthedGateway,
 
 async def _respond(request: Request, gateway: Gateway, model: str, chat: dict[str, Any],
                    base: dict[str, Any], turn: _Turn, stream: bool) -> Response:
-    plan = _plan(gateway, turn.principal, model)
+    plan = _plan(gateway, turn.principal, model, chat)
     try:
         model_limits.check(plan, chat, model)
     except model_limits.OverLimit as exc:
@@ -146,13 +146,25 @@ async def _respond(request: Request, gateway: Gateway, model: str, chat: dict[st
     genai.provider = started.deployment.provider
     settings = gateway.settings
     if stream:
-        return _stream(started, settings.heartbeat_timeout, gateway, base, turn)
+        return _routed(started, _stream(started, settings.heartbeat_timeout, gateway, base,
+                                        turn))
     answer = await relay.json_response(started, settings.heartbeat_timeout,
                                        gateway.gatekeeper.settle)
     completion = json.loads(bytes(answer.body))
     response = await turn.save(protocol.from_chat(base, completion))
-    return Response(json.dumps(response, separators=(",", ":")).encode(),
-                    media_type="application/json", headers=_carried(answer.headers))
+    return _routed(started, Response(json.dumps(response, separators=(",", ":")).encode(),
+                                     media_type="application/json",
+                                     headers=_carried(answer.headers)))
+
+
+R = TypeVar("R", bound=Response)
+
+
+def _routed(started: Started, response: R) -> R:
+    """``response`` with the complexity router's tier and reason, when it chose one."""
+    if started.route is not None:
+        response.headers.update(started.route.headers())
+    return response
 
 
 def _param(param: str | None) -> str | None:

@@ -257,3 +257,21 @@ def test_a_failing_classifier_is_accounted_and_the_score_decides(
     [failed] = _events(judged, r.headers["x-request-id"] + "-route", 1)
     assert (failed["model_alias"], failed["status"], failed["http_status"]) == (
         "judge", "error", 500)
+
+
+def test_the_responses_api_is_routed_by_complexity_too(
+    routed: Gateway, fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    def respond(**body: Any) -> httpx.Response:
+        r = httpx.post(routed.base_url + "/v1/responses", json={"model": "auto", **body},
+                       headers=AUTH, timeout=30)
+        assert r.status_code == 200, r.text
+        return r
+
+    easy = respond(input="Say hello.", store=False)
+    assert fake_openai[1].requests[-1]["model"] == "gpt-4o-mini"
+    assert easy.headers["x-aigw-route-tier"] == "small"
+    hard = respond(input=HARD_TEXT, reasoning={"effort": "high"}, store=False)
+    assert fake_openai[1].requests[-1]["model"] == "gpt-4o"
+    assert hard.headers["x-aigw-route-tier"] == "large"
+    assert "reasoning_effort high" in hard.headers["x-aigw-route-reason"]
