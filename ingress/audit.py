@@ -75,6 +75,18 @@ class AuditTrail:
             source_ip=client_ip(request), request_id=str(request.state.request_id),
         ))
 
+    def record_sign_in(self, request: Request, principal: Principal | None) -> None:
+        """A console sign-in (``principal``) or a failed one (None): the attempt's key is
+        never recorded, not even in part, since it may have been a secret mistyped."""
+        if principal is not None:
+            self.record(request, "console.sign_in", "console", "session",
+                        principal=principal)
+            return
+        self._submit(AuditEvent(
+            actor="anonymous", actor_kind="anonymous", action="console.sign_in_failed",
+            target_kind="console", target_id="session", source_ip=client_ip(request),
+            request_id=str(request.state.request_id)))
+
     def record_signal(self, signal_name: str, action: Action, target_kind: TargetKind,
                       target_id: str, changes: dict[str, FieldChange]) -> None:
         self._submit(AuditEvent(

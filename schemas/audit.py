@@ -36,14 +36,17 @@ ACTIONS = (
     "key.create", "key.update", "key.rotate", "key.revoke",
     "team.create", "team.update", "team.delete",
     "config.reload", "batch.cancel",
+    "console.sign_in", "console.sign_in_failed",
 )
 Action = Literal[
     "key.create", "key.update", "key.rotate", "key.revoke",
     "team.create", "team.update", "team.delete",
     "config.reload", "batch.cancel",
+    "console.sign_in", "console.sign_in_failed",
 ]
-TargetKind = Literal["key", "team", "config", "batch"]
-ActorKind = Literal["master", "key", "signal"]
+TargetKind = Literal["key", "team", "config", "batch", "console"]
+# ``anonymous``: a failed console sign-in, whose key (if it was one) is not named.
+ActorKind = Literal["master", "key", "signal", "anonymous"]
 
 
 def _is_secret(name: str) -> bool:

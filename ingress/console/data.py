@@ -32,7 +32,7 @@ def query(found: Viewer, **params: Any) -> AnalyticsQuery:
     return AnalyticsQuery.model_validate({**given, **scope(found)})
 
 
-async def ask(gateway: Gateway, name: str, q: AnalyticsQuery) -> dict[str, Any]:
+async def ask(gateway: Gateway, name: str, q: pydantic.BaseModel) -> dict[str, Any]:
     body = q.model_dump_json(exclude_defaults=True).encode()
     try:
         reply = await gateway.nc.request(analytics_subject(name), body, timeout=TIMEOUT)

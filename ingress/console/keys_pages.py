@@ -10,11 +10,13 @@ import pydantic
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from ingress.audit import AuditTrail
 from ingress.auth.keys import Conflict, InvalidReference, KeyStoreError, NotFound
 from ingress.console.guard import Denied, Viewer, admin, gateway_of
 from ingress.console.pages import context, posted
 from ingress.console.paging import Page
 from ingress.console.render import page, redirect
+from schemas.audit import Action, TargetKind
 from schemas.keys import KeyCreate, KeyUpdate, Limits, RotateRequest, TeamCreate, TeamUpdate
 
 router = APIRouter()
@@ -87,7 +89,7 @@ async def key_create(request: Request) -> Response:
         return _keys_page(request, found, 1, error=str(exc), status=400)
     except KeyStoreError as exc:
         return _keys_page(request, found, 1, error=_store_error(exc), status=400)
-    audit(request, found, "key.create", "key", created.id, None, body.model_dump(mode="json"))
+    audit(request, found, "key.create", "key", created.id, None, created)
     return page(request, "secret.html", **context(found, key=created, action="created"))
 
 
@@ -121,8 +123,7 @@ async def key_update(request: Request, key_id: str) -> Response:
             raise Denied("There is no such key.") from None
         return page(request, "key_edit.html", status=400, **context(
             found, key=key, teams=gateway.keys.list_teams(), error=message))
-    audit(request, found, "key.update", "key", key_id, before.model_dump(mode="json"),
-          after.model_dump(mode="json"))
+    audit(request, found, "key.update", "key", key_id, before, after)
     return redirect(request, "/keys")
 
 
@@ -145,10 +146,11 @@ async def key_revoke(request: Request, key_id: str) -> Response:
     found = await admin(request)
     await posted(request, found)
     try:
-        await gateway_of(request).keys.revoke_key(key_id)
+        before = gateway_of(request).keys.get_key(key_id)
+        after = await gateway_of(request).keys.revoke_key(key_id)
     except KeyStoreError as exc:
         raise Denied(str(exc)) from None
-    audit(request, found, "key.revoke", "key", key_id, {"revoked": False}, {"revoked": True})
+    audit(request, found, "key.revoke", "key", key_id, before, after)
     return redirect(request, "/keys")
 
 
@@ -181,7 +183,7 @@ async def team_create(request: Request) -> Response:
         return _teams_page(request, found, 1, error=str(exc), status=400)
     except KeyStoreError as exc:
         return _teams_page(request, found, 1, error=_store_error(exc), status=400)
-    audit(request, found, "team.create", "team", team.id, None, body.model_dump(mode="json"))
+    audit(request, found, "team.create", "team", team.id, None, team)
     return redirect(request, "/teams")
 
 
@@ -212,8 +214,7 @@ async def team_update(request: Request, team_id: str) -> Response:
         message = _store_error(exc) if isinstance(exc, KeyStoreError) else str(exc)
         return page(request, "team_edit.html", status=400,
                     **context(found, team=store.get_team(team_id), error=message))
-    audit(request, found, "team.update", "team", team_id, before.model_dump(mode="json"),
-          after.model_dump(mode="json"))
+    audit(request, found, "team.update", "team", team_id, before, after)
     return redirect(request, "/teams")
 
 
@@ -222,16 +223,18 @@ async def team_delete(request: Request, team_id: str) -> Response:
     found = await admin(request)
     await posted(request, found)
     try:
+        before = gateway_of(request).keys.get_team(team_id)
         await gateway_of(request).keys.delete_team(team_id)
     except KeyStoreError as exc:
         raise Denied(str(exc)) from None
-    audit(request, found, "team.delete", "team", team_id, None, None)
+    audit(request, found, "team.delete", "team", team_id, before, None)
     return redirect(request, "/teams")
 
 
-def audit(request: Request, found: Viewer, action: str, kind: str, target: str,
-          before: dict[str, Any] | None, after: dict[str, Any] | None) -> None:
-    """Record an admin action taken in the console in the audit log."""
-    hook = getattr(request.app.state, "console_audit_action", None)
-    if hook is not None:
-        hook(request, found.principal, action, kind, target, before, after)
+def audit(request: Request, found: Viewer, action: Action, kind: TargetKind, target: str,
+          before: Any = None, after: Any = None) -> None:
+    """Record an admin action taken in the console in the audit log, as the admin API
+    records its own."""
+    trail: AuditTrail | None = getattr(request.app.state, "audit", None)
+    if trail is not None:
+        trail.record(request, action, kind, target, before, after, principal=found.principal)

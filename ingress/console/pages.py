@@ -16,7 +16,8 @@ from fastapi.responses import FileResponse, Response
 
 from ingress.admission import AdmissionUnavailable
 from ingress.admission.gatekeeper import scopes_for
-from ingress.auth.principal import Principal
+from ingress.audit import AuditTrail
+from ingress.auth.principal import MASTER, Principal
 from ingress.console import charts, data
 from ingress.console.guard import (
     COOKIE,
@@ -108,17 +109,17 @@ async def login(request: Request) -> Response:
     master = master_key(gateway)
     key_id: str | None
     if master is not None and secret and hmac.compare_digest(digest(secret), digest(master)):
-        key_id = None
+        key_id, principal = None, MASTER
     else:
         found = gateway.keys.check(secret) if master is not None and secret else None
         if not isinstance(found, Principal) or found.key is None:
-            note_sign_in(request, None, ok=False)
+            note_sign_in(request, None)
             return page(request, "login.html", status=401, viewer=None,
                         login_token=given, closed=master is None,
                         error="That key was not accepted: it is unknown, revoked or expired.")
-        key_id = found.key.id
+        key_id, principal = found.key.id, found
     session_id, _ = await sessions(request).create(key_id, master)
-    note_sign_in(request, key_id, ok=True)
+    note_sign_in(request, principal)
     response = redirect(request, "")
     response.set_cookie(COOKIE, session_id, max_age=int(sessions(request).lifetime),
                         httponly=True, samesite="strict", secure=secure(request),
@@ -127,11 +128,11 @@ async def login(request: Request) -> Response:
     return response
 
 
-def note_sign_in(request: Request, key_id: str | None, *, ok: bool) -> None:
-    """Hook for the audit log: who signed in (or failed to) from where."""
-    hook = getattr(request.app.state, "console_audit", None)
-    if hook is not None:
-        hook(request, "console.sign_in" if ok else "console.sign_in_failed", key_id)
+def note_sign_in(request: Request, principal: Principal | None) -> None:
+    """The audit log's record of a console sign-in, or of a failed one."""
+    trail: AuditTrail | None = getattr(request.app.state, "audit", None)
+    if trail is not None:
+        trail.record_sign_in(request, principal)
 
 
 @router.post("/logout")

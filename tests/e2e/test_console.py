@@ -232,3 +232,45 @@ def test_the_console_stays_out_of_the_openapi_document(gateway: Gateway) -> None
                   headers={"authorization": f"Bearer {MASTER_KEY}"})
     assert r.status_code == 200
     assert not [p for p in r.json()["paths"] if p.startswith("/ui")]
+
+
+def test_console_actions_and_sign_ins_are_in_the_audit_log_without_secrets(
+        gateway: Gateway) -> None:
+    with _client(gateway) as client:
+        assert sign_in(client, "sk-wrong-guess-123456", ROOT).status_code == 401
+        page = sign_in(client, MASTER_KEY, ROOT)
+        csrf = csrf_of(page.text)
+        made = client.post(f"{ROOT}/ui/keys", data={"csrf": csrf, "alias": "audited"})
+        secret = made.text.split('readonly value="')[1].split('"')[0]
+        key_id = next(k["id"] for k in httpx.get(
+            gateway.base_url + "/admin/keys", timeout=10,
+            headers={"authorization": f"Bearer {MASTER_KEY}"}).json()["data"]
+            if k["alias"] == "audited")
+        client.post(f"{ROOT}/ui/keys/{key_id}", data={"csrf": csrf, "alias": "audited",
+                                                        "rpm": "42"})
+        client.post(f"{ROOT}/ui/keys/{key_id}/revoke", data={"csrf": csrf})
+        deadline = time.monotonic() + 20
+        while True:
+            events = httpx.get(gateway.base_url + "/admin/audit", timeout=10,
+                               params={"target_id": key_id},
+                               headers={"authorization": f"Bearer {MASTER_KEY}"}).json()
+            actions = sorted(e["action"] for e in events["data"])
+            if len(actions) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert actions == ["key.create", "key.revoke", "key.update"]
+        assert all(e["actor"] == "master" for e in events["data"])
+        update = next(e for e in events["data"] if e["action"] == "key.update")
+        assert update["changes"]["limits.rpm"] == {"before": None, "after": 42}
+        page = client.get(f"{ROOT}/ui/audit", params={"target_id": key_id})
+        assert page.status_code == 200 and "key.revoke" in page.text
+        everything = client.get(f"{ROOT}/ui/audit").text
+        assert "console.sign_in_failed" in everything and "console.sign_in" in everything
+        for leaked in (secret, MASTER_KEY, "sk-wrong-guess-123456"):
+            assert leaked not in everything
+            assert leaked not in json_text(gateway)
+
+
+def json_text(gateway: Gateway) -> str:
+    return httpx.get(gateway.base_url + "/admin/audit", timeout=10, params={"limit": 1000},
+                     headers={"authorization": f"Bearer {MASTER_KEY}"}).text

@@ -127,7 +127,7 @@ def test_every_page_renders_and_is_saved(browser: Any, gateway: Gateway) -> None
         time.sleep(0.5)
         browser.refresh()
     _shot(browser, "overview")
-    for page in ("teams", "models", "batches", "playground"):
+    for page in ("teams", "models", "batches", "playground", "audit"):
         browser.get(gateway.base_url + f"/ui/{page}")
         assert browser.find_elements(By.TAG_NAME, "h1"), page
         assert "Not allowed" not in browser.page_source
