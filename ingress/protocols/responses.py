@@ -16,8 +16,10 @@ import uuid
 from typing import Any
 
 # Chat request fields a Responses request carries under the same name and meaning.
+# ``metadata`` is not one: it describes the stored response (OpenAI's chat refuses it
+# without ``store``); the gateway's usage event still carries it.
 _SAME_FIELDS = ("temperature", "top_p", "parallel_tool_calls", "user", "safety_identifier",
-                "prompt_cache_key", "service_tier", "metadata", "top_logprobs", "seed")
+                "prompt_cache_key", "service_tier")
 _REFUSED_FIELDS = {
     "background": "background mode is not supported by this gateway",
     "conversation": "conversations are not supported by this gateway; use "

@@ -28,7 +28,7 @@ from ingress.metrics import GenAI
 from ingress.protocols import responses as protocol
 from ingress.protocols.responses_stream import ResponseStream, encode
 from ingress.response_store import ResponseStore, StoreUnavailable
-from ingress.routes.inference import _plan, _start, read_body
+from ingress.routes.inference import _caller, _plan, _start, read_body
 from ingress.state import Gateway
 from schemas import model_limits
 from schemas.infer import Endpoint
@@ -82,9 +82,10 @@ def _carried(headers: Any) -> dict[str, str]:
 class _Turn:
     """One request: what it continues, what it adds, and where its answer is kept."""
 
-    def __init__(self, store: ResponseStore, principal: Principal, history: list[dict[str, Any]],
-                 own: list[dict[str, Any]], keep: bool) -> None:
+    def __init__(self, store: ResponseStore, principal: Principal, body: dict[str, Any],
+                 history: list[dict[str, Any]], own: list[dict[str, Any]], keep: bool) -> None:
         self.store = store
+        self.body = body
         self.principal = principal
         self.history = history
         self.own = own
@@ -118,7 +119,7 @@ async def create_response(request: Request, gateway: AuthedGateway,
         chat = protocol.to_chat(body, parsed.model, [*history, *own])
     except protocol.Unsupported as exc:
         raise invalid(exc.message, param=exc.param) from None
-    turn = _Turn(store, principal, history, own, keep=parsed.store is not False)
+    turn = _Turn(store, principal, body, history, own, keep=parsed.store is not False)
     base = protocol.shell(protocol.new_id("resp"), body, parsed.model)
     stream = bool(parsed.stream)
     if stream:  # a stream notices a departed client at its next write
@@ -142,7 +143,8 @@ async def _respond(request: Request, gateway: Gateway, model: str, chat: dict[st
     except model_limits.OverLimit as exc:
         raise invalid(str(exc), param=_param(exc.param)) from None
     genai = request.state.genai = GenAI(Endpoint.RESPONSES.value, model, stream=stream)
-    started = await _start(request, gateway, plan, model, chat, Endpoint.RESPONSES, stream)
+    started = await _start(request, gateway, plan, model, chat, Endpoint.RESPONSES, stream,
+                           caller=_caller(turn.principal, turn.body))
     genai.provider = started.deployment.provider
     settings = gateway.settings
     if stream:

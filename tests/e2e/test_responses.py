@@ -253,11 +253,14 @@ def test_a_stored_response_is_read_listed_and_deleted_by_its_key_only(
 
 
 def test_each_call_is_one_usage_event_under_responses_with_exact_cost(
-    gateway: Gateway,
+    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState]
 ) -> None:
     key_id, client = _client(gateway, "responses-usage")
     costs: list[Decimal] = []
-    raw = client.responses.with_raw_response.create(model="reasoner", input="one")
+    raw = client.responses.with_raw_response.create(model="reasoner", input="one",
+                                                    metadata={"run": "r1"})
+    assert "metadata" not in _sent(fake_openai[1])  # it describes the stored response
+    assert raw.parse().metadata == {"run": "r1"}
     costs.append(Decimal(raw.headers["x-aigw-cost-usd"]))
     with client.responses.stream(model="reasoner", input="two", store=False) as stream:
         final = stream.get_final_response()
@@ -275,6 +278,7 @@ def test_each_call_is_one_usage_event_under_responses_with_exact_cost(
         assert Decimal(row["cost"]) == (Decimal("0.001") * row["prompt_tokens"]
                                         + Decimal("0.002") * row["completion_tokens"])
     assert sorted(costs) == sorted(Decimal(r["cost"]) for r in rows)
+    assert [r["metadata"] for r in rows if not r["streamed"]] == [{"run": "r1"}]
 
 
 def test_errors_are_openai_shaped_with_the_right_status(
@@ -313,3 +317,34 @@ def test_errors_are_openai_shaped_with_the_right_status(
     r = httpx.post(gateway.base_url + "/responses", headers=headers, timeout=10,
                    json={"model": "gpt-4o-mini", "input": "x", "store": False})
     assert r.status_code == 200 and r.json()["output"][0]["content"][0]["text"] == ANSWER
+
+
+@pytest.mark.parametrize("model", ["anthropic-claude-sonnet-4-20250514",
+                                   "gemini-gemini-2.0-flash"])
+def test_a_native_provider_answers_responses_whole_and_streamed(
+    master: openai.OpenAI, model: str
+) -> None:
+    response = master.responses.create(model=model, input="ping", instructions="be brief",
+                                       store=False)
+    assert "ping" in response.output_text and response.status == "completed"
+    assert response.usage is not None and response.usage.input_tokens > 0
+    with master.responses.stream(model=model, input="ping", store=False) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert "ping" in "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert final.usage is not None and final.usage.output_tokens > 0
+
+
+def test_anthropic_thinking_comes_back_as_a_reasoning_item(master: openai.OpenAI) -> None:
+    response = master.responses.create(model="anthropic-claude-sonnet-4-20250514",
+                                       input="think about ping", max_output_tokens=4096,
+                                       reasoning={"effort": "low"}, store=False)
+    kinds = [item.type for item in response.output]
+    assert kinds[0] == "reasoning" and "message" in kinds
+    assert response.output[0].content  # type: ignore[union-attr]
+    assert response.usage is not None and response.usage.output_tokens > 0
+    with master.responses.stream(model="anthropic-claude-sonnet-4-20250514",
+                                 input="think about ping", max_output_tokens=4096,
+                                 reasoning={"effort": "low"}, store=False) as stream:
+        events = list(stream)
+    assert any(e.type == "response.reasoning_text.delta" for e in events)
