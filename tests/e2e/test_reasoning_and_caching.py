@@ -64,7 +64,6 @@ def config(anthropic_url: str, gemini_url: str) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def gateway(
-    nats_server: NatsServer,
     fake_anthropic: tuple[str, Any],
     fake_gemini: tuple[str, Any],
     redis_server: RedisServer,
@@ -72,28 +71,25 @@ def gateway(
 ) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("reasoning")
     path = write_config(work / "config.yaml", config(fake_anthropic[0], fake_gemini[0]))
-    gw = Gateway(nats_url=nats_server.url, config_path=path, log_dir=work,
-                 env={"REDIS_URL": redis_server.url, "AIGW_ACCOUNTING_BATCH_AGE": "0.2",
-                      # its own usage stream, so events of other gateways stay apart
-                      "AIGW_CONFIG_KEY": f"reasoning-{work.name}"})
+    # Its own NATS: workers and accounting of another gateway on a shared server would
+    # serve its requests and store its usage events.
+    nats = NatsServer(work / "nats")
+    nats.start()
+    gw = Gateway(nats_url=nats.url, config_path=path, log_dir=work,
+                 env={"REDIS_URL": redis_server.url, "AIGW_ACCOUNTING_BATCH_AGE": "0.2"})
     gw.start_accounting(work / "data")
     gw.start_worker("anthropic")
     gw.start_worker("gemini")
     gw.start_ingress()
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            r = httpx.get(gw.base_url + "/health/readiness", timeout=2)
-            if all(r.json().get("workers", {}).get(p) == "ok" for p in ("anthropic", "gemini")):
-                break
-        except (httpx.HTTPError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            gw.stop()
-            raise RuntimeError(gw.all_logs())
-        time.sleep(0.1)
+    try:
+        gw.wait_ready(90)
+    except RuntimeError:
+        gw.stop()
+        nats.stop()
+        raise RuntimeError(gw.all_logs()) from None
     yield gw
     gw.stop()
+    nats.stop()
 
 
 @pytest.fixture(scope="module")
