@@ -57,7 +57,12 @@ def reserve_cost(
     reasoning = getattr(price, "reasoning", None)
     if isinstance(reasoning, Decimal) and reasoning > output_price:
         output_price = reasoning
-    return prompt_tokens_estimate * price.input + max_output_tokens * output_price
+    cost = prompt_tokens_estimate * price.input + max_output_tokens * output_price
+    # A reranker's price per search: each call is one.
+    query = getattr(price, "query", None)
+    if isinstance(query, Decimal):
+        cost += query
+    return cost
 
 
 def _text_tokens(text: str) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
-from core.pricing import ModelPrice
+from core.pricing import ModelPrice, PriceTable
 from ingress.admission.budget import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     MEDIA_PART_TOKENS,
@@ -130,3 +130,9 @@ def test_rate_limit_message_follows_openai() -> None:
 def test_usd_rounds_half_even_to_cents() -> None:
     assert usd(Decimal("0.125")) == "$0.12"
     assert usd(Decimal("3")) == "$3.00"
+
+
+def test_a_reranker_reserves_its_price_per_search_once() -> None:
+    price = PriceTable.default().price("cohere", "rerank-v3.5")
+    assert price is not None
+    assert reserve_cost(400, 0, price) == Decimal("0.002")
