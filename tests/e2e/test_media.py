@@ -379,7 +379,7 @@ def test_a_budget_refuses_an_image_it_cannot_pay_and_settles_what_it_can(
         if Decimal(daily["reserved"]) == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert (Decimal(daily["spent"]), Decimal(daily["reserved"])) == (Decimal("0.04"), 0)
+    assert (Decimal(daily["spent"]), Decimal(daily["reserved"])) == (Decimal("0.04"), Decimal(0))
     rows = _logs(media_gateway, key_id, expected=2)
     assert sorted(r["status"] for r in rows) == ["ok", "rejected"]
 
