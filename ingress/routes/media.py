@@ -41,7 +41,6 @@ from schemas.frames import DoneFrame, ErrorFrame, FrameKind
 from schemas.infer import Endpoint
 from schemas.media import (
     FILES_KEY,
-    MAX_UPLOAD_BYTES,
     PATHS,
     PROVIDERS,
     ImageRequest,
@@ -333,7 +332,8 @@ def _file(parts: dict[str, form.Part], name: str) -> form.Part:
 
 
 def _limit(gateway: Gateway) -> int:
-    return min(gateway.settings.max_media_bytes, MAX_UPLOAD_BYTES)
+    """OpenAI's 25 MB by default; a self-hosted upstream may take more."""
+    return gateway.settings.max_media_bytes
 
 
 @router.post("/images/generations")
