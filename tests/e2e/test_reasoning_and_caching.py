@@ -282,3 +282,22 @@ def test_each_price_key_in_litellm_params_gives_the_hand_computed_cost(
     assert Decimal(row["cost"]) == expected
     assert (row["cached_tokens"], row["cache_write_tokens"], row["reasoning_tokens"]) == (
         cached, written, reasoning)
+
+
+def test_a_streamed_call_is_priced_with_its_cache_and_long_context_keys(
+    gateway: Gateway,
+) -> None:
+    key_id, secret = make_key(gateway, alias="price-streamed")
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=secret, max_retries=0)
+    expected = Decimal(0)
+    for alias, trigger in (("pk-cache-write", "[cache]"), ("pk-cache-read-200k",
+                                                          "[long-context]")):
+        stream = chat(client, model=alias, stream=True, stream_options={"include_usage": True},
+                      messages=[{"role": "user", "content": f"stream {trigger}"}])
+        usage = [c.usage for c in stream if c.usage is not None][-1]
+        details = usage.prompt_tokens_details.model_dump()
+        expected += by_hand(alias, usage.prompt_tokens, usage.completion_tokens,
+                            details["cached_tokens"], details["cache_write_tokens"], 0)
+    rows = logged(gateway, key_id, 2)
+    assert sum(Decimal(row["cost"]) for row in rows) == expected
+    assert all(row["streamed"] for row in rows)
