@@ -15,9 +15,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from ingress.routes.batches import CreateBatch
+from schemas.anthropic import CountTokensRequest, MessagesRequest
 from schemas.batch import FILE_EXPIRY_MAX, FILE_EXPIRY_MIN, FILE_PURPOSES
 from schemas.media import ImageRequest, SpeechRequest
+from schemas.moderation import ModerationRequest
 from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from schemas.rerank import RerankRequest
 from schemas.responses import ResponsesRequest
 
 _REF = "#/components/schemas/{model}"
@@ -29,12 +32,22 @@ _JSON_BODIES: dict[str, tuple[type[BaseModel], dict[str, Any]]] = {
                                        "input": ["first text", "second text"]}),
     "/responses": (ResponsesRequest, {"model": "gpt-4o-mini", "input": "Say hello",
                                       "instructions": "Be brief"}),
+    "/messages": (MessagesRequest, {"model": "claude-sonnet-4-20250514", "max_tokens": 256,
+                                    "messages": [{"role": "user", "content": "Say hello"}]}),
+    "/messages/count_tokens": (CountTokensRequest, {
+        "model": "claude-sonnet-4-20250514",
+        "messages": [{"role": "user", "content": "Say hello"}]}),
     "/completions": (CompletionRequest, {"model": "gpt-3.5-turbo-instruct",
                                          "prompt": "Once upon a time"}),
     "/images/generations": (ImageRequest, {"model": "dall-e-3", "prompt": "A lighthouse",
                                            "size": "1024x1024", "response_format": "url"}),
     "/audio/speech": (SpeechRequest, {"model": "tts-1", "voice": "alloy",
                                       "input": "Hello there"}),
+    "/rerank": (RerankRequest, {"model": "rerank-v3.5", "query": "What is NATS?",
+                                "documents": ["A messaging system.", "A kind of insect."],
+                                "top_n": 1, "return_documents": True}),
+    "/moderations": (ModerationRequest, {"model": "omni-moderation-latest",
+                                         "input": "Is this fine?"}),
     "/batches": (CreateBatch, {"input_file_id": "file-abc123",
                                "endpoint": "/v1/chat/completions",
                                "completion_window": "24h"}),

@@ -58,12 +58,19 @@ def fuzzed(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
         gateway.stop()
 
 
-def _shaped(response: schemathesis.Response) -> str | None:
-    """None when an error response is OpenAI's error object, else what is wrong."""
+def _shaped(response: schemathesis.Response, path: str = "") -> str | None:
+    """None when an error response is OpenAI's error object (Anthropic's on the Messages
+    routes, whose clients speak Anthropic's protocol), else what is wrong."""
     try:
-        error = json.loads(response.text).get("error")
+        body = json.loads(response.text)
+        error = body.get("error")
     except (ValueError, AttributeError):
         return f"not JSON: {response.text[:200]!r}"
+    if path.startswith("/v1/messages"):
+        if body.get("type") != "error" or not isinstance(error, dict) or set(error) != {
+                "type", "message"}:
+            return f"not an Anthropic error: {response.text[:200]}"
+        return None
     if not isinstance(error, dict) or set(error) != {"message", "type", "param", "code"}:
         return f"not an error object: {response.text[:200]}"
     return None
@@ -119,7 +126,8 @@ def test_no_generated_request_gets_a_5xx_or_an_unshaped_error(
             label = f"{case.method} {case.formatted_path}"
             if response.status_code >= 500:
                 problems.append(f"{label}: {response.status_code} {response.text[:200]}")
-            elif response.status_code >= 400 and (issue := _shaped(response)):
+            elif response.status_code >= 400 and (
+                    issue := _shaped(response, case.operation.path)):
                 problems.append(f"{label}: {response.status_code} {issue}")
 
         run()
@@ -176,7 +184,8 @@ def test_stateful_runs_from_files_to_batches_get_no_5xx(
             label = f"{case.method} {case.formatted_path}"
             if response.status_code >= 500:
                 problems.append(f"{label}: {response.status_code} {response.text[:200]}")
-            elif response.status_code >= 400 and (issue := _shaped(response)):
+            elif response.status_code >= 400 and (
+                    issue := _shaped(response, case.operation.path)):
                 problems.append(f"{label}: {response.status_code} {issue}")
 
     Machine.run(settings=hypothesis.settings(
