@@ -37,8 +37,8 @@ REQUESTS = Counter("aigw_requests", "HTTP requests by route and status class.",
                    ("route", "status_class"))
 LIMIT_REFUSALS = Counter("aigw_limit_refusals", "Requests refused by a rate limit or budget.",
                          ("scope", "reason"))
-CACHE = Counter("aigw_cache_requests", "Cacheable requests: hit, miss, or dedup_join.",
-                ("result",))
+CACHE = Counter("aigw_cache_requests",
+                "Cacheable requests: hit, semantic_hit, miss, or dedup_join.", ("result",))
 FALLBACKS = Counter("aigw_fallbacks", "Requests moved on to a fallback model.",
                     ("gen_ai_request_model",))
 RETRIES = Counter("aigw_retries", "Retry rounds over a model's deployments.",

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 Vector = npt.NDArray[np.float32]
 
@@ -24,6 +25,14 @@ Vector = npt.NDArray[np.float32]
 class Match:
     key: str
     similarity: float
+
+
+def one_blas_thread() -> None:
+    """Keep numpy's BLAS to one thread in this process. A lookup is one small
+    matrix-vector product: more threads only contend with the event loop and the other
+    processes, and on a loaded machine made a 10k x 384 lookup 20 times slower (the
+    README's figures)."""
+    threadpool_limits(limits=1, user_api="blas")
 
 
 def unit(vector: Any) -> Vector | None:
@@ -135,6 +144,13 @@ class SemanticIndex:
         for old in dropped:
             self.remove(old)
         return dropped
+
+    def overflow(self, scope: str, key: str) -> list[str]:
+        """The keys that adding ``key`` to ``scope`` will drop (its oldest, past the bound)."""
+        entries = self._scopes.get(scope)
+        if entries is None or key in entries.rows:
+            return []
+        return entries.oldest(entries.size + 1 - self.bound)
 
     def remove(self, key: str) -> None:
         scope = self._scope_of.pop(key, None)

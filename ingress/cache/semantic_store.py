@@ -4,8 +4,9 @@ Each replica follows the bucket (:class:`core.bucket_watch.BucketWatch`) into it
 :class:`~ingress.cache.semantic_index.SemanticIndex` of vectors, so a lookup is a search
 in memory, then one KV read of the matched entry's answer. A replica that stores an entry
 indexes it at once, and deletes (purges) what its scope's bound pushes out; every other
-replica sees both through its watch. Entries expire in NATS with their own TTL
-(per-message TTL), and each index forgets them at the same time.
+replica sees both through its watch (and drops the same oldest entries on its own).
+Entries expire in NATS with their own TTL (per-message TTL), and each index forgets them
+at the same time.
 
 Redis here has no vector search, and NATS is already every replica's shared state: the
 bucket needs no other server. The cache is an optimisation: when NATS fails, a lookup is
@@ -28,7 +29,7 @@ from core import replicas
 from core.bucket_watch import BucketWatch
 from core.periodic import Periodic
 from ingress.cache.semantic_entry import BadEntry, decode_answer, decode_head, encode, entry_key
-from ingress.cache.semantic_index import Match, SemanticIndex, Vector
+from ingress.cache.semantic_index import Match, SemanticIndex, Vector, one_blas_thread
 from ingress.cache.store import CachedAnswer
 from schemas.subjects import SEMANTIC_CACHE_BUCKET
 
@@ -63,6 +64,7 @@ class SemanticStore:
 
     async def start(self, timeout: float = 10.0) -> None:
         """Open (or create) the bucket; return once the index holds every entry."""
+        one_blas_thread()
         try:
             self._kv = await self._js.key_value(self._bucket)
         except nats.js.errors.BucketNotFoundError:
@@ -133,6 +135,8 @@ class SemanticStore:
         ttl = min(ttl, self._max_age)
         key = entry_key(scope, text)
         expires_at = time.time() + ttl
+        # Known before the write: this replica's own watch may index the entry first.
+        dropped = self.index.overflow(scope, key)
         try:
             # First writer wins: the same prompt stored twice keeps the first answer.
             await self._kv.create(key, encode(vector, expires_at, answer),
@@ -142,8 +146,9 @@ class SemanticStore:
         except _NATS_ERRORS as exc:
             log.warning("semantic cache: storing %s failed (%s)", key, exc)
             return
-        for dropped in self.index.add(scope, key, vector, expires_at):
+        dropped += self.index.add(scope, key, vector, expires_at)
+        for old in dict.fromkeys(dropped):
             try:
-                await self._kv.purge(dropped, msg_ttl=_MARKER_TTL)
+                await self._kv.purge(old, msg_ttl=_MARKER_TTL)
             except _NATS_ERRORS as exc:
-                log.debug("semantic cache: purging %s failed (%s)", dropped, exc)
+                log.debug("semantic cache: purging %s failed (%s)", old, exc)

@@ -6,6 +6,8 @@ neither reserves budget nor counts towards rate limits (it costs the provider no
 which is what limits protect). A hit is accounted as a ``cache_hit`` event with the
 original call's cost as ``saved_cost``. A miss runs as usual, its answer captured by the
 relay for the cache and for identical requests waiting on it (:mod:`ingress.cache.dedup`).
+With the semantic cache on, an exact miss is looked up by the meaning of its last user turn
+(:mod:`ingress.cache.semantic`) before it is admitted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ingress.cache.dedup_shared import SharedLeads
 from ingress.cache.key import OFF, CachePolicy, cache_key, policy, scope_of
 from ingress.cache.semantic import SEMANTIC_HIT, SIMILARITY_HEADER, combine, embedding_of
 from ingress.cache.semantic_index import Vector
+from ingress.cache.semantic_key import Prompt
 from ingress.cache.store import CachedAnswer, Capture, Outcome
 from ingress.deps import AuthedGateway, request_id
 from ingress.dispatch import execution, lost, relay, replay
@@ -322,6 +325,35 @@ def _announce_end(shared: SharedLeads, key: str, stored: bool) -> None:
     task.add_done_callback(_announcing.discard)
 
 
+async def _semantic(
+    request: Request, gateway: Gateway, prompt: Prompt, wanted: CachePolicy, model: str,
+    body: dict[str, Any], endpoint: Endpoint, stream: bool, include_usage: bool,
+    began: float,
+) -> tuple[Response | None, Outcome | None]:
+    """The semantic cache's answer (a hit, served), or what stores this request's answer
+    under its prompt's vector once it is complete (a miss)."""
+    principal: Principal = request.state.principal
+    caller = _caller(principal, body)
+    vector = await _embed(request, gateway, prompt.text, caller)
+    if vector is None:
+        return None, None
+    hit = None
+    if wanted.lookup:
+        hit = await gateway.semantic.lookup(
+            prompt, vector, gateway.semantic.threshold(wanted.similarity), wanted.max_age)
+    if hit is None:
+        return None, gateway.semantic.storer(prompt, vector, wanted.ttl)
+    CACHE.labels("semantic_hit").inc()
+    request.state.genai.provider = hit.answer.provider
+    _publish_hit(gateway, principal, request_id(request), model, endpoint, stream, caller,
+                 hit.answer, (time.perf_counter() - began) * 1000, hit.similarity)
+    served = (replay.stream_hit(hit.answer, include_usage) if stream
+              else replay.json_hit(hit.answer))
+    served.headers[replay.CACHE_HEADER] = SEMANTIC_HIT
+    served.headers[SIMILARITY_HEADER] = f"{hit.similarity:.4f}"
+    return served, None
+
+
 async def _answer(
     request: Request,
     gateway: Gateway,
@@ -383,26 +415,10 @@ async def _respond(
         semantic: Outcome | None = None
         prompt = gateway.semantic.prompt(endpoint.value, model, owner, body)
         if prompt is not None:
-            caller = _caller(principal, body)
-            vector = await _embed(request, gateway, prompt.text, caller)
-            hit = None
-            if vector is not None and wanted.lookup:
-                hit = await gateway.semantic.lookup(
-                    prompt, vector, gateway.semantic.threshold(wanted.similarity),
-                    wanted.max_age)
-            if hit is not None:
-                CACHE.labels("semantic_hit").inc()
-                genai.provider = hit.answer.provider
-                _publish_hit(gateway, principal, request_id(request), model, endpoint,
-                             stream, caller, hit.answer, (time.perf_counter() - began) * 1000,
-                             hit.similarity)
-                served = (replay.stream_hit(hit.answer, include_usage) if stream
-                          else replay.json_hit(hit.answer))
-                served.headers[replay.CACHE_HEADER] = SEMANTIC_HIT
-                served.headers[SIMILARITY_HEADER] = f"{hit.similarity:.4f}"
+            served, semantic = await _semantic(request, gateway, prompt, wanted, model, body,
+                                               endpoint, stream, include_usage, began)
+            if served is not None:
                 return served
-            if vector is not None:
-                semantic = gateway.semantic.storer(prompt, vector, wanted.ttl)
         if wanted.store:
             lead = None
             if settings.cache_dedup and gateway.inflight.leader(key) is None:

@@ -59,7 +59,6 @@ def config(openai_url: str) -> dict[str, Any]:
 def semantic(
     nats_server: NatsServer, fake_openai: tuple[str, FakeOpenAIState],
     redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory,
-    gateway: Gateway,  # the session's: its accounting answers the usage queries
 ) -> Iterator[tuple[Gateway, str]]:
     """A gateway with the semantic cache on, and the URL of its second replica."""
     work = tmp_path_factory.mktemp("semantic")
@@ -138,6 +137,8 @@ class Stored:
 
 def usage(gw: Gateway, key_id: str, expected: int, within: float = 20.0
           ) -> list[dict[str, Any]]:
+    """The key's usage events, as the session gateway's accounting has them (every
+    gateway on the session's NATS publishes to one usage stream)."""
     deadline = time.monotonic() + within
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -160,7 +161,7 @@ def calls(state: FakeOpenAIState, question: str) -> int:
 
 def test_a_paraphrase_is_a_free_semantic_hit_and_every_call_is_accounted(
     semantic: tuple[Gateway, str], fake_openai: tuple[str, FakeOpenAIState],
-    nats_server: NatsServer,
+    nats_server: NatsServer, gateway: Gateway,
 ) -> None:
     gw, _ = semantic
     stored = Stored(nats_server.url)
@@ -182,7 +183,7 @@ def test_a_paraphrase_is_a_free_semantic_hit_and_every_call_is_accounted(
     assert calls(fake_openai[1], FRANCE_AGAIN) == 0
 
     # Two chat events (the call, the hit) and two embedding calls, each its own event.
-    rows = usage(gw, key_id, expected=4)
+    rows = usage(gateway, key_id, expected=4)
     chats = sorted((r for r in rows if r["endpoint"] == "chat"), key=lambda r: r["status"])
     embeds = [r for r in rows if r["endpoint"] == "embeddings"]
     assert [r["status"] for r in chats] == ["cache_hit", "ok"]
@@ -190,6 +191,9 @@ def test_a_paraphrase_is_a_free_semantic_hit_and_every_call_is_accounted(
     assert Decimal(ok["cost"]) == cost
     assert Decimal(hit["cost"]) == 0 and Decimal(hit["saved_cost"]) == cost
     assert hit["model_alias"] == "chat" and hit["prompt_tokens"] == 0
+    assert hit["metadata"]["aigw_cache"] == "semantic"
+    assert float(hit["metadata"]["aigw_similarity"]) == pytest.approx(
+        float(second.headers["x-aigw-cache-similarity"]))
     assert len(embeds) == 2
     for row in embeds:
         assert row["status"] == "ok" and row["model_alias"] == "embed"

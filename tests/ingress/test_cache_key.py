@@ -166,3 +166,14 @@ def test_the_scope_the_endpoint_and_the_model_alias_are_part_of_the_key() -> Non
     assert key(BODY, scope="team:t2") != key(BODY)
     assert key(BODY, endpoint="embeddings") != key(BODY)
     assert key(BODY, model="other") != key(BODY)
+
+
+def test_a_request_may_set_the_semantic_similarity_threshold() -> None:
+    asked = ask({**BODY, "cache": {"ttl": 60, "similarity_threshold": 0.97}})
+    assert asked.similarity == 0.97 and asked.store
+    assert ask({**BODY, "cache": {"ttl": 60}}).similarity is None
+    for bad in (0, 1.5, "high", True):
+        with pytest.raises(ApiError) as caught:
+            ask({**BODY, "cache": {"similarity_threshold": bad}})
+        assert caught.value.status == 400
+        assert caught.value.param == "cache.similarity_threshold"

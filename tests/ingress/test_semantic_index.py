@@ -162,3 +162,12 @@ def test_a_request_too_random_or_not_a_chat_is_not_served_by_meaning() -> None:
     assert prompt_of("embeddings", "m", "o", SETTINGS, {"input": "x"}) is None
     lenient = SemanticSettings(embedding_model="emb", max_temperature=2.0)
     assert prompt_of("chat", "m", "o", lenient, chat("x", temperature=1.5)) is not None
+
+
+def test_overflow_names_what_adding_a_key_would_drop() -> None:
+    index = SemanticIndex(bound=2)
+    assert index.overflow("s", "a") == []
+    index.add("s", "a", vec("capital of France"), FAR)
+    index.add("s", "b", vec("capital of Spain"), FAR)
+    assert index.overflow("s", "c") == ["a"]
+    assert index.overflow("s", "b") == []  # already there: replaced, nothing dropped
