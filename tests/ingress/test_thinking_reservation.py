@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from core.pricing import ModelPrice
+from core.pricing import ModelPrice, PriceTable
+from ingress.admission.alerts import BudgetAlerts
 from ingress.admission.budget import max_output_tokens, reserve_cost
+from ingress.admission.gatekeeper import Gatekeeper
+from ingress.admission.local import LocalAdmission
+from ingress.auth.principal import Principal
+from schemas.config import Deployment
+from schemas.keys import Limits, VirtualKey
 from schemas.reasoning import thinking_budget
 
 
@@ -32,3 +38,15 @@ def test_a_long_prompt_is_reserved_at_the_long_context_tier() -> None:
     assert reserve_cost(250_000, 1000, price) == Decimal("1.5") + Decimal("0.0225")
     # 1000 x 0.000003 + 1000 x 0.000015
     assert reserve_cost(1000, 1000, price) == Decimal("0.003") + Decimal("0.015")
+
+
+async def test_the_gatekeeper_reserves_the_thinking_budget_at_the_output_price() -> None:
+    gatekeeper = Gatekeeper(LocalAdmission(), PriceTable.default(), BudgetAlerts(None))
+    key = VirtualKey(id="k-think", limits=Limits(daily_budget_usd=Decimal("100")))
+    claude = Deployment(id="c#1", model_name="claude", provider="anthropic",
+                        upstream_model="claude-sonnet-4-20250514")
+    body = {"messages": [{"role": "user", "content": "abcd" * 25}], "reasoning_effort": "high"}
+    ticket = await gatekeeper.admit(Principal(key=key), claude, "adm-1", body, generates=True)
+    # prompt estimate: 25 text + 4 message + 3 priming = 32 tokens at 3/M;
+    # output: 16384 thinking + 4096 answer at 15/M
+    assert ticket.reserve_cost == 32 * Decimal("0.000003") + 20480 * Decimal("0.000015")
