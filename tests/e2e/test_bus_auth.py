@@ -1,6 +1,6 @@
 """The gateway's processes, each with its own NATS user, on a server that allows each only its
-own subjects: keys, calls, usage, analytics, batches and files all work, and the server
-refuses nothing they do (no permission violation in its log)."""
+own subjects: keys (and their audit log), calls, usage, analytics, batches and files all
+work, and the server refuses nothing they do (no permission violation in its log)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,13 @@ def test_every_role_does_its_job_and_the_server_refuses_nothing(
         return rows if len(rows) >= 2 else []
 
     _until(accounted)
+
+    def audited() -> list[object]:  # the ingress publishes, accounting stores and answers
+        r = httpx.get(gw.base_url + "/admin/audit", headers=MASTER, timeout=10,
+                      params={"target_id": key_id})
+        return r.json()["data"] if r.status_code == 200 else []
+
+    assert [e["action"] for e in _until(audited)] == ["key.create"]  # type: ignore[index]
 
     line = {"custom_id": "one", "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}}
