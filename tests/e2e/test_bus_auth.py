@@ -94,7 +94,7 @@ def test_every_role_does_its_job_and_the_server_refuses_nothing(
                       params={"target_id": key_id})
         return r.json()["data"] if r.status_code == 200 else []
 
-    assert [e["action"] for e in _until(audited)] == ["key.create"]  # type: ignore[index]
+    assert [e["action"] for e in _until(audited)] == ["key.create"]
 
     line = {"custom_id": "one", "method": "POST", "url": "/v1/chat/completions",
             "body": {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}]}}
