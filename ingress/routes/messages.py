@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ingress.auth.principal import Principal
-from ingress.deps import AuthedGateway
+from ingress.deps import AuthedGateway, request_id
 from ingress.dispatch import relay
 from ingress.dispatch.hangup import HangUp
 from ingress.errors import invalid
@@ -57,10 +57,15 @@ async def _respond(request: Request, gateway: Gateway, parsed: MessagesRequest,
     genai.provider = started.deployment.provider
     settings = gateway.settings
     settle = gateway.gatekeeper.settle
+    response: Response
     if stream:
-        return relay.stream_response(started, False, settings.heartbeat_timeout, settle,
-                                     framing=relay.ANTHROPIC)
-    return await relay.json_response(started, settings.heartbeat_timeout, settle)
+        response = relay.stream_response(started, False, settings.heartbeat_timeout, settle,
+                                         framing=relay.ANTHROPIC)
+    else:
+        response = await relay.json_response(started, settings.heartbeat_timeout, settle)
+    # Where Anthropic's SDK reads a response's id (``message._request_id``).
+    response.headers["request-id"] = request_id(request)
+    return response
 
 
 @router.post("/messages")

@@ -52,6 +52,7 @@ RECORDING = Path(__file__).parent / "recordings" / "claude_code_session.json"
 def gateway(
     fake_openai: tuple[str, FakeOpenAIState],
     fake_anthropic: tuple[str, Starlette],
+    fake_gemini: tuple[str, Starlette],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("messages")
@@ -78,6 +79,9 @@ def gateway(
             claude("claude-midstream", "fail-midstream"),
             gpt("gpt", "gpt-4o-mini", GPT_PRICES),
             gpt("gpt-broken", "fail-500"),
+            {"model_name": "gemini", "litellm_params": {
+                "model": "gemini/gemini-2.0-flash", "api_base": fake_gemini[0],
+                "api_key": "gemini-e2e"}},
         ],
         "router_settings": {"fallbacks": [{"claude-down": ["gpt"]}]},
         "general_settings": {"master_key": MASTER_KEY},
@@ -90,6 +94,7 @@ def gateway(
         gw.start_accounting(work / "data")
         gw.start_worker("openai")
         gw.start_worker("anthropic")
+        gw.start_worker("gemini")
         gw.start_ingress()
         gw.wait_ready(60)
         yield gw
@@ -237,9 +242,12 @@ def test_native_calls_are_accounted_once_with_cache_tokens_and_exact_cost(
     client = _client(gateway, secret)
     prompt = "Count me [cache]"
     made = client.messages.create(model="claude", max_tokens=100,
-                                  messages=[{"role": "user", "content": prompt}])
+                                  messages=[{"role": "user", "content": prompt}],
+                                  metadata={"user_id": "user-42"})
+    assert made._request_id  # the gateway's request id, as Anthropic's SDK reads it
     with client.messages.stream(model="claude", max_tokens=100,
-                                messages=[{"role": "user", "content": prompt}]) as stream:
+                                messages=[{"role": "user", "content": prompt}],
+                                metadata={"user_id": "user-42"}) as stream:
         streamed = stream.get_final_message()
     for message in (made, streamed):
         assert message.usage.cache_read_input_tokens == 1024
@@ -248,12 +256,14 @@ def test_native_calls_are_accounted_once_with_cache_tokens_and_exact_cost(
     rows = _logs(gateway, key_id, expected=2)
     assert len(rows) == 2
     assert sorted(r["streamed"] for r in rows) == [False, True]
+    assert made._request_id in {r["request_id"] for r in rows}
     for row, message in zip(sorted(rows, key=lambda r: r["streamed"]), (made, streamed),
                             strict=True):
         usage = message.usage
         assert row["status"] == "ok"
         assert row["endpoint"] == "messages"
         assert row["provider"] == "anthropic"
+        assert row["end_user"] == "user-42"
         assert row["prompt_tokens"] == usage.input_tokens + 1024 + 256
         assert row["cached_tokens"] == 1024
         assert row["cache_write_tokens"] == 256
@@ -368,6 +378,29 @@ def test_translated_calls_are_accounted_with_exact_cost(gateway: Gateway) -> Non
         assert row["completion_tokens"] == message.usage.output_tokens > 0
         assert Decimal(row["cost"]) == (message.usage.input_tokens * Decimal("0.000001")
                                         + message.usage.output_tokens * Decimal("0.000002"))
+
+
+def test_translated_to_gemini_tools_and_thinking(gateway: Gateway) -> None:
+    client = _client(gateway)
+    question: Any = {"role": "user", "content": "Weather in Paris? USE_TOOL"}
+    first = client.messages.create(model="gemini", max_tokens=200, tools=[WEATHER],
+                                   messages=[question])
+    assert first.stop_reason == "tool_use"
+    call = first.content[-1]
+    assert call.type == "tool_use" and call.name == "get_weather"
+    turns: Any = [question, {"role": "assistant", "content": [call.model_dump()]},
+                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,
+                                                "content": "18C and sunny"}]}]
+    answer = client.messages.create(model="gemini", max_tokens=200, tools=[WEATHER],
+                                    messages=turns)
+    assert answer.stop_reason == "end_turn"
+    assert "18C and sunny" in answer.content[-1].text  # type: ignore[union-attr]
+
+    with client.messages.stream(model="gemini", max_tokens=200,
+                                messages=[{"role": "user", "content": "Hello THINK"}]) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.usage.output_tokens > 0
 
 
 def test_a_failed_native_attempt_falls_back_to_a_translated_one(gateway: Gateway) -> None:
