@@ -18,14 +18,16 @@ from schemas.usage import TokenUsage
 from tests.fakes import cohere_server
 from workers.providers.base import UpstreamCall, UpstreamError
 from workers.providers.cohere.adapter import CohereProvider
+from workers.providers.cohere.retrieval import (
+    from_cohere_embed,
+    from_cohere_rerank,
+    to_cohere_embed,
+    to_cohere_rerank,
+)
 from workers.providers.cohere.translate import (
     StreamTranslator,
     from_cohere_chat,
-    from_cohere_embed,
-    from_cohere_rerank,
     to_cohere_chat,
-    to_cohere_embed,
-    to_cohere_rerank,
     usage_from_cohere,
 )
 

@@ -24,15 +24,17 @@ from workers.providers.base import (
     status_for_kind,
     transport_error,
 )
+from workers.providers.cohere.retrieval import (
+    from_cohere_embed,
+    from_cohere_rerank,
+    to_cohere_embed,
+    to_cohere_rerank,
+)
 from workers.providers.cohere.translate import (
     PROVIDER,
     StreamTranslator,
     from_cohere_chat,
-    from_cohere_embed,
-    from_cohere_rerank,
     to_cohere_chat,
-    to_cohere_embed,
-    to_cohere_rerank,
     usage_from_cohere,
 )
 from workers.providers.decode import json_body
