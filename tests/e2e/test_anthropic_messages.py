@@ -678,3 +678,28 @@ def test_a_body_over_the_cap_is_an_anthropic_request_too_large(gateway: Gateway)
         conn.close()
     assert body["type"] == "error"
     assert body["error"]["type"] == "request_too_large"
+
+
+def test_budgets_reserve_then_settle_with_the_real_cost(gateway: Gateway) -> None:
+    key_id, secret = make_key(gateway, limits={"daily_budget_usd": "0.002"})
+    client = _client(gateway, secret)
+    user: Any = [{"role": "user", "content": "spend a little"}]
+    # Reserved: the prompt's estimate and 100 output tokens at $0.000015, under the budget.
+    made = client.messages.create(model="claude", max_tokens=100, messages=user)
+    # 1000 output tokens could cost $0.015: refused before any upstream call.
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(model="claude", max_tokens=1000, messages=user)
+    assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    cost = (made.usage.input_tokens * Decimal("0.000003")
+            + made.usage.output_tokens * Decimal("0.000015"))
+    deadline = time.monotonic() + 20
+    while True:
+        status = httpx.get(gateway.base_url + "/v1/usage/budget", timeout=10,
+                           headers={"authorization": f"Bearer {secret}"}).json()
+        daily = status["scopes"][0]["daily"]
+        if Decimal(daily["reserved"]) == 0 and Decimal(daily["spent"]) == cost:
+            break
+        assert time.monotonic() < deadline, daily
+        time.sleep(0.2)
+    rows = _logs(gateway, key_id, expected=2)
+    assert sorted(r["status"] for r in rows) == ["ok", "rejected"]
