@@ -441,9 +441,10 @@ class WorkerService:
             return
         self._settle(attempt, call, TokenUsage())
         # A cut stream's prompt is estimated from the body as chat would see it.
-        native = isinstance(self._provider, messages.NativeMessages)
-        attempt.call = call if native else messages.chat_call(call)
-        async for item in messages.stream(self._provider, call):
+        chat = None if isinstance(self._provider, messages.NativeMessages) else (
+            messages.chat_call(call))
+        attempt.call = chat or call
+        async for item in messages.stream(self._provider, call, chat):
             if isinstance(item, TokenUsage):
                 self._settle(attempt, call, item)
                 continue

@@ -40,15 +40,18 @@ async def complete(provider: Provider, call: UpstreamCall) -> Completion:
     return Completion(response=message, usage=result.usage)
 
 
-async def stream(provider: Provider, call: UpstreamCall) -> AsyncIterator[EventItem]:
-    """The answer as Messages stream events, with the usage as the provider reports it."""
+async def stream(
+    provider: Provider, call: UpstreamCall, chat: UpstreamCall | None = None
+) -> AsyncIterator[EventItem]:
+    """The answer as Messages stream events, with the usage as the provider reports it;
+    ``chat`` is :func:`chat_call` of ``call`` when the caller has it already."""
     if isinstance(provider, NativeMessages):
         async for item in provider.messages_stream(call):
             yield item
         return
     writer = EventWriter(request_id=call.request_id, model=call.deployment.upstream_model)
     usage = TokenUsage()
-    async for piece in provider.stream(chat_call(call)):
+    async for piece in provider.stream(chat or chat_call(call)):
         if isinstance(piece, TokenUsage):
             usage = piece
             yield piece
