@@ -79,8 +79,9 @@ class AuditStore:
 def query_sql(q: AuditQuery) -> tuple[str, dict[str, Any]]:
     clauses: list[str] = []
     params: dict[str, Any] = {"limit": q.limit + 1, "offset": q.offset}
-    for column, value in (("actor", q.actor), ("action", q.action),
-                          ("target_kind", q.target_kind), ("target_id", q.target_id)):
+    for column, value in (("actor", q.actor), ("actor_team_id", q.team_id),
+                          ("action", q.action), ("target_kind", q.target_kind),
+                          ("target_id", q.target_id)):
         if value is not None:
             clauses.append(f"{column} = {{{column}:String}}")
             params[column] = value

@@ -22,7 +22,7 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 _LIMITS = ("rpm", "tpm", "max_parallel", "daily_budget_usd", "monthly_budget_usd")
-_FIELDS = ("alias", "team_id", "allowed_models", "expires_at", "metadata")
+_FIELDS = ("alias", "team_id", "allowed_models", "expires_at", "metadata", "role")
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -86,7 +86,9 @@ def _connection_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--url", default=None,
                          help=f"gateway base URL (env AIGW_URL, default {DEFAULT_URL})")
-    options.add_argument("--master-key", default=None, help="master key (env AIGW_MASTER_KEY)")
+    options.add_argument("--master-key", "--admin-key", dest="master_key", default=None,
+                         help="the master key, or a team admin key for its team's keys "
+                              "(env AIGW_MASTER_KEY or AIGW_ADMIN_KEY)")
     options.add_argument("--timeout", type=float, default=10.0)
     return options
 
@@ -123,6 +125,9 @@ def _key_fields(updating: bool) -> argparse.ArgumentParser:
     fields = argparse.ArgumentParser(add_help=False)
     unset = argparse.SUPPRESS
     fields.add_argument("--team", dest="team_id", default=unset)
+    fields.add_argument("--role", choices=("user", "team_admin"), default=unset,
+                        help="team_admin: the key also manages its team's keys (master key "
+                             "only)")
     expiry = fields.add_mutually_exclusive_group()
     expiry.add_argument("--expires-at", type=_timestamp, default=unset, metavar="ISO8601")
     expiry.add_argument("--expires-in", type=_duration, default=unset, metavar="DURATION",
@@ -151,11 +156,18 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
 # ---- HTTP --------------------------------------------------------------------------------
 
 
+def admin_key(given: str | None) -> str | None:
+    """The key the admin commands send: the option, else the master key's variable, else
+    a team admin key's."""
+    return given or os.environ.get("AIGW_MASTER_KEY") or os.environ.get("AIGW_ADMIN_KEY")
+
+
 def _call(args: argparse.Namespace, method: str, path: str,
           body: dict[str, Any] | None = None, params: dict[str, Any] | None = None) -> int:
-    key = args.master_key or os.environ.get("AIGW_MASTER_KEY")
+    key = admin_key(args.master_key)
     if not key:
-        sys.stderr.write("aigw: no master key: pass --master-key or set AIGW_MASTER_KEY\n")
+        sys.stderr.write("aigw: no admin key: pass --master-key (or --admin-key), or set "
+                         "AIGW_MASTER_KEY or AIGW_ADMIN_KEY\n")
         return 2
     url = (args.url or os.environ.get("AIGW_URL") or DEFAULT_URL).rstrip("/")
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from cli.admin import DEFAULT_URL
+from cli.admin import DEFAULT_URL, admin_key
 from schemas.audit import ACTIONS
 
 _COLUMNS = ("time", "actor", "action", "target", "changes", "source_ip", "request_id")
@@ -48,9 +48,10 @@ def table(events: list[dict[str, Any]]) -> str:
 
 
 def audit(args: argparse.Namespace) -> int:
-    key = args.master_key or os.environ.get("AIGW_MASTER_KEY")
+    key = admin_key(args.master_key)
     if not key:
-        sys.stderr.write("aigw: no master key: pass --master-key or set AIGW_MASTER_KEY\n")
+        sys.stderr.write("aigw: no admin key: pass --master-key (or --admin-key), or set "
+                         "AIGW_MASTER_KEY or AIGW_ADMIN_KEY\n")
         return 2
     url = (args.url or os.environ.get("AIGW_URL") or DEFAULT_URL).rstrip("/")
     params = {name: getattr(args, name) for name in
@@ -80,7 +81,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cmd = subparsers.add_parser("audit", help="show the audit log of admin actions")
     cmd.add_argument("--url", default=None,
                      help=f"gateway base URL (env AIGW_URL, default {DEFAULT_URL})")
-    cmd.add_argument("--master-key", default=None, help="master key (env AIGW_MASTER_KEY)")
+    cmd.add_argument("--master-key", "--admin-key", dest="master_key", default=None,
+                     help="the master key, or a team admin key for its team's actions "
+                          "(env AIGW_MASTER_KEY or AIGW_ADMIN_KEY)")
     cmd.add_argument("--timeout", type=float, default=10.0)
     cmd.add_argument("--actor", help="master, a key id, or signal:SIGUSR1")
     cmd.add_argument("--action", choices=ACTIONS)

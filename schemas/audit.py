@@ -165,6 +165,8 @@ class AuditQuery(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     actor: str | None = Field(default=None, max_length=200)
+    # Actions by keys of this team (a team admin reads its own team's only).
+    team_id: str | None = Field(default=None, max_length=200)
     action: Action | None = None
     target_kind: TargetKind | None = None
     target_id: str | None = Field(default=None, max_length=200)

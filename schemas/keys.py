@@ -63,6 +63,9 @@ def secret_hint(secret: str) -> str:
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
+# ``team_admin``: a key of a team that also manages that team's other keys (granted by the
+# master key; see ingress/auth/admin_scope.py). ``user``: a key that only calls models.
+KeyRole = Literal["user", "team_admin"]
 _ModelList = list[str]
 _Metadata = dict[str, str]
 
@@ -124,6 +127,7 @@ class VirtualKey(BaseModel):
     created_at: AwareDatetime = Field(default_factory=_now)
     last_used_at: AwareDatetime | None = None
     revoked: bool = False
+    role: KeyRole = "user"
     secret_hashes: list[SecretHash] = Field(default_factory=list)
 
     def expired(self, now: datetime) -> bool:
@@ -143,6 +147,7 @@ class VirtualKey(BaseModel):
             last_used_at=self.last_used_at,
             revoked=self.revoked,
             hint=current.hint if current else None,
+            role=self.role,
         )
 
 
@@ -166,6 +171,7 @@ class KeyView(BaseModel):
     last_used_at: AwareDatetime | None
     revoked: bool
     hint: str | None
+    role: KeyRole = "user"
 
 
 class KeyWithSecret(KeyView):
@@ -183,6 +189,7 @@ class KeyCreate(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     expires_at: AwareDatetime | None = None
     metadata: _Metadata = Field(default_factory=dict)
+    role: KeyRole = "user"
 
 
 class KeyUpdate(BaseModel):
@@ -194,6 +201,7 @@ class KeyUpdate(BaseModel):
     limits: Limits | None = None
     expires_at: AwareDatetime | None = None
     metadata: _Metadata | None = None
+    role: KeyRole | None = None
 
 
 class RotateRequest(BaseModel):

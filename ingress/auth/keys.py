@@ -314,6 +314,8 @@ class KeyStore:
     async def create_key(self, body: KeyCreate) -> KeyWithSecret:
         if body.team_id is not None:
             await self._require_team(body.team_id)
+        elif body.role == "team_admin":
+            raise InvalidReference("team_id", "a team_admin key needs a team_id")
         secret = new_secret()
         key = VirtualKey(
             alias=body.alias,
@@ -322,6 +324,7 @@ class KeyStore:
             limits=body.limits,
             expires_at=body.expires_at,
             metadata=body.metadata,
+            role=body.role,
             created_at=self._clock(),
             secret_hashes=[SecretHash(hash=hash_secret(secret), hint=secret_hint(secret))],
         )
@@ -346,7 +349,10 @@ class KeyStore:
             await self._require_team(patch.team_id)
 
         def change(key: VirtualKey) -> VirtualKey:
-            return _patched(key, patch)
+            changed = _patched(key, patch)
+            if changed.role == "team_admin" and changed.team_id is None:
+                raise InvalidReference("team_id", "a team_admin key needs a team_id")
+            return changed
 
         return self._with_usage(await self._modify_key(id, change)).view()
 
@@ -487,5 +493,7 @@ def _patched(current: _M, patch: BaseModel) -> _M:
             value = Limits() if value is None else merge_limits(getattr(current, name), value)
         elif value is None and name in ("allowed_models", "metadata"):
             value = type(getattr(current, name))()
+        elif value is None and name == "role":
+            value = "user"
         update[name] = value
     return current.model_copy(update=update)

@@ -30,6 +30,13 @@ class Principal:
         return self.team.id if self.team else None
 
     @property
+    def admin_of_team(self) -> str | None:
+        """The team whose keys this key manages (a ``team_admin`` key of a team)."""
+        if self.key is not None and self.key.role == "team_admin" and self.team is not None:
+            return self.team.id
+        return None
+
+    @property
     def is_unrestricted(self) -> bool:
         """No model list at the key's level nor the team's."""
         return not (self.key and self.key.allowed_models) and not (

@@ -5,7 +5,8 @@ on. Before each attempt the worker asks an ingress (:mod:`ingress.batch.admissio
 asks :func:`choose`:
 
 * first attempt of a delivery: the group's plan (routing strategy, deployments cooling
-  down left out) minus the deployments the item already failed on. An item that was
+  down left out, tiers by the item's complexity for a group routed so) minus the
+  deployments the item already failed on. An item that was
   handed over to another provider keeps the deployment it was handed to while that one
   is usable, so items do not travel back and forth as a rotation turns;
 * after a failure a sibling might not have (:data:`FAILOVER`): the next deployment of the
@@ -51,7 +52,7 @@ def choose(router: Router, ask: AdmitAsk,
         return may_move or ask.provider is None or d.provider == ask.provider
 
     def untried(model: str) -> list[Deployment]:
-        return [d for d in router.plan(model) if d.id not in failed and fits(d)]
+        return [d for d in router.plan(model, ask.body) if d.id not in failed and fits(d)]
 
     last: ErrorInfo | None = ask.last_error
     if last is None:
@@ -78,7 +79,7 @@ def choose(router: Router, ask: AdmitAsk,
         if picks:
             return Choice(picks[0], f"fallback:{model}")
     if last is None or last.kind in RETRYABLE:
-        return _retry_round(router, alias, fits)
+        return _retry_round(router, alias, ask, fits)
     return Choice(None, "exhausted")
 
 
@@ -88,6 +89,7 @@ def _usable(router: Router, deployment_id: str) -> Deployment | None:
     return next((d for d in router.deployments if d.id == deployment_id), None)
 
 
-def _retry_round(router: Router, alias: str, fits: Callable[[Deployment], bool]) -> Choice:
-    picks = [d for d in router.plan(alias) if fits(d)]
+def _retry_round(router: Router, alias: str, ask: AdmitAsk,
+                 fits: Callable[[Deployment], bool]) -> Choice:
+    picks = [d for d in router.plan(alias, ask.body) if fits(d)]
     return Choice(picks[0], "retry") if picks else Choice(None, "exhausted")

@@ -1,5 +1,6 @@
 """``/ui/audit``: the audit log, newest first, filtered and paged, read from ClickHouse
-through the accounting service as ``GET /admin/audit`` reads it. Master key only."""
+through the accounting service as ``GET /admin/audit`` reads it: all of it for the master
+key, the actions of its own team's keys for a team admin."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ingress.console import data
-from ingress.console.guard import admin, gateway_of
+from ingress.console.guard import gateway_of, key_admin
 from ingress.console.pages import context
 from ingress.console.paging import PER_PAGE, Page
 from ingress.console.render import page
@@ -24,7 +25,7 @@ FILTERS = ("actor", "action", "target_kind", "target_id", "since", "until")
 
 @router.get("/audit")
 async def audit(request: Request, p: int = 1) -> Response:
-    found = await admin(request)
+    found = await key_admin(request)
     filters = {name: request.query_params.get(name, "").strip() for name in FILTERS}
     number = max(1, p)
     rows: dict[str, Any] = {"data": [], "has_more": False}
@@ -32,7 +33,7 @@ async def audit(request: Request, p: int = 1) -> Response:
     try:
         q = AuditQuery.model_validate({
             **{k: v for k, v in filters.items() if v}, "limit": PER_PAGE,
-            "offset": (number - 1) * PER_PAGE})
+            "offset": (number - 1) * PER_PAGE, "team_id": found.own_team})
         rows = await data.ask(gateway_of(request), "audit", q)
     except pydantic.ValidationError as exc:
         error = data.invalid_filter(exc)

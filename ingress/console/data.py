@@ -22,7 +22,11 @@ class Unavailable(Exception):
 
 
 def scope(found: Viewer) -> dict[str, str]:
-    """Filters the viewer cannot lift: a virtual key sees its own usage only."""
+    """Filters the viewer cannot lift: a virtual key sees its own usage only, a team admin
+    its team's (as on ``/v1/usage``)."""
+    team = found.principal.admin_of_team
+    if team is not None:
+        return {"team_id": team}
     key = found.principal.key
     return {"key_id": key.id} if key is not None else {}
 

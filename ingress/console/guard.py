@@ -1,7 +1,8 @@
 """Who is looking at a console page, and what they may do there.
 
-Roles, the same as on the admin API: the master key sees and does everything; a virtual
-key sees its own usage, logs, budget and batches, and the playground. Every page resolves
+Roles, the same as on the admin API: the master key sees and does everything; a team admin
+key manages its own team's keys and sees its team's usage, logs and audit entries; a
+virtual key sees its own usage, logs, budget and batches, and the playground. Every page resolves
 the session again (a revoked or expired key, or a changed master key, ends it at once), and
 every form post checks the session's CSRF token.
 """
@@ -24,6 +25,7 @@ COOKIE = "aigw_console"
 
 class Role(StrEnum):
     MASTER = "master"
+    TEAM_ADMIN = "team admin"
     KEY = "key"
 
 
@@ -47,11 +49,23 @@ class Viewer:
 
     @property
     def role(self) -> Role:
-        return Role.MASTER if self.principal.master else Role.KEY
+        if self.principal.master:
+            return Role.MASTER
+        return Role.TEAM_ADMIN if self.principal.admin_of_team else Role.KEY
 
     @property
     def is_admin(self) -> bool:
+        """The master key: every page."""
         return self.role is Role.MASTER
+
+    @property
+    def manages_keys(self) -> bool:
+        """The master key, or a team admin (its own team's keys)."""
+        return self.role is not Role.KEY
+
+    @property
+    def own_team(self) -> str | None:
+        return self.principal.admin_of_team
 
     @property
     def label(self) -> str:
@@ -105,6 +119,14 @@ async def admin(request: Request) -> Viewer:
     found = await viewer(request)
     if not found.is_admin:
         raise Denied("This page is for the master key.")
+    return found
+
+
+async def key_admin(request: Request) -> Viewer:
+    """The viewer, who must hold the master key or a team admin key."""
+    found = await viewer(request)
+    if not found.manages_keys:
+        raise Denied("This page is for the master key and team admins.")
     return found
 
 

@@ -1,6 +1,7 @@
 """``/ui/keys`` and ``/ui/teams``: list, create (the secret shown once), edit limits,
-budgets and models, rotate, revoke, delete. Master key only; every change goes through the
-key store the admin API uses."""
+budgets and models, rotate, revoke, delete. Keys: the master key, or a team admin for its
+own team's keys (the admin API's rules, :mod:`ingress.auth.admin_scope`); teams: the master
+key. Every change goes through the key store the admin API uses, and into the audit log."""
 
 from __future__ import annotations
 
@@ -11,13 +12,24 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ingress.audit import AuditTrail
+from ingress.auth.admin_scope import check_key, check_update, listed_team, scoped_create
 from ingress.auth.keys import Conflict, InvalidReference, KeyStoreError, NotFound
-from ingress.console.guard import Denied, Viewer, admin, gateway_of
+from ingress.console.guard import Denied, Viewer, admin, gateway_of, key_admin
 from ingress.console.pages import context, posted
 from ingress.console.paging import Page
 from ingress.console.render import page, redirect
+from ingress.errors import ApiError
 from schemas.audit import Action, TargetKind
-from schemas.keys import KeyCreate, KeyUpdate, Limits, RotateRequest, TeamCreate, TeamUpdate
+from schemas.keys import (
+    KeyCreate,
+    KeyUpdate,
+    KeyView,
+    Limits,
+    RotateRequest,
+    Team,
+    TeamCreate,
+    TeamUpdate,
+)
 
 router = APIRouter()
 
@@ -59,34 +71,57 @@ def _store_error(exc: KeyStoreError) -> str:
 
 # ---- keys ------------------------------------------------------------------------------
 
+def _teams_for(request: Request, found: Viewer) -> list[Team]:
+    """The teams a key may be put in: all (master), or the team admin's own."""
+    teams = gateway_of(request).keys.list_teams()
+    own = found.own_team
+    return teams if own is None else [t for t in teams if t.id == own]
+
+
 def _keys_page(request: Request, found: Viewer, number: int, error: str | None = None,
-               status: int = 200, created: Any = None) -> Response:
+               status: int = 200) -> Response:
     gateway = gateway_of(request)
-    keys = gateway.keys.list_keys(include_revoked=True)
+    keys = gateway.keys.list_keys(team_id=listed_team(found.principal, None),
+                                  include_revoked=True)
     keys.sort(key=lambda k: k.created_at, reverse=True)
     return page(request, "keys.html", status=status, **context(
-        found, keys=Page.of(keys, number), teams=gateway.keys.list_teams(), error=error,
-        created=created))
+        found, keys=Page.of(keys, number), teams=_teams_for(request, found), error=error))
+
+
+def _managed_key(request: Request, found: Viewer, key_id: str) -> KeyView:
+    """The key, if the viewer may manage it; else the refusal page."""
+    try:
+        key = gateway_of(request).keys.get_key(key_id)
+        check_key(found.principal, key)
+    except NotFound:
+        raise Denied("There is no such key.") from None
+    except ApiError as exc:
+        raise Denied("There is no such key." if exc.status == 404 else exc.message) from None
+    return key
 
 
 @router.get("/keys")
 async def keys_list(request: Request, p: int = 1) -> Response:
-    found = await admin(request)
+    found = await key_admin(request)
     return _keys_page(request, found, p)
 
 
 @router.post("/keys")
 async def key_create(request: Request) -> Response:
-    found = await admin(request)
+    found = await key_admin(request)
     fields = await posted(request, found)
     store = gateway_of(request).keys
     try:
         body = _validated(lambda: KeyCreate(
             alias=_text(fields, "alias"), team_id=_text(fields, "team_id"),
-            allowed_models=_models(fields), limits=_limits(fields)))
+            allowed_models=_models(fields), limits=_limits(fields),
+            role=fields.get("role") or "user"))
+        body = scoped_create(found.principal, body)
         created = await store.create_key(body)
     except FormError as exc:
         return _keys_page(request, found, 1, error=str(exc), status=400)
+    except ApiError as exc:
+        raise Denied(exc.message) from None
     except KeyStoreError as exc:
         return _keys_page(request, found, 1, error=_store_error(exc), status=400)
     audit(request, found, "key.create", "key", created.id, None, created)
@@ -95,58 +130,56 @@ async def key_create(request: Request) -> Response:
 
 @router.get("/keys/{key_id}")
 async def key_edit_page(request: Request, key_id: str) -> Response:
-    found = await admin(request)
-    gateway = gateway_of(request)
-    try:
-        key = gateway.keys.get_key(key_id)
-    except NotFound:
-        raise Denied("There is no such key.") from None
+    found = await key_admin(request)
+    key = _managed_key(request, found, key_id)
     return page(request, "key_edit.html", **context(found, key=key,
-                                                    teams=gateway.keys.list_teams()))
+                                                    teams=_teams_for(request, found)))
 
 
 @router.post("/keys/{key_id}")
 async def key_update(request: Request, key_id: str) -> Response:
-    found = await admin(request)
+    found = await key_admin(request)
     fields = await posted(request, found)
+    before = _managed_key(request, found, key_id)
     gateway = gateway_of(request)
     try:
-        before = gateway.keys.get_key(key_id)
         patch = _validated(lambda: KeyUpdate(
             alias=_text(fields, "alias"), team_id=_text(fields, "team_id"),
-            allowed_models=_models(fields), limits=_limits(fields)))
+            allowed_models=_models(fields), limits=_limits(fields),
+            **({"role": fields["role"]} if found.is_admin and fields.get("role") else {})))
+        check_update(found.principal, patch)
         after = await gateway.keys.update_key(key_id, patch)
+    except ApiError as exc:
+        raise Denied(exc.message) from None
     except (FormError, KeyStoreError) as exc:
         message = _store_error(exc) if isinstance(exc, KeyStoreError) else str(exc)
-        key = gateway.keys.get_key(key_id) if not isinstance(exc, NotFound) else None
-        if key is None:
-            raise Denied("There is no such key.") from None
         return page(request, "key_edit.html", status=400, **context(
-            found, key=key, teams=gateway.keys.list_teams(), error=message))
+            found, key=before, teams=_teams_for(request, found), error=message))
     audit(request, found, "key.update", "key", key_id, before, after)
     return redirect(request, "/keys")
 
 
 @router.post("/keys/{key_id}/rotate")
 async def key_rotate(request: Request, key_id: str) -> Response:
-    found = await admin(request)
+    found = await key_admin(request)
     fields = await posted(request, found)
+    before = _managed_key(request, found, key_id)
     try:
         grace = _validated(lambda: RotateRequest(
             grace_seconds=fields.get("grace_seconds", "").strip() or 0)).grace_seconds
         rotated = await gateway_of(request).keys.rotate_key(key_id, grace)
     except (FormError, KeyStoreError) as exc:
         raise Denied(str(exc)) from None
-    audit(request, found, "key.rotate", "key", key_id, None, {"grace_seconds": grace})
+    audit(request, found, "key.rotate", "key", key_id, before, rotated)
     return page(request, "secret.html", **context(found, key=rotated, action="rotated"))
 
 
 @router.post("/keys/{key_id}/revoke")
 async def key_revoke(request: Request, key_id: str) -> Response:
-    found = await admin(request)
+    found = await key_admin(request)
     await posted(request, found)
+    before = _managed_key(request, found, key_id)
     try:
-        before = gateway_of(request).keys.get_key(key_id)
         after = await gateway_of(request).keys.revoke_key(key_id)
     except KeyStoreError as exc:
         raise Denied(str(exc)) from None

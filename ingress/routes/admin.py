@@ -1,4 +1,5 @@
-"""``/admin/keys``, ``/admin/teams`` and ``/admin/config/reload``, for the master key only.
+"""``/admin/keys``, ``/admin/teams``, ``/admin/config/reload`` and ``/admin/audit``: for the
+master key, and for a team admin key within its own team (:mod:`ingress.auth.admin_scope`).
 
 Mounted under ``/admin``. The router needs from the running gateway:
 ``gateway.keys`` (a :class:`~ingress.auth.keys.KeyStore`), ``gateway.auth.check(request)``
@@ -20,6 +21,14 @@ from fastapi.responses import Response
 
 from core.config_feed import NATS_ERRORS as CONFIG_NATS_ERRORS
 from ingress.audit import AuditTrail
+from ingress.auth.admin_scope import (
+    check_key,
+    check_team,
+    check_update,
+    listed_team,
+    may_administer,
+    scoped_create,
+)
 from ingress.auth.keys import NATS_ERRORS, Conflict, InvalidReference, KeyStore, NotFound
 from ingress.auth.principal import Principal
 from ingress.config.reload import ConfigReloader
@@ -59,11 +68,38 @@ def _require_master(request: Request, what: str) -> None:
                        type="permission_error", code="admin_only")
 
 
+def _require_admin(request: Request) -> Principal:
+    """The caller, who holds the master key or a team admin key (admin_scope.py says what
+    each may touch)."""
+    principal: Principal = request.app.state.gateway.auth.check(request)
+    request.state.principal = principal
+    if may_administer(principal):
+        return principal
+    if principal.key is None:
+        raise ApiError(403, "The admin API needs a master key: set "
+                       "general_settings.master_key in the config.",
+                       type="permission_error", code="admin_disabled")
+    raise ApiError(403, "A virtual key cannot manage keys or teams; use the master key or a "
+                   "team admin key.", type="permission_error", code="admin_only")
+
+
 def admin_store(request: Request) -> KeyStore:
-    """The key store, once the caller is known to hold the master key."""
-    _require_master(request, "manage keys or teams")
+    """The key store, once the caller is known to hold the master key or a team admin key."""
+    _require_admin(request)
     store: KeyStore = request.app.state.gateway.keys
     return store
+
+
+def master_store(request: Request) -> KeyStore:
+    """The key store, once the caller is known to hold the master key."""
+    _require_master(request, "manage teams")
+    store: KeyStore = request.app.state.gateway.keys
+    return store
+
+
+def _caller(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
 
 
 def admin_reloader(request: Request) -> ConfigReloader:
@@ -82,6 +118,7 @@ def audit_trail(request: Request) -> AuditTrail:
 
 
 Store = Annotated[KeyStore, Depends(admin_store)]
+MasterStore = Annotated[KeyStore, Depends(master_store)]
 Reloader = Annotated[ConfigReloader, Depends(admin_reloader)]
 Audit = Annotated[AuditTrail, Depends(audit_trail)]
 
@@ -108,6 +145,7 @@ def _store_errors() -> Iterator[None]:
 @router.post("/keys")
 async def create_key(body: KeyCreate, store: Store, request: Request,
                      audit: Audit) -> KeyWithSecret:
+    body = scoped_create(_caller(request), body)
     with _store_errors():
         created = await store.create_key(body)
     audit.record(request, "key.create", "key", created.id, None, created)
@@ -116,22 +154,31 @@ async def create_key(body: KeyCreate, store: Store, request: Request,
 
 @router.get("/keys")
 async def list_keys(
-    store: Store, team_id: str | None = None, include_revoked: bool = False
+    store: Store, request: Request, team_id: str | None = None, include_revoked: bool = False
 ) -> KeyList:
-    return KeyList(data=store.list_keys(team_id=team_id, include_revoked=include_revoked))
+    team = listed_team(_caller(request), team_id)
+    return KeyList(data=store.list_keys(team_id=team, include_revoked=include_revoked))
+
+
+def _visible_key(request: Request, store: KeyStore, key_id: str) -> KeyView:
+    """The key, if the caller may manage it (else a 404, or a 403 for an admin key)."""
+    with _store_errors():
+        key = store.get_key(key_id)
+    check_key(_caller(request), key)
+    return key
 
 
 @router.get("/keys/{key_id}")
-async def get_key(key_id: str, store: Store) -> KeyView:
-    with _store_errors():
-        return store.get_key(key_id)
+async def get_key(key_id: str, store: Store, request: Request) -> KeyView:
+    return _visible_key(request, store, key_id)
 
 
 @router.patch("/keys/{key_id}")
 async def update_key(key_id: str, body: KeyUpdate, store: Store, request: Request,
                      audit: Audit) -> KeyView:
+    before = _visible_key(request, store, key_id)
+    check_update(_caller(request), body)
     with _store_errors():
-        before = store.get_key(key_id)
         after = await store.update_key(key_id, body)
     audit.record(request, "key.update", "key", key_id, before, after)
     return after
@@ -139,8 +186,8 @@ async def update_key(key_id: str, body: KeyUpdate, store: Store, request: Reques
 
 @router.delete("/keys/{key_id}")
 async def revoke_key(key_id: str, store: Store, request: Request, audit: Audit) -> KeyView:
+    before = _visible_key(request, store, key_id)
     with _store_errors():
-        before = store.get_key(key_id)
         after = await store.revoke_key(key_id)
     audit.record(request, "key.revoke", "key", key_id, before, after)
     return after
@@ -150,8 +197,8 @@ async def revoke_key(key_id: str, store: Store, request: Request, audit: Audit) 
 async def rotate_key(key_id: str, store: Store, request: Request, audit: Audit,
                      body: RotateRequest | None = None) -> KeyWithSecret:
     grace = body.grace_seconds if body is not None else 0
+    before = _visible_key(request, store, key_id)
     with _store_errors():
-        before = store.get_key(key_id)
         after = await store.rotate_key(key_id, grace)
     audit.record(request, "key.rotate", "key", key_id, before, after)
     return after
@@ -161,7 +208,8 @@ async def rotate_key(key_id: str, store: Store, request: Request, audit: Audit,
 
 
 @router.post("/teams")
-async def create_team(body: TeamCreate, store: Store, request: Request, audit: Audit) -> Team:
+async def create_team(body: TeamCreate, store: MasterStore, request: Request,
+                      audit: Audit) -> Team:
     with _store_errors():
         created = await store.create_team(body)
     audit.record(request, "team.create", "team", created.id, None, created)
@@ -169,18 +217,21 @@ async def create_team(body: TeamCreate, store: Store, request: Request, audit: A
 
 
 @router.get("/teams")
-async def list_teams(store: Store) -> TeamList:
-    return TeamList(data=store.list_teams())
+async def list_teams(store: Store, request: Request) -> TeamList:
+    own = _caller(request).admin_of_team
+    teams = store.list_teams()
+    return TeamList(data=teams if own is None else [t for t in teams if t.id == own])
 
 
 @router.get("/teams/{team_id}")
-async def get_team(team_id: str, store: Store) -> Team:
+async def get_team(team_id: str, store: Store, request: Request) -> Team:
+    check_team(_caller(request), team_id)
     with _store_errors():
         return store.get_team(team_id)
 
 
 @router.patch("/teams/{team_id}")
-async def update_team(team_id: str, body: TeamUpdate, store: Store, request: Request,
+async def update_team(team_id: str, body: TeamUpdate, store: MasterStore, request: Request,
                       audit: Audit) -> Team:
     with _store_errors():
         before = store.get_team(team_id)
@@ -190,7 +241,7 @@ async def update_team(team_id: str, body: TeamUpdate, store: Store, request: Req
 
 
 @router.delete("/teams/{team_id}")
-async def delete_team(team_id: str, store: Store, request: Request,
+async def delete_team(team_id: str, store: MasterStore, request: Request,
                       audit: Audit) -> TeamDeleted:
     with _store_errors():
         before = store.get_team(team_id)
@@ -239,10 +290,13 @@ async def list_audit(
     request: Request, actor: str | None = None, action: str | None = None,
     target_kind: str | None = None, target_id: str | None = None,
     since: str | None = None, until: str | None = None, limit: int = 100, offset: int = 0,
+    team_id: str | None = None,
 ) -> Response:
-    """The audit log, newest first, from ClickHouse through the accounting service."""
-    _require_master(request, "read the audit log")
+    """The audit log, newest first, from ClickHouse through the accounting service; a
+    team admin reads the actions of its own team's keys."""
+    principal = _require_admin(request)
     q = audit_query({"actor": actor, "action": action, "target_kind": target_kind,
                      "target_id": target_id, "since": since, "until": until,
-                     "limit": limit, "offset": offset})
+                     "limit": limit, "offset": offset,
+                     "team_id": principal.admin_of_team or team_id})
     return await ask(request.app.state.gateway, AUDIT_QUERY, q)

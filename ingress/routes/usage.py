@@ -32,9 +32,13 @@ ANALYTICS_TIMEOUT_S = 10.0
 
 
 def scope_for(request: Request) -> dict[str, str]:
-    """Filters the caller cannot lift: a virtual key sees its own usage only, whatever it
-    asks for; the master key (or an open gateway) sees all and may filter."""
+    """Filters the caller cannot lift: a virtual key sees its own usage only, a team admin
+    key its team's, whatever it asks for; the master key (or an open gateway) sees all and
+    may filter."""
     principal: Principal = request.state.principal
+    team = principal.admin_of_team
+    if team is not None:
+        return {"team_id": team}
     if principal.key is not None:
         return {"key_id": principal.key.id}
     return {}
