@@ -24,11 +24,13 @@ import pytest
 from starlette.applications import Starlette
 
 from cli.nats_server import NatsServer
+from schemas import estimate
 from schemas.anthropic import input_tokens
 from tests.e2e.conftest import MASTER_KEY, make_key
 from tests.fakes.anthropic_server import signature_of
 from tests.fakes.openai_server import ANSWER, TOOL_ARGS, FakeOpenAIState
 from tests.harness import Gateway, write_config
+from workers.protocols.messages.request import to_chat
 
 pytestmark = pytest.mark.e2e
 MASTER = {"authorization": f"Bearer {MASTER_KEY}"}
@@ -79,6 +81,7 @@ def gateway(
             claude("claude-midstream", "fail-midstream"),
             gpt("gpt", "gpt-4o-mini", GPT_PRICES),
             gpt("gpt-broken", "fail-500"),
+            gpt("gpt-midstream", "fail-midstream"),
             {"model_name": "gemini", "litellm_params": {
                 "model": "gemini/gemini-2.0-flash", "api_base": fake_gemini[0],
                 "api_key": "gemini-e2e"}},
@@ -703,3 +706,22 @@ def test_budgets_reserve_then_settle_with_the_real_cost(gateway: Gateway) -> Non
         time.sleep(0.2)
     rows = _logs(gateway, key_id, expected=2)
     assert sorted(r["status"] for r in rows) == ["ok", "rejected"]
+
+
+def test_a_translated_stream_cut_short_is_accounted_with_an_estimate(gateway: Gateway) -> None:
+    key_id, secret = make_key(gateway, alias="messages-cut-stream")
+    body = {"model": "gpt-midstream", "max_tokens": 100, "stream": True,
+            "messages": [{"role": "user", "content": "please count this prompt of mine"}]}
+    with httpx.stream("POST", gateway.base_url + "/v1/messages", json=body,
+                      headers={"x-api-key": secret}) as r:
+        events = _sse(r.iter_lines())
+    texts = [d["delta"]["text"] for _, d in events if d.get("type") == "content_block_delta"]
+    assert "".join(texts) == "Hello from the"  # the fake breaks off after three words
+    name, data = events[-1]
+    assert name == "error" and data["type"] == "error"
+    assert data["error"]["type"] == "api_error"
+
+    [row] = _logs(gateway, key_id, expected=1)
+    assert row["status"] == "error" and row["usage_estimated"] is True
+    assert row["prompt_tokens"] == estimate.prompt_tokens(to_chat(body))
+    assert row["completion_tokens"] == max(3, -(-len("Hello from the") // 4))
