@@ -98,7 +98,32 @@ class FakeAzure:
         ]
         inner = {**scope, "path": f"/v1/{operation}", "raw_path": f"/v1/{operation}".encode(),
                  "query_string": b"", "headers": inner_headers}
-        await self.inner(inner, replay, send)
+        await self.inner(inner, replay, _with_prompt_filter(send))
+
+
+# What Azure streams first: its content filter's verdict on the prompt, with no choices.
+PROMPT_FILTER_CHUNK = b"data: " + json.dumps({
+    "choices": [], "created": 0, "id": "", "model": "", "object": "",
+    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+        "hate": {"filtered": False, "severity": "safe"}}}]}).encode() + b"\n\n"
+
+
+def _with_prompt_filter(send: Send) -> Send:
+    """``send`` with :data:`PROMPT_FILTER_CHUNK` before the first bytes of an SSE body."""
+    streaming = False
+    first = True
+
+    async def wrapped(message: Message) -> None:
+        nonlocal streaming, first
+        if message["type"] == "http.response.start":
+            types = [v for k, v in message.get("headers", []) if k.lower() == b"content-type"]
+            streaming = any(v.startswith(b"text/event-stream") for v in types)
+        elif message["type"] == "http.response.body" and streaming and first:
+            first = False
+            message = {**message, "body": PROMPT_FILTER_CHUNK + message.get("body", b"")}
+        await send(message)
+
+    return wrapped
 
 
 @dataclass

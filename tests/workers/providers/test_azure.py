@@ -73,9 +73,21 @@ async def test_stream_and_embeddings_use_the_default_version(
     assert isinstance(items[-1], TokenUsage) and items[-1].completion_tokens > 0
     assert "".join(i["choices"][0]["delta"].get("content") or "" for i in items
                    if isinstance(i, dict)) == openai_server.ANSWER
+    assert all(i["choices"] and i["id"] == "chatcmpl-fake" for i in items if isinstance(i, dict))
     assert embedded.usage.prompt_tokens == 2
     assert azure.state.calls[-2:] == [("my-gpt4o", "chat/completions", "2024-10-21"),
                                       ("my-embedder", "embeddings", "2024-10-21")]
+
+
+async def test_the_fake_opens_a_stream_with_the_prompt_filter_verdict(
+    azure: azure_server.Served
+) -> None:
+    async with httpx.AsyncClient() as client:
+        r = await client.post(f"{azure.url}/openai/deployments/d/chat/completions",
+                              params={"api-version": "2024-10-21"},
+                              headers={"api-key": azure_server.API_KEY},
+                              json={"messages": MESSAGES, "stream": True})
+    assert r.content.startswith(azure_server.PROMPT_FILTER_CHUNK)
 
 
 async def test_azure_api_version_comes_from_the_environment(

@@ -12,11 +12,12 @@ errors are OpenAI's, so everything else is the OpenAI adapter's.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import httpx
 
-from workers.providers.base import Completion, UpstreamCall, unsupported
+from workers.providers.base import Completion, StreamItem, UpstreamCall, unsupported
 from workers.providers.openai.adapter import OpenAIProvider
 
 PROVIDER = "azure"
@@ -61,6 +62,14 @@ class AzureProvider(OpenAIProvider):
             url = self._url_cache[cache_key] = httpx.URL(deployment_url(
                 deployment.base_url, deployment.upstream_model, path, str(version)))
         return url
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
+        async for item in super().stream(call):
+            # Azure opens a stream with its content filter's verdict on the prompt: a chunk
+            # with no choices (and no id or model) that is no part of the answer.
+            if isinstance(item, dict) and not item.get("choices"):
+                continue
+            yield item
 
     async def rerank(self, call: UpstreamCall) -> Completion:
         raise unsupported(self._name, "/v1/rerank")
