@@ -83,6 +83,15 @@ def test_sampling_parameters_take_cohere_names() -> None:
     assert "max_tokens" not in chat()
 
 
+def test_cohere_native_parameters_pass_through_and_unknown_ones_do_not() -> None:
+    documents = [{"id": "d1", "data": {"text": "NATS is a messaging system."}}]
+    request = chat(documents=documents, safety_mode="STRICT", k=5, stream_options={},
+                   service_tier="flex")
+    assert request["documents"] == documents
+    assert request["safety_mode"] == "STRICT" and request["k"] == 5
+    assert "service_tier" not in request and "stream_options" not in request
+
+
 def test_tools_and_a_tool_turn_translate() -> None:
     request = chat(tools=[TOOL], messages=[
         {"role": "user", "content": "find x"},

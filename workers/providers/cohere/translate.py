@@ -35,6 +35,8 @@ _RENAMED: dict[str, str] = {
     "presence_penalty": "presence_penalty",
     "logprobs": "logprobs",
 }
+# Cohere's own chat parameters, passed through when a client sends them (as LiteLLM does).
+_NATIVE = ("documents", "citation_options", "safety_mode", "strict_tools", "k", "priority")
 
 
 def _invalid(message: str, param: str | None = None) -> UpstreamError:
@@ -61,6 +63,9 @@ def to_cohere_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
     for ours, theirs in _RENAMED.items():
         if body.get(ours) is not None:
             request[theirs] = body[ours]
+    for name in _NATIVE:
+        if body.get(name) is not None:
+            request[name] = body[name]
     stop = body.get("stop")
     if isinstance(stop, str):
         request["stop_sequences"] = [stop]
