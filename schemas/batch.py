@@ -26,6 +26,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": Endpoint.CHAT,
     "/v1/embeddings": Endpoint.EMBEDDINGS,
     "/v1/moderations": Endpoint.MODERATIONS,
+    "/v1/completions": Endpoint.COMPLETIONS,
 }
 COMPLETION_WINDOW = "24h"
 WINDOW_SECONDS = 24 * 3600

@@ -33,7 +33,7 @@ from schemas.batch import (
 from schemas.config import Deployment
 from schemas.infer import Endpoint, InferRequest
 from schemas.moderation import ModerationRequest
-from schemas.openai import ChatCompletionRequest, EmbeddingRequest
+from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 # More than this many errors would only make the batch object huge: the first ones say it.
 MAX_ERRORS = 100
@@ -78,6 +78,7 @@ _BODIES: dict[Endpoint, type[BaseModel]] = {
     Endpoint.CHAT: ChatCompletionRequest,
     Endpoint.EMBEDDINGS: EmbeddingRequest,
     Endpoint.MODERATIONS: ModerationRequest,
+    Endpoint.COMPLETIONS: CompletionRequest,
 }
 
 

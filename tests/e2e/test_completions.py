@@ -4,6 +4,9 @@ call accounted with its exact cost; providers without the endpoint refuse it wit
 
 from __future__ import annotations
 
+import io
+import json
+import time
 from decimal import Decimal
 
 import httpx
@@ -94,3 +97,30 @@ def test_bad_completion_bodies_are_openai_shaped_400s(gateway: Gateway) -> None:
                    headers=headers, timeout=10)
     assert r.status_code == 200 and r.json()["choices"][0]["text"] == TEXT_ANSWER
 
+
+
+def test_a_batch_of_text_completions_runs_and_is_accounted(gateway: Gateway) -> None:
+    key_id, secret = make_key(gateway, alias="completions-batch")
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=secret, max_retries=0)
+    lines = [{"custom_id": f"c{i}", "method": "POST", "url": "/v1/completions",
+              "body": {"model": "pricey", "prompt": PROMPT}} for i in range(3)]
+    raw = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    uploaded = client.files.create(file=("in.jsonl", io.BytesIO(raw)), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/completions",
+                                  completion_window="24h")
+    deadline = time.monotonic() + 60
+    while batch.status not in ("completed", "failed", "cancelled", "expired"):
+        assert time.monotonic() < deadline, batch
+        time.sleep(0.2)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "completed", batch
+    assert batch.output_file_id is not None
+    output = [json.loads(x)
+              for x in client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(o["custom_id"] for o in output) == ["c0", "c1", "c2"]
+    assert all(o["response"]["body"]["choices"][0]["text"] == TEXT_ANSWER for o in output)
+
+    rows = _logs(gateway, key_id, expected=3)
+    assert {r["endpoint"] for r in rows} == {"completions"}
+    assert all(Decimal(r["cost"]) == EXPECTED_COST and r["batch_id"] == batch.id
+               for r in rows)
