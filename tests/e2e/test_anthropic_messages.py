@@ -78,6 +78,7 @@ def gateway(
             gpt("claude-3-5-haiku-20241022", "gpt-4o-mini"),
             claude("claude-overloaded", "fail-529"),
             claude("claude-down", "fail-529"),
+            claude("claude-early-overload", "fail-overloaded-early"),
             claude("claude-midstream", "fail-midstream"),
             gpt("gpt", "gpt-4o-mini", GPT_PRICES),
             gpt("gpt-broken", "fail-500"),
@@ -86,7 +87,8 @@ def gateway(
                 "model": "gemini/gemini-2.0-flash", "api_base": fake_gemini[0],
                 "api_key": "gemini-e2e"}},
         ],
-        "router_settings": {"fallbacks": [{"claude-down": ["gpt"]}]},
+        "router_settings": {"fallbacks": [{"claude-down": ["gpt"]},
+                                          {"claude-early-overload": ["gpt"]}]},
         "general_settings": {"master_key": MASTER_KEY},
     })
     nats = NatsServer(work / "nats")
@@ -725,3 +727,25 @@ def test_a_translated_stream_cut_short_is_accounted_with_an_estimate(gateway: Ga
     assert row["status"] == "error" and row["usage_estimated"] is True
     assert row["prompt_tokens"] == estimate.prompt_tokens(to_chat(body))
     assert row["completion_tokens"] == max(3, -(-len("Hello from the") // 4))
+
+
+def test_a_native_stream_that_fails_before_content_falls_back_cleanly(
+    gateway: Gateway,
+) -> None:
+    """Anthropic's overloaded error right after message_start: nothing of the failed
+    attempt reached the client, so the fallback's stream is the only one it sees."""
+    key_id, secret = make_key(gateway, alias="messages-early-overload")
+    with httpx.stream("POST", gateway.base_url + "/v1/messages",
+                      headers={"x-api-key": secret},
+                      json={"model": "claude-early-overload", "max_tokens": 50,
+                            "stream": True,
+                            "messages": [{"role": "user", "content": "Hi"}]}) as r:
+        events = _sse(r.iter_lines())
+    names = [name for name, _ in events]
+    assert names.count("message_start") == 1 and "error" not in names
+    assert "ping" not in names  # the translated stream has none: all of it is the fallback's
+    texts = [d["delta"]["text"] for _, d in events if d.get("type") == "content_block_delta"]
+    assert "".join(texts) == ANSWER
+    rows = _logs(gateway, key_id, expected=2)
+    assert sorted((r["provider"], r["status"]) for r in rows) == [
+        ("anthropic", "error"), ("openai", "ok")]

@@ -49,6 +49,9 @@ Models:
   (overloaded_error). Non-streamed calls answer normally.
 * ``fail-truncated``: a stream stops after the first content block, without
   ``message_delta``/``message_stop``.
+* ``fail-overloaded-early``: a stream sends ``message_start`` and a ping, then
+  ``event: error`` (overloaded_error) before any content, as the real API does when it is
+  overloaded. Non-streamed calls answer normally.
 
 A wrong ``x-api-key`` is answered with 401 whose message repeats the key. The real API does
 not do that; the fake does so tests can prove the adapter keeps keys out of its errors.
@@ -366,7 +369,8 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 
 async def stream_events(
-    message: dict[str, Any], *, fail_midstream: bool = False, truncate: bool = False
+    message: dict[str, Any], *, fail_midstream: bool = False, truncate: bool = False,
+    fail_early: bool = False,
 ) -> AsyncIterator[bytes]:
     """The event sequence the real API streams for ``message``."""
     usage = message["usage"]
@@ -379,6 +383,10 @@ async def stream_events(
     }
     yield _sse({"type": "message_start", "message": start})
     yield _sse({"type": "ping"})
+    if fail_early:
+        yield _sse({"type": "error", "error": {"type": "overloaded_error",
+                                               "message": "Overloaded"}})
+        return
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
             yield _sse(
@@ -480,6 +488,7 @@ def create_app(api_key: str = DEFAULT_KEY) -> Starlette:
             message,
             fail_midstream=body["model"] == "fail-midstream",
             truncate=body["model"] == "fail-truncated",
+            fail_early=body["model"] == "fail-overloaded-early",
         )
         return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
