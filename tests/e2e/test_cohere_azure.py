@@ -363,3 +363,28 @@ def test_a_moderations_batch_completes_through_the_batch_api(
               .splitlines() if x]
     flagged = {o["custom_id"]: o["response"]["body"]["results"][0]["flagged"] for o in output}
     assert flagged == {"m0": True, "m1": False, "m2": False}
+
+
+# --- other client protocols, through the chat translation -----------------------------------
+
+
+def test_the_responses_api_reaches_cohere_and_azure(client: openai.OpenAI) -> None:
+    for model, answer in (("command-a", "Cohere says: ping"),
+                          ("azure-gpt", openai_server.ANSWER)):
+        response = client.responses.create(model=model, input="ping")
+        assert response.output_text == answer, model
+        assert response.usage is not None and response.usage.output_tokens > 0
+
+
+def test_the_anthropic_sdk_reaches_cohere_streamed_and_not(
+    gateway: Gateway, key: tuple[str, str]
+) -> None:
+    anthropic = pytest.importorskip("anthropic")
+    claude = anthropic.Anthropic(base_url=gateway.base_url, api_key=key[1], max_retries=0)
+    message = claude.messages.create(model="command-a", max_tokens=64,
+                                     messages=[{"role": "user", "content": "ping"}])
+    assert message.content[0].text == "Cohere says: ping"
+    with claude.messages.stream(model="command-a", max_tokens=64,
+                                messages=[{"role": "user", "content": "pong"}]) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "Cohere says: pong"
