@@ -93,10 +93,36 @@ def time_pages(client: httpx.Client, pages: tuple[str, ...], rounds: int) -> Non
               f"   max {times[-1]:7.1f} ms")
 
 
+def screenshots(base: str, folder: Path) -> None:
+    """The overview and the logs page as the master key sees them, 1280 px wide."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        driver.get(base + "/ui/login")
+        driver.find_element(By.ID, "key").send_keys(MASTER)
+        driver.find_element(By.XPATH, "//button[text()='Sign in']").click()
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, path in (("console-overview", "/ui"), ("console-logs", "/ui/logs")):
+            driver.get(base + path)
+            driver.save_screenshot(str(folder / f"{name}.png"))
+            print(f"saved {folder / name}.png")
+    finally:
+        driver.quit()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--screenshots", type=Path, default=None,
+                        help="save the overview and logs pages as PNGs here (Chromium)")
     parser.add_argument("--fill", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--key-id", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -168,6 +194,8 @@ def main() -> None:
                 sign_in(client, made["secret"])
                 print("a virtual key (its own 2 % of the events):")
                 time_pages(client, ("/ui", "/ui/logs"), args.rounds)
+            if args.screenshots is not None:
+                screenshots(base, args.screenshots)
         finally:
             gateway.terminate()
             gateway.wait(60)

@@ -7,6 +7,7 @@ inline script or style anywhere in the templates, no third-party origin, no fram
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,20 @@ SECURITY_HEADERS = {
 
 _env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                    trim_blocks=True, lstrip_blocks=True)
+def usd(value: object) -> str:
+    """Money for people: cents from a cent up, the exact figure below (no trailing zeros).
+    Pages put the exact amount in a title where they round."""
+    if value is None or value == "":
+        return "$0"
+    amount = Decimal(str(value))
+    if amount == 0:
+        return "$0"
+    if abs(amount) >= Decimal("0.01"):
+        return f"${amount.quantize(Decimal('0.01')):,}"
+    return "$" + format(amount.normalize(), "f")
+
+
+_env.filters["usd"] = usd
 _env.filters["datetime"] = lambda ts: (
     datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M") if ts else "-")
 

@@ -84,6 +84,8 @@ def test_create_a_key_use_it_see_the_call_and_revoke_it(browser: Any, gateway: G
     _sign_in(browser, gateway, MASTER_KEY)
     _shot(browser, "overview-empty")
     browser.get(gateway.base_url + "/ui/keys")
+    if not browser.find_element(By.ID, "alias").is_displayed():
+        browser.find_element(By.XPATH, "//summary[text()='New key']").click()
     browser.find_element(By.ID, "alias").send_keys("made-in-browser")
     browser.find_element(By.ID, "rpm").send_keys("60")
     browser.find_element(By.XPATH, "//button[text()='Create key']").click()
@@ -192,3 +194,43 @@ def test_it_works_on_a_phone_width_screen(browser: Any, gateway: Gateway) -> Non
     except NoSuchElementException:
         pytest.fail("no sign-out button on a phone-width page")
     _until(browser, lambda d: d.find_elements(By.ID, "key"))
+
+
+def test_a_team_admin_sees_and_touches_only_its_own_team(browser: Any, gateway: Gateway) -> None:
+    headers = {"authorization": f"Bearer {MASTER_KEY}"}
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        r = httpx.post(gateway.base_url + "/admin" + path, json=body, headers=headers,
+                       timeout=10)
+        assert r.status_code == 200, r.text
+        result: dict[str, Any] = r.json()
+        return result
+
+    mine = post("/teams", {"alias": "browser-team"})["id"]
+    theirs = post("/teams", {"alias": "other-team"})["id"]
+    admin = post("/keys", {"alias": "browser-team-admin", "team_id": mine, "role": "team_admin"})
+    ours = post("/keys", {"alias": "ours", "team_id": mine})
+    other = post("/keys", {"alias": "not-ours", "team_id": theirs})
+    _sign_in(browser, gateway, admin["secret"])
+    assert "team admin" in browser.find_element(By.ID, "signed-in-as").text
+    browser.get(gateway.base_url + "/ui/keys")
+    listed = browser.find_element(By.ID, "keys").text
+    assert "ours" in listed and "not-ours" not in listed and other["id"] not in listed
+    _shot(browser, "team-admin-keys")
+    browser.get(gateway.base_url + f"/ui/keys/{other['id']}")
+    assert "Not allowed" in browser.page_source
+    browser.get(gateway.base_url + "/ui/teams")
+    assert "Not allowed" in browser.page_source
+    # A key made here lands in the admin's team, whatever the form is made to say.
+    browser.get(gateway.base_url + "/ui/keys")
+    options = [o.get_attribute("value") for o in
+               Select(browser.find_element(By.ID, "team_id")).options]
+    assert options == [mine]
+    browser.find_element(By.XPATH, "//summary[text()='New key']").click()
+    browser.find_element(By.ID, "alias").send_keys("made-by-team-admin")
+    browser.find_element(By.XPATH, "//button[text()='Create key']").click()
+    _until(browser, lambda d: d.find_element(By.ID, "secret"))
+    keys = httpx.get(gateway.base_url + "/admin/keys", headers=headers, timeout=10).json()
+    made = next(k for k in keys["data"] if k["alias"] == "made-by-team-admin")
+    assert made["team_id"] == mine and made["role"] == "user"
+    assert _chat(gateway, ours["secret"]) == 200 and _chat(gateway, other["secret"]) == 200
