@@ -264,6 +264,9 @@ def test_rerank_and_moderations_bad_input_and_unsupported_providers_are_400s(
         ("rerank", {"model": "azure-gpt", "query": "q", "documents": ["d"]}),
         ("moderations", {"model": "command-a", "input": "x"}),
         ("moderations", {"model": "azure-gpt", "input": "x"}),
+        ("images/generations", {"model": "azure-gpt", "prompt": "a lighthouse"}),
+        ("images/generations", {"model": "command-a", "prompt": "a lighthouse"}),
+        ("completions", {"model": "command-a", "prompt": "once"}),
     ]
     for route, body in cases:
         r = _post(gateway, key, route, body)
