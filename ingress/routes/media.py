@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -21,7 +22,12 @@ import nats.errors
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from core.media_pricing import MediaPriceTable, deployment_overrides, image_size
+from core.media_pricing import (
+    MediaPriceTable,
+    deployment_cost,
+    deployment_overrides,
+    image_size,
+)
 from core.media_store import MediaStore, object_name
 from ingress.admission.gatekeeper import Ticket
 from ingress.auth.principal import Principal
@@ -36,7 +42,9 @@ from ingress.errors import ApiError, invalid
 from ingress.routes import form
 from ingress.routes.inference import _caller, _plan, _publish_rejection, read_body
 from ingress.state import Gateway
+from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment
+from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame, FrameKind
 from schemas.infer import Endpoint
 from schemas.media import (
@@ -50,6 +58,7 @@ from schemas.media import (
     speech_content_type,
     wav_seconds,
 )
+from schemas.usage import MediaUsage, TokenUsage
 
 log = logging.getLogger("aigw.ingress")
 router = APIRouter()
@@ -106,6 +115,47 @@ def most_cost(deployment: Deployment, endpoint: Endpoint, body: dict[str, Any],
     return per_second * seconds
 
 
+def media_estimate(endpoint: Endpoint, body: dict[str, Any],
+                   audio: bytes | None) -> TokenUsage:
+    """What a call whose worker was lost is assumed to have used: what it asked for."""
+    if endpoint in (Endpoint.IMAGES, Endpoint.IMAGE_EDITS):
+        n = body.get("n")
+        size, quality = body.get("size"), body.get("quality")
+        media = MediaUsage(images=n if isinstance(n, int) and n > 0 else 1,
+                           image_size=size if isinstance(size, str) else None,
+                           image_quality=quality if isinstance(quality, str) else None)
+    elif endpoint is Endpoint.SPEECH:
+        text = body.get("input")
+        media = MediaUsage(characters=len(text) if isinstance(text, str) else 0)
+    else:
+        seconds = wav_seconds(audio or b"")
+        if seconds is None:
+            seconds = Decimal(len(audio or b"")) / RESERVE_BYTES_PER_SECOND
+        media = MediaUsage(seconds=seconds.quantize(Decimal("0.001")))
+    return TokenUsage(media=media, estimated=True)
+
+
+def _account_lost(gateway: Gateway, endpoint: Endpoint, audio: bytes | None,
+                  silence: Silence) -> bool:
+    """A lost worker's attempt, accounted at the ingress at what it asked for."""
+    if not lost.worker_lost(silence.cause, gateway.dispatcher.connected):
+        return False
+    request, deployment = silence.request, silence.deployment
+    usage = media_estimate(endpoint, request.body, audio)
+    prices = gateway.gatekeeper.prices
+    cost = deployment_cost(_PRICES, deployment, usage, prices)
+    error = ErrorInfo.of(ErrorKind.TIMEOUT, "the worker running this attempt was lost",
+                         status=lost.HTTP_STATUS, code="worker_lost")
+    gateway.usage.submit(attempt_event(
+        request, deployment.provider, deployment, usage, error, cancelled=False,
+        latency_ms=(time.monotonic() - silence.sent_at) * 1000, ttft_ms=None, cost=cost,
+        price_version=prices.version))
+    gateway.gatekeeper.settle(silence.ticket, 0, cost)
+    log.warning("attempt %d of %s: worker on %s lost; accounted what it asked for",
+                request.attempt, request.request_id, deployment.id)
+    return True
+
+
 async def _start(request: Request, gateway: Gateway, plan: list[Deployment], model: str,
                  body: dict[str, Any], endpoint: Endpoint, audio: bytes | None) -> Started:
     principal: Principal = request.state.principal
@@ -125,9 +175,7 @@ async def _start(request: Request, gateway: Gateway, plan: list[Deployment], mod
             raise
 
     def on_lost(silence: Silence) -> bool:
-        return lost.account(silence, connected=gateway.dispatcher.connected,
-                            prices=gatekeeper.prices, publish=gateway.usage.submit,
-                            settle=gatekeeper.settle)
+        return _account_lost(gateway, endpoint, audio, silence)
 
     return await execution.start(
         gateway.dispatcher, plan, request_id=rid, endpoint=endpoint, model_alias=model,

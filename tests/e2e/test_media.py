@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -78,6 +79,7 @@ def media_gateway(
             deployment("my-tts", "my-tts", input_cost_per_character="0.0001"),
             deployment("refusing-images", "fail-400"),
             deployment("cut-tts", "cut-speech", input_cost_per_character="0.001"),
+            deployment("slow-images", "slow-image", output_cost_per_image="0.07"),
             # a group: one deployment always fails, the other answers
             deployment("images-group", "fail-500"),
             deployment("images-group", "dall-e-2"),
@@ -89,14 +91,15 @@ def media_gateway(
     })
     gw = Gateway(nats_url=nats.url, config_path=config, log_dir=work,
                  env={"OPENAI_API_KEY": "sk-fake", "REDIS_URL": redis_server.url,
-                      "AIGW_ACCOUNTING_BATCH_AGE": "0.2",
+                      "AIGW_ACCOUNTING_BATCH_AGE": "0.2", "AIGW_HEARTBEAT": "0.5",
+                      "AIGW_HEARTBEAT_TIMEOUT": "2",
                       "AIGW_MAX_MEDIA_BYTES": str(MEDIA_CAP)})
     try:
         gw.start_accounting(work / "data")
         gw.start_worker("openai")
         gw.start_worker("anthropic")
         gw.start_ingress()
-        gw.wait_ready()
+        gw.wait_ready(60)  # a loaded machine starts five processes slowly
         yield gw
     finally:
         gw.stop()
@@ -424,3 +427,37 @@ def test_speech_cut_short_upstream_cuts_the_client_and_is_still_paid(
     [row] = _logs(media_gateway, key_id, expected=1)
     assert row["status"] == "error" and row["characters"] == len(line)
     assert Decimal(row["cost"]) == len(line) * Decimal("0.001")
+
+
+def test_a_lost_workers_image_call_is_accounted_at_what_it_asked_for(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+    fake_openai: tuple[str, FakeOpenAIState],
+) -> None:
+    key_id, client = keyed
+    fake = fake_openai[1]
+    asked = len(fake.requests)
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.images.generate(model="slow-images", prompt="x", n=2)
+        except openai.APIStatusError as exc:
+            failure.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    deadline = time.monotonic() + 20
+    while not any(r.get("model") == "slow-image" for r in fake.requests[asked:]):
+        assert time.monotonic() < deadline, "the call never reached the upstream"
+        time.sleep(0.05)
+    [(_, worker)] = [(p, w) for p, w in media_gateway.workers
+                     if p == "openai" and w.poll() is None]
+    worker.kill()
+    worker.wait()
+    media_gateway.start_worker("openai")
+    caller.join(30)
+    assert failure and getattr(failure[0], "status_code", None) == 504
+    media_gateway.wait_ready(60)
+    [row] = _logs(media_gateway, key_id, expected=1)
+    assert row["status"] == "error" and row["usage_estimated"] and row["images"] == 2
+    assert Decimal(row["cost"]) == 2 * Decimal("0.07")

@@ -11,7 +11,7 @@
   streamed in pieces, with the content type of ``response_format``.
 
 The model ``fail-400`` answers 400, ``fail-500`` answers 500; ``cut-speech`` sends half its
-audio and then drops the connection.
+audio and then drops the connection; ``slow-image`` waits ``slow_seconds`` before it answers.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ def routes(state: Any, check_key: Callable[[Request], Response | None]) -> list[
             return denied
         body = await request.json()
         state.requests.append(body)
+        if body.get("model") == "slow-image":
+            await asyncio.sleep(state.slow_seconds)
         return _failure(body.get("model")) or JSONResponse(_images(body))
 
     async def edits(request: Request) -> Response:

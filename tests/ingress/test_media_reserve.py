@@ -57,3 +57,17 @@ def test_audio_reserves_a_wavs_seconds_else_a_low_bitrates() -> None:
 def test_an_unpriced_model_reserves_nothing() -> None:
     assert most_cost(_at("unknown"), Endpoint.IMAGES, {}, None) is None
     assert most_cost(_at("unknown"), Endpoint.TRANSCRIPTIONS, {}, b"abc") is None
+
+
+def test_a_lost_workers_call_is_assumed_to_have_used_what_it_asked_for() -> None:
+    from ingress.routes.media import media_estimate
+    from schemas.usage import MediaUsage
+
+    images = media_estimate(Endpoint.IMAGES, {"n": 2, "size": "1024x1792", "quality": "hd"},
+                            None)
+    assert images.estimated and images.media == MediaUsage(
+        images=2, image_size="1024x1792", image_quality="hd")
+    speech = media_estimate(Endpoint.SPEECH, {"input": "hello"}, None)
+    assert speech.media == MediaUsage(characters=5)
+    audio = media_estimate(Endpoint.TRANSCRIPTIONS, {}, b"\0" * 10_000)
+    assert audio.media == MediaUsage(seconds=Decimal("2.5"))
