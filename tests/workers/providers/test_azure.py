@@ -90,6 +90,18 @@ async def test_the_fake_opens_a_stream_with_the_prompt_filter_verdict(
     assert r.content.startswith(azure_server.PROMPT_FILTER_CHUNK)
 
 
+async def test_legacy_completions_go_to_the_deployment_too(
+    azure: azure_server.Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AZURE_API_VERSION", raising=False)
+    async with httpx.AsyncClient() as client:
+        result = await AzureProvider(client).complete_text(
+            azure_call(azure, {"prompt": "once upon"}, deployment="instruct"))
+    assert result.response["object"] == "text_completion"
+    assert result.usage.prompt_tokens == 2
+    assert azure.state.calls[-1] == ("instruct", "completions", "2024-10-21")
+
+
 async def test_azure_api_version_comes_from_the_environment(
     azure: azure_server.Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
