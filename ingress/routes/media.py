@@ -14,27 +14,20 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import nats.errors
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
-from core.media_pricing import (
-    MediaPriceTable,
-    deployment_cost,
-    deployment_overrides,
-    image_size,
-)
+from core.media_pricing import deployment_cost
 from core.media_store import MediaStore, object_name
+from ingress.admission import media_reserve
 from ingress.admission.gatekeeper import Ticket
 from ingress.auth.principal import Principal
 from ingress.deps import AuthedGateway, request_id
-from ingress.dispatch import execution, lost
-from ingress.dispatch.abandon import abandon, settle_frame
-from ingress.dispatch.dispatcher import WorkerSilent
+from ingress.dispatch import execution, lost, media_relay
 from ingress.dispatch.execution import Started
 from ingress.dispatch.hangup import HangUp
 from ingress.dispatch.lost import Silence
@@ -45,7 +38,6 @@ from ingress.state import Gateway
 from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment
 from schemas.errors import ErrorInfo, ErrorKind
-from schemas.frames import DoneFrame, ErrorFrame, FrameKind
 from schemas.infer import Endpoint
 from schemas.media import (
     FILES_KEY,
@@ -53,21 +45,13 @@ from schemas.media import (
     PROVIDERS,
     ImageRequest,
     MediaFile,
-    MediaReply,
     SpeechRequest,
     speech_content_type,
-    wav_seconds,
 )
-from schemas.usage import MediaUsage, TokenUsage
 
 log = logging.getLogger("aigw.ingress")
 router = APIRouter()
 
-COST_HEADER = "x-aigw-cost-usd"
-# An upload of unknown duration is assumed to hold this many bytes per second when the
-# most it can cost is reserved: 32 kbit/s, on the low side of speech codecs.
-RESERVE_BYTES_PER_SECOND = 4000
-_PRICES = MediaPriceTable.default()
 _TRANSCRIPT_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 
 
@@ -89,61 +73,15 @@ def _media_plan(gateway: Gateway, principal: Principal, model: str,
     return plan
 
 
-def most_cost(deployment: Deployment, endpoint: Endpoint, body: dict[str, Any],
-              audio: bytes | None) -> Decimal | None:
-    """The most a call at ``deployment`` can cost (None: unknown, reserve nothing)."""
-    own = deployment_overrides(deployment)
-    provider, model = deployment.provider, deployment.upstream_model
-    table = _PRICES.model_price(provider, model)
-    if endpoint in (Endpoint.IMAGES, Endpoint.IMAGE_EDITS):
-        n = body.get("n")
-        count = n if isinstance(n, int) and n > 0 else 1
-        one = own.per_image(image_size(body.get("size")))
-        if one is None:
-            one = _PRICES.image_price(provider, model, body.get("size"), body.get("quality"))
-        return None if one is None else count * one
-    if endpoint is Endpoint.SPEECH:
-        per_char = own.input_cost_per_character or (table and table.input_cost_per_character)
-        text = body.get("input")
-        return per_char * len(text) if per_char and isinstance(text, str) else None
-    per_second = own.input_cost_per_second or (table and table.input_cost_per_second)
-    if not per_second or audio is None:
-        return None
-    seconds = wav_seconds(audio)
-    if seconds is None:
-        seconds = Decimal(len(audio)) / RESERVE_BYTES_PER_SECOND
-    return per_second * seconds
-
-
-def media_estimate(endpoint: Endpoint, body: dict[str, Any],
-                   audio: bytes | None) -> TokenUsage:
-    """What a call whose worker was lost is assumed to have used: what it asked for."""
-    if endpoint in (Endpoint.IMAGES, Endpoint.IMAGE_EDITS):
-        n = body.get("n")
-        size, quality = body.get("size"), body.get("quality")
-        media = MediaUsage(images=n if isinstance(n, int) and n > 0 else 1,
-                           image_size=size if isinstance(size, str) else None,
-                           image_quality=quality if isinstance(quality, str) else None)
-    elif endpoint is Endpoint.SPEECH:
-        text = body.get("input")
-        media = MediaUsage(characters=len(text) if isinstance(text, str) else 0)
-    else:
-        seconds = wav_seconds(audio or b"")
-        if seconds is None:
-            seconds = Decimal(len(audio or b"")) / RESERVE_BYTES_PER_SECOND
-        media = MediaUsage(seconds=seconds.quantize(Decimal("0.001")))
-    return TokenUsage(media=media, estimated=True)
-
-
 def _account_lost(gateway: Gateway, endpoint: Endpoint, audio: bytes | None,
                   silence: Silence) -> bool:
     """A lost worker's attempt, accounted at the ingress at what it asked for."""
     if not lost.worker_lost(silence.cause, gateway.dispatcher.connected):
         return False
     request, deployment = silence.request, silence.deployment
-    usage = media_estimate(endpoint, request.body, audio)
+    usage = media_reserve.media_estimate(endpoint, request.body, audio)
     prices = gateway.gatekeeper.prices
-    cost = deployment_cost(_PRICES, deployment, usage, prices)
+    cost = deployment_cost(media_reserve.PRICES, deployment, usage, prices)
     error = ErrorInfo.of(ErrorKind.TIMEOUT, "the worker running this attempt was lost",
                          status=lost.HTTP_STATUS, code="worker_lost")
     gateway.usage.submit(attempt_event(
@@ -167,7 +105,8 @@ async def _start(request: Request, gateway: Gateway, plan: list[Deployment], mod
         try:
             return await gatekeeper.admit(
                 principal, deployment, f"{rid}:{attempt}", body, True,
-                reserve=most_cost(deployment, endpoint, body, audio) or Decimal(0))
+                reserve=media_reserve.most_cost(deployment, endpoint, body, audio)
+                or Decimal(0))
         except ApiError as exc:
             if exc.status == 429:
                 _publish_rejection(gateway, principal, rid, attempt, model, deployment,
@@ -187,115 +126,6 @@ async def _start(request: Request, gateway: Gateway, plan: list[Deployment], mod
     )
 
 
-def _lost(started: Started, cause: WorkerSilent) -> None:
-    if started.lost is not None:
-        started.lost(Silence(started.reply.request, started.deployment, started.ticket,
-                             cause, started.sent_at, None))
-
-
-def _headers(started: Started, cost: Decimal | None) -> dict[str, str]:
-    headers = dict(started.ticket.headers)
-    if cost is not None:
-        headers[COST_HEADER] = format(cost, "f")
-    return headers
-
-
-async def _whole(started: Started, gateway: Gateway, store: MediaStore) -> Response:
-    """The answer of an images or transcription call, once the worker is done."""
-    settle = gateway.gatekeeper.settle
-    frame = started.first
-    try:
-        while frame.kind is FrameKind.HEARTBEAT:
-            frame = await started.reply.next(gateway.settings.heartbeat_timeout)
-    except WorkerSilent as exc:
-        _lost(started, exc)
-        abandon(started.reply, started.ticket, settle)
-        raise ApiError(504, str(exc), type="timeout_error", code="worker_timeout") from None
-    except BaseException:
-        abandon(started.reply, started.ticket, settle)
-        raise
-    started.reply.close()
-    settle_frame(started.ticket, settle, frame.kind, frame.body)
-    if frame.kind is FrameKind.ERROR:
-        err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
-        err.headers.update(started.ticket.headers)
-        raise err
-    if frame.kind is not FrameKind.DONE:
-        raise ApiError(502, "the worker sent a stream to a non-streamed call",
-                       type="server_error", code="bad_frame")
-    done = DoneFrame.model_validate_json(frame.body)
-    reply = MediaReply.model_validate(done.response or {})
-    if reply.blob is not None:
-        try:
-            content = await store.get(reply.blob)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise ApiError(502, f"The answer could not be read back from the object store "
-                           f"({type(exc).__name__}).", type="server_error",
-                           code="nats_unavailable") from None
-        await store.delete(reply.blob)
-    else:
-        content = (reply.body or "").encode()
-    return Response(content, media_type=reply.content_type,
-                    headers=_headers(started, done.cost))
-
-
-async def _audio(started: Started, gateway: Gateway, content_type: str) -> Response:
-    """Speech: the audio streams to the client as the worker sends it."""
-    settle = gateway.gatekeeper.settle
-    timeout = gateway.settings.heartbeat_timeout
-    reply = started.reply
-    frame = started.first
-    try:
-        while frame.kind is FrameKind.HEARTBEAT:
-            frame = await reply.next(timeout)
-    except WorkerSilent as exc:
-        _lost(started, exc)
-        abandon(reply, started.ticket, settle)
-        raise ApiError(504, str(exc), type="timeout_error", code="worker_timeout") from None
-    except BaseException:
-        abandon(reply, started.ticket, settle)
-        raise
-    if frame.kind is FrameKind.ERROR:
-        reply.close()
-        settle_frame(started.ticket, settle, frame.kind, frame.body)
-        err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
-        err.headers.update(started.ticket.headers)
-        raise err
-    first = frame
-
-    async def pieces() -> AsyncIterator[bytes]:
-        frame = first
-        finished = False
-        try:
-            while True:
-                if frame.kind is FrameKind.CHUNK:
-                    yield frame.body
-                elif frame.kind is FrameKind.DONE:
-                    finished = True
-                    settle_frame(started.ticket, settle, frame.kind, frame.body)
-                    return
-                elif frame.kind is FrameKind.ERROR:
-                    finished = True
-                    settle_frame(started.ticket, settle, frame.kind, frame.body)
-                    failure = ErrorFrame.model_validate_json(frame.body)
-                    # Audio has no in-band error: the connection is cut, so that the
-                    # client sees an incomplete body rather than a short file.
-                    raise RuntimeError(f"speech cut short: {failure.error.message}")
-                try:
-                    frame = await reply.next(timeout)
-                except WorkerSilent as exc:
-                    _lost(started, exc)
-                    raise RuntimeError(f"speech cut short: {exc}") from None
-        finally:
-            if finished:
-                reply.close()
-            else:
-                abandon(reply, started.ticket, settle)
-
-    return StreamingResponse(pieces(), media_type=content_type,
-                             headers=dict(started.ticket.headers))
-
-
 async def _answer(request: Request, gateway: Gateway, model: str, body: dict[str, Any],
                   endpoint: Endpoint, uploads: list[form.Part] | None = None) -> Response:
     principal: Principal = request.state.principal
@@ -305,6 +135,7 @@ async def _answer(request: Request, gateway: Gateway, model: str, body: dict[str
     body = {k: v for k, v in body.items() if k != FILES_KEY}
     stored: list[str] = []
     audio = None
+    timeout, settle = gateway.settings.heartbeat_timeout, gateway.gatekeeper.settle
     try:
         if uploads:
             refs = []
@@ -321,12 +152,12 @@ async def _answer(request: Request, gateway: Gateway, model: str, body: dict[str
             body = {**body, FILES_KEY: [r.model_dump() for r in refs]}
         if endpoint is Endpoint.SPEECH:
             started = await _start(request, gateway, plan, model, body, endpoint, None)
-            return await _audio(started, gateway, speech_content_type(
-                body.get("response_format")))
+            return await media_relay.audio_response(
+                started, timeout, settle, speech_content_type(body.get("response_format")))
         hangup = HangUp(request.receive)
         try:
             started = await _start(request, gateway, plan, model, body, endpoint, audio)
-            return await _whole(started, gateway, store)
+            return await media_relay.whole_response(started, timeout, settle, store)
         except asyncio.CancelledError:
             if not hangup.gone:
                 raise

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from ingress.routes.media import RESERVE_BYTES_PER_SECOND, most_cost
+from ingress.admission.media_reserve import RESERVE_BYTES_PER_SECOND, media_estimate, most_cost
 from schemas.config import Deployment
 from schemas.infer import Endpoint
+from schemas.usage import MediaUsage
 
 
 def _at(upstream: str, **extra: Any) -> Deployment:
@@ -60,9 +61,6 @@ def test_an_unpriced_model_reserves_nothing() -> None:
 
 
 def test_a_lost_workers_call_is_assumed_to_have_used_what_it_asked_for() -> None:
-    from ingress.routes.media import media_estimate
-    from schemas.usage import MediaUsage
-
     images = media_estimate(Endpoint.IMAGES, {"n": 2, "size": "1024x1792", "quality": "hd"},
                             None)
     assert images.estimated and images.media == MediaUsage(
