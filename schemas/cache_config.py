@@ -31,6 +31,8 @@ CACHE_CALL_TYPES: dict[str, Endpoint] = {
     "acompletion": Endpoint.CHAT,
     "embedding": Endpoint.EMBEDDINGS,
     "aembedding": Endpoint.EMBEDDINGS,
+    "rerank": Endpoint.RERANK,
+    "arerank": Endpoint.RERANK,
 }
 
 

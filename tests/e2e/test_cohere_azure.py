@@ -391,3 +391,21 @@ def test_the_anthropic_sdk_reaches_cohere_streamed_and_not(
                                 messages=[{"role": "user", "content": "pong"}]) as stream:
         text = "".join(stream.text_stream)
     assert text == "Cohere says: pong"
+
+
+def test_a_rerank_that_asks_to_be_cached_is_answered_from_the_cache_the_second_time(
+    gateway: Gateway, key: tuple[str, str],
+    fakes: tuple[cohere_server.Served, azure_server.Served, str],
+) -> None:
+    cohere, _, _ = fakes
+    body = {"model": "cohere-rerank", "query": "cache me", "documents": ["cache", "me"]}
+    headers = {"authorization": f"Bearer {key[1]}", "cache-control": "max-age=60"}
+    calls = []
+    for _ in range(2):
+        r = httpx.post(f"{gateway.base_url}/v1/rerank", json=body, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        calls.append((r.headers.get("x-aigw-cache"), r.json()["results"]))
+    assert [c[0] for c in calls] == ["miss", "hit"]
+    assert calls[0][1] == calls[1][1]
+    assert sum(1 for route, sent in cohere.state.requests
+               if route == "rerank" and sent["query"] == "cache me") == 1

@@ -96,6 +96,13 @@ def test_litellm_cache_settings_turn_the_cache_on_for_the_listed_call_types() ->
     assert not [i for i in config.ignored if "cache" in i]
 
 
+def test_rerank_is_a_cache_call_type_and_not_cached_unless_listed() -> None:
+    raw = {**LITELLM_CACHE, "litellm_settings": {"cache": True, "cache_params": {
+        "supported_call_types": ["arerank"]}}}
+    assert parse_config(raw, {}).cache.default_ttl(Endpoint.RERANK) > 0
+    assert parse_config(LITELLM_CACHE, {}).cache.default_ttl(Endpoint.RERANK) == 0.0
+
+
 def test_cache_call_types_we_do_not_serve_and_unknown_params_are_reported_once() -> None:
     raw = {**LITELLM_CACHE, "litellm_settings": {"cache": True, "cache_params": {
         "type": "redis", "host": "localhost", "port": 6379, "password": "x",
