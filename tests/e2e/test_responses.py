@@ -5,6 +5,7 @@ with previous_response_id, scoped to its key, accounted with exact cost."""
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -348,3 +349,25 @@ def test_anthropic_thinking_comes_back_as_a_reasoning_item(master: openai.OpenAI
                                  reasoning={"effort": "low"}, store=False) as stream:
         events = list(stream)
     assert any(e.type == "response.reasoning_text.delta" for e in events)
+
+
+def test_a_client_leaving_a_stream_stops_the_upstream_and_the_call_is_accounted(
+    gateway: Gateway, fake_openai: tuple[str, FakeOpenAIState]
+) -> None:
+    key_id, secret = make_key(gateway, alias="responses-hangup")
+    state = fake_openai[1]
+    state.slow_seconds = 30.0
+    cancelled = state.cancelled
+    with httpx.stream("POST", gateway.base_url + "/v1/responses", timeout=10,
+                      headers={"authorization": f"Bearer {secret}"},
+                      json={"model": "slow-stream", "input": "hang on", "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("event: response.in_progress"):
+                break  # the upstream has begun answering (then stalls): leave
+    [row] = _logs(gateway, key_id, expected=1)
+    assert row["status"] == "cancelled" and row["endpoint"] == "responses"
+    deadline = time.monotonic() + 10
+    while state.cancelled == cancelled and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state.cancelled == cancelled + 1  # the upstream call was stopped
