@@ -6,6 +6,7 @@ endpoints refused with a 400, an upload too large with a 413."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import threading
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
+import nats.js.errors
 import openai
 import pytest
 import yaml
@@ -461,3 +464,26 @@ def test_a_lost_workers_image_call_is_accounted_at_what_it_asked_for(
     [row] = _logs(media_gateway, key_id, expected=1)
     assert row["status"] == "error" and row["usage_estimated"] and row["images"] == 2
     assert Decimal(row["cost"]) == 2 * Decimal("0.07")
+
+
+async def _objects_left(nats_url: str) -> list[str]:
+    nc = await nats.connect(nats_url)
+    try:
+        store = await nc.jetstream().object_store("aigw_media")
+        try:
+            return [o.name for o in await store.list(ignore_deletes=True)]
+        except nats.js.errors.NotFoundError:
+            return []
+    finally:
+        await nc.close()
+
+
+def test_uploads_and_large_answers_leave_nothing_in_the_object_store(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI],
+) -> None:
+    _, client = keyed
+    client.audio.transcriptions.create(model="whisper", file=("a.wav", wav(60)))
+    client.images.generate(model="dalle3", prompt="x", response_format="b64_json")
+    client.images.edit(model="dall-e-2", image=("in.png", fake_png("256x256"), "image/png"),
+                       prompt="x", response_format="b64_json")
+    assert asyncio.run(_objects_left(media_gateway.nats_url)) == []
