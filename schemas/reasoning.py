@@ -85,6 +85,23 @@ def gemini_thinking_config(body: dict[str, Any]) -> dict[str, Any] | None:
     return {"thinkingBudget": GEMINI_BUDGETS[level], "includeThoughts": True}
 
 
+def cohere_thinking(body: dict[str, Any]) -> dict[str, Any] | None:
+    """Cohere's ``thinking`` (its reasoning models): the client's own, else one for its
+    effort on Anthropic's budget ladder; ``none`` disables it. Raises ValueError for an
+    effort word with no budget."""
+    native = body.get("thinking")
+    if isinstance(native, dict):
+        return dict(native)
+    level = effort(body)
+    if level is None:
+        return None
+    if level == "none":
+        return {"type": "disabled"}
+    if level not in ANTHROPIC_BUDGETS:
+        raise ValueError(f"reasoning_effort must be one of {', '.join(EFFORTS)}, got {level!r}")
+    return {"type": "enabled", "token_budget": ANTHROPIC_BUDGETS[level]}
+
+
 def thinking_budget(provider: str, body: dict[str, Any]) -> int:
     """Tokens the provider may think for on top of the answer; 0 when it is not asked to
     or the budget is unknown (OpenAI counts reasoning inside ``max_completion_tokens``)."""
@@ -97,6 +114,9 @@ def thinking_budget(provider: str, body: dict[str, Any]) -> int:
             budget = config.get("thinkingBudget") if config else None
             if budget == -1:
                 budget = GEMINI_MOST_THINKING
+        elif provider in ("cohere", "cohere_chat"):
+            thinking = cohere_thinking(body)
+            budget = thinking.get("token_budget") if thinking else None
         else:
             return 0
     except ValueError:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from schemas import reasoning
 from schemas.config import Deployment
 from schemas.errors import ErrorKind
 from schemas.usage import TokenUsage
@@ -140,6 +141,13 @@ def test_reasoning_effort_becomes_a_thinking_budget_and_native_thinking_wins() -
         "thinking"] == {"type": "enabled", "token_budget": 99}
     assert "thinking" not in chat()
     assert invalid(lambda: chat(reasoning_effort="huge")).info.param == "reasoning_effort"
+
+
+def test_the_ingress_reserves_cohere_thinking_like_anthropic_thinking() -> None:
+    assert reasoning.thinking_budget("cohere", {"reasoning_effort": "medium"}) == 8192
+    assert reasoning.thinking_budget("cohere_chat", {"thinking": {
+        "type": "enabled", "token_budget": 500}}) == 500
+    assert reasoning.thinking_budget("cohere", {"reasoning_effort": "none"}) == 0
 
 
 def test_images_pass_as_image_url_parts() -> None:

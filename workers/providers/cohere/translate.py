@@ -87,20 +87,10 @@ def to_cohere_chat(body: dict[str, Any], upstream_model: str) -> dict[str, Any]:
 
 
 def _thinking(body: dict[str, Any]) -> dict[str, Any] | None:
-    """Cohere's ``thinking`` (its reasoning models): the client's own, else one for its
-    ``reasoning_effort``, on the same budget ladder as Anthropic's."""
-    native = body.get("thinking")
-    if isinstance(native, dict):
-        return dict(native)
-    level = reasoning.effort(body)
-    if level is None:
-        return None
-    if level == "none":
-        return {"type": "disabled"}
-    if level not in reasoning.ANTHROPIC_BUDGETS:
-        raise _invalid(f"reasoning_effort must be one of {', '.join(reasoning.EFFORTS)}",
-                       "reasoning_effort")
-    return {"type": "enabled", "token_budget": reasoning.ANTHROPIC_BUDGETS[level]}
+    try:
+        return reasoning.cohere_thinking(body)
+    except ValueError as exc:
+        raise _invalid(str(exc), "reasoning_effort") from None
 
 
 def _messages(messages: Any) -> list[dict[str, Any]]:
