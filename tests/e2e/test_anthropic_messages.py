@@ -94,7 +94,8 @@ def gateway(
     nats = NatsServer(work / "nats")
     nats.start()
     gw = Gateway(nats_url=nats.url, config_path=config, log_dir=work,
-                 env={"FAKE_OPENAI_KEY": "sk-fake", "AIGW_ACCOUNTING_BATCH_AGE": "0.2"})
+                 env={"FAKE_OPENAI_KEY": "sk-fake", "AIGW_ACCOUNTING_BATCH_AGE": "0.2",
+                      "SERVER_ROOT_PATH": "/ai-api"})
     try:
         gw.start_accounting(work / "data")
         gw.start_worker("openai")
@@ -518,13 +519,22 @@ def test_rate_limits_hold_and_answer_in_anthropic_shape(gateway: Gateway) -> Non
     assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
 
 
-def test_served_under_the_unversioned_path_too(gateway: Gateway) -> None:
-    r = httpx.post(gateway.base_url + "/messages", headers={"x-api-key": MASTER_KEY},
+@pytest.mark.parametrize("path", ["/messages", "/ai-api/v1/messages", "/ai-api/messages"])
+def test_served_unversioned_and_under_the_root_path_too(gateway: Gateway, path: str) -> None:
+    r = httpx.post(gateway.base_url + path, headers={"x-api-key": MASTER_KEY},
                    json={"model": "gpt", "max_tokens": 5,
                          "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 200 and r.json()["type"] == "message"
-    r = httpx.post(gateway.base_url + "/messages", headers={"x-api-key": "bad"}, json={})
+    r = httpx.post(gateway.base_url + path, headers={"x-api-key": "bad"}, json={})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    r = httpx.post(gateway.base_url + path + "/count_tokens", headers={"x-api-key": MASTER_KEY},
+                   json={"model": "gpt", "messages": [{"role": "user", "content": "four"}]})
+    assert r.status_code == 200 and r.json() == {"input_tokens": 5}
+    client = anthropic.Anthropic(base_url=gateway.base_url + "/ai-api", api_key=MASTER_KEY,
+                                 max_retries=0)
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="nope", max_tokens=5,
+                               messages=[{"role": "user", "content": "x"}])
 
 
 # --- a Claude Code session, replayed ---------------------------------------------------------
