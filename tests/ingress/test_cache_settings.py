@@ -16,13 +16,12 @@ ANSWER = CachedAnswer(stored_at=time.time(), provider="openai", usage=TokenUsage
 
 
 def test_without_the_config_every_endpoint_gets_the_process_ttl() -> None:
-    assert default_ttls(CacheSettings(), 30.0) == {Endpoint.CHAT: 30.0,
-                                                   Endpoint.EMBEDDINGS: 30.0}
+    assert default_ttls(CacheSettings(), 30.0) == dict.fromkeys(Endpoint, 30.0)
 
 
 def test_cache_true_sets_the_ttl_of_the_listed_call_types_only() -> None:
     cache = CacheSettings(enabled=True, ttl=600, endpoints=(Endpoint.CHAT,))
-    assert default_ttls(cache, 30.0) == {Endpoint.CHAT: 600.0, Endpoint.EMBEDDINGS: 0.0}
+    assert default_ttls(cache, 30.0) == {**dict.fromkeys(Endpoint, 0.0), Endpoint.CHAT: 600.0}
 
 
 def test_a_request_without_cache_fields_is_cached_by_default_and_its_own_word_wins() -> None:
