@@ -134,21 +134,12 @@ async def _answer(request: Request, gateway: Gateway, model: str, body: dict[str
     # Only the gateway names uploads: a client's own list could name another's.
     body = {k: v for k, v in body.items() if k != FILES_KEY}
     stored: list[str] = []
-    audio = None
+    audio = next((p.data for p in uploads or () if p.name == "file"), None)
     timeout, settle = gateway.settings.heartbeat_timeout, gateway.gatekeeper.settle
     try:
         if uploads:
-            refs = []
             rid = f"{request_id(request)}-{uuid.uuid4().hex[:8]}"
-            for part in uploads:
-                name = object_name(rid, part.name)
-                await store.put(name, part.data)
-                stored.append(name)
-                refs.append(MediaFile(field=part.name, name=name,
-                                      filename=part.filename or part.name,
-                                      content_type=part.content_type, size=len(part.data)))
-                if part.name == "file":
-                    audio = part.data
+            refs = await _put(store, rid, uploads, stored)
             body = {**body, FILES_KEY: [r.model_dump() for r in refs]}
         if endpoint is Endpoint.SPEECH:
             started = await _start(request, gateway, plan, model, body, endpoint, None)
@@ -164,12 +155,27 @@ async def _answer(request: Request, gateway: Gateway, model: str, body: dict[str
             raise hangup.absorb() from None
         finally:
             hangup.close()
-    except (nats.errors.Error, TimeoutError) as exc:
-        raise ApiError(503, f"The object store is unavailable ({type(exc).__name__}); try "
-                       "again shortly.", type="server_error", code="nats_unavailable") from None
     finally:
         for name in stored:
             await store.delete(name)
+
+
+async def _put(store: MediaStore, rid: str, uploads: list[form.Part],
+               stored: list[str]) -> list[MediaFile]:
+    """The uploads in the object store (each name added to ``stored`` once it is there)."""
+    refs = []
+    for part in uploads:
+        name = object_name(rid, part.name)
+        try:
+            await store.put(name, part.data)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise ApiError(503, f"The object store is unavailable ({type(exc).__name__}); "
+                           "try again shortly.", type="server_error",
+                           code="nats_unavailable") from None
+        stored.append(name)
+        refs.append(MediaFile(field=part.name, name=name, filename=part.filename or part.name,
+                              content_type=part.content_type, size=len(part.data)))
+    return refs
 
 
 async def _form(request: Request, limit: int) -> dict[str, form.Part]:
