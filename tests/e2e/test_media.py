@@ -56,7 +56,8 @@ def _dalle3_entry(openai_url: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def media_gateway(
     fake_openai: tuple[str, FakeOpenAIState], fake_anthropic: tuple[str, object],
-    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory,
+    fake_gemini: tuple[str, object], redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     openai_url = fake_openai[0]
     work = tmp_path_factory.mktemp("media")
@@ -89,6 +90,9 @@ def media_gateway(
             {"model_name": "claude", "litellm_params": {
                 "model": "anthropic/claude-sonnet-4-20250514",
                 "api_base": fake_anthropic[0], "api_key": "sk-ant-e2e"}},
+            {"model_name": "gemini", "litellm_params": {
+                "model": "gemini/gemini-2.0-flash", "api_base": fake_gemini[0],
+                "api_key": "gemini-e2e"}},
         ],
         "general_settings": {"master_key": MASTER_KEY},
     })
@@ -101,6 +105,7 @@ def media_gateway(
         gw.start_accounting(work / "data")
         gw.start_worker("openai")
         gw.start_worker("anthropic")
+        gw.start_worker("gemini")
         gw.start_ingress()
         gw.wait_ready(60)  # a loaded machine starts five processes slowly
         yield gw
@@ -296,21 +301,27 @@ def test_speech_in_another_format_at_a_deployment_price(
     assert _cost(media_gateway, key_id) == 3 * Decimal("0.0001")
 
 
-@pytest.mark.parametrize("call", ["image", "speech", "transcription"])
-def test_an_anthropic_deployment_answers_400(
-    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI], call: str,
+@pytest.mark.parametrize("call", ["image", "edit", "speech", "transcription", "translation"])
+@pytest.mark.parametrize(("model", "provider"), [("claude", "anthropic"), ("gemini", "gemini")])
+def test_a_provider_without_the_endpoint_answers_400(
+    media_gateway: Gateway, keyed: tuple[str, openai.OpenAI], call: str, model: str,
+    provider: str,
 ) -> None:
     _, client = keyed
     with pytest.raises(openai.BadRequestError) as caught:
         if call == "image":
-            client.images.generate(model="claude", prompt="x")
+            client.images.generate(model=model, prompt="x")
+        elif call == "edit":
+            client.images.edit(model=model, prompt="x", image=("a.png", fake_png("256x256")))
         elif call == "speech":
-            client.audio.speech.create(model="claude", voice="alloy", input="x")
+            client.audio.speech.create(model=model, voice="alloy", input="x")
+        elif call == "transcription":
+            client.audio.transcriptions.create(model=model, file=("a.wav", wav(1)))
         else:
-            client.audio.transcriptions.create(model="claude", file=("a.wav", wav(1)))
+            client.audio.translations.create(model=model, file=("a.wav", wav(1)))
     body: Any = caught.value.body
     assert body["code"] == "unsupported_endpoint" and body["param"] == "model"
-    assert "anthropic" in body["message"]
+    assert provider in body["message"]
 
 
 def test_an_upstream_refusal_is_an_openai_shaped_400(
