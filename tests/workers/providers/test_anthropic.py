@@ -16,13 +16,12 @@ from schemas.usage import TokenUsage
 from tests.fakes import anthropic_server
 from tests.fakes.server import free_port, serve
 from workers.providers.anthropic.adapter import AnthropicProvider, error_from_anthropic
-from workers.providers.anthropic.translate import (
-    JSON_OBJECT_INSTRUCTION,
+from workers.providers.anthropic.answers import (
     StreamTranslator,
     from_anthropic_response,
-    to_anthropic_request,
     usage_from_anthropic,
 )
+from workers.providers.anthropic.translate import JSON_OBJECT_INSTRUCTION, to_anthropic_request
 from workers.providers.base import UpstreamCall, UpstreamError
 
 KEY = "sk-ant-api03-very-secret-key"

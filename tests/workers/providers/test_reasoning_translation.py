@@ -16,11 +16,8 @@ from schemas.usage import TokenUsage
 from tests.fakes import anthropic_server, gemini_server
 from tests.fakes.server import serve
 from workers.providers.anthropic.adapter import AnthropicProvider
-from workers.providers.anthropic.translate import (
-    StreamTranslator,
-    from_anthropic_response,
-    to_anthropic_request,
-)
+from workers.providers.anthropic.answers import StreamTranslator, from_anthropic_response
+from workers.providers.anthropic.translate import to_anthropic_request
 from workers.providers.base import UpstreamCall, UpstreamError
 from workers.providers.gemini.adapter import GeminiProvider
 from workers.providers.gemini.translate import (

@@ -1,6 +1,7 @@
 """Anthropic's Messages API behind the OpenAI-shaped Provider protocol.
 
-Body translation lives in :mod:`workers.providers.anthropic.translate`; this module does
+Body translation lives in :mod:`workers.providers.anthropic.translate` (requests) and
+:mod:`workers.providers.anthropic.answers` (answers, streams); this module does
 the HTTP and turns Anthropic's errors, whether an error response or an ``error`` event
 inside a 200 stream, into :class:`ErrorInfo`. The deployment's API key is scrubbed from
 every error message before it leaves the adapter.
@@ -17,13 +18,12 @@ import httpx
 from schemas.config import Deployment
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.usage import TokenUsage
-from workers.providers.anthropic.translate import (
-    PROVIDER,
+from workers.providers.anthropic.answers import (
     StreamTranslator,
     from_anthropic_response,
-    to_anthropic_request,
     usage_from_anthropic,
 )
+from workers.providers.anthropic.translate import PROVIDER, to_anthropic_request
 from workers.providers.base import (
     Completion,
     StreamItem,
