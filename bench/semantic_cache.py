@@ -179,7 +179,7 @@ async def shared(total: int, dims: int, rng: np.random.Generator) -> dict[str, f
     import nats
 
     answer = CachedAnswer(stored_at=time.time(), provider="openai", usage=TokenUsage(
-        prompt_tokens=20, completion_tokens=40, total_tokens=60),
+        prompt_tokens=20, completion_tokens=40),
         response={"choices": [{"index": 0, "message": {"role": "assistant",
                                                       "content": "x" * 600}}]})
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,11 +252,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--blas-threads", type=int, default=1,
                         help="numpy's BLAS threads (the ingress uses 1)")
+    parser.add_argument("--parts", default="exact,hnsw,shared,hits",
+                        help="which parts to run, comma-separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     threadpool_limits(limits=args.blas_threads, user_api="blas")
     print(f"BLAS threads: {args.blas_threads}, load average: {os.getloadavg()[0]:.1f}")
     rng = np.random.default_rng(7)
     sizes = (10_000,) if args.quick else (10_000, 100_000)
+    if "exact" in parts:
+        exact_part(sizes, rng)
+    if "hnsw" in parts:
+        hnsw_part(sizes, rng)
+    if "shared" in parts and not args.quick:
+        shared_part(rng)
+    if "hits" in parts:
+        hits_part()
+
+
+def exact_part(sizes: tuple[int, ...], rng: np.random.Generator) -> None:
     print("## Exact cosine (numpy), lookup in one scope")
     print("| entries | dims | per scope | insert µs | lookup p50 ms | p99 ms | CPU p50 ms "
           "| CPU p99 ms | vectors MB |")
@@ -269,6 +283,9 @@ def main() -> None:
                       f"{r['p50']:.3f} | {r['p99']:.3f} | {r['cpu50']:.3f} | "
                       f"{r['cpu99']:.3f} | {r['mb']:.0f} |")
     print(f"\nexact search recall@1: {exact_recall_check(10_000, 384, rng):.2f}")
+
+
+def hnsw_part(sizes: tuple[int, ...], rng: np.random.Generator) -> None:
     print("\n## HNSW (usearch), one scope")
     print("| entries | dims | insert µs | lookup p50 ms | p99 ms | CPU p50 ms | CPU p99 ms "
           "| recall@1 |")
@@ -282,14 +299,19 @@ def main() -> None:
             print(f"| {total:,} | {dims} | {found['insert_us']:.1f} | {found['p50']:.3f} | "
                   f"{found['p99']:.3f} | {found['cpu50']:.3f} | {found['cpu99']:.3f} | "
                   f"{found['recall']:.2f} |")
-    if not args.quick:
-        print("\n## Shared store over a real nats-server (one scope, 384 dims)")
-        print("| entries | write s | replica sync s | lookup + KV read p50 ms | p99 ms |")
-        print("|---|---|---|---|---|")
-        for total in (1_000, 10_000):
-            r = asyncio.run(shared(total, 384, rng))
-            print(f"| {total:,} | {r['write_s']:.1f} | {r['sync_s']:.1f} | {r['p50']:.3f} | "
-                  f"{r['p99']:.3f} |")
+
+
+def shared_part(rng: np.random.Generator) -> None:
+    print("\n## Shared store over a real nats-server (one scope, 384 dims)")
+    print("| entries | write s | replica sync s | lookup + KV read p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    for total in (1_000, 10_000):
+        r = asyncio.run(shared(total, 384, rng))
+        print(f"| {total:,} | {r['write_s']:.1f} | {r['sync_s']:.1f} | {r['p50']:.3f} | "
+              f"{r['p99']:.3f} |")
+
+
+def hits_part() -> None:
     print(f"\n## Hit rate, {len(PARAPHRASES)} paraphrase pairs, concept embedder")
     print("| threshold | paraphrases hit | near misses hit (wrong) |")
     print("|---|---|---|")

@@ -30,8 +30,11 @@ SEMANTIC_HIT = "semantic-hit"
 
 
 @dataclass(frozen=True, slots=True)
-class SemanticHit:
-    answer: CachedAnswer
+class Nearest:
+    """The nearest entry of a scope: its answer when it is a hit, None when it is not
+    similar enough (or no longer readable)."""
+
+    answer: CachedAnswer | None
     similarity: float
 
 
@@ -123,16 +126,20 @@ class SemanticCache:
         return asked if asked is not None else self.settings.similarity_threshold
 
     async def lookup(self, prompt: Prompt, vector: Vector, threshold: float,
-                     max_age: float | None) -> SemanticHit | None:
+                     max_age: float | None) -> Nearest | None:
+        """The scope's nearest entry (None: the scope has none)."""
         if self.store is None:
             return None
         match = self.store.nearest(prompt.scope, vector)
-        if match is None or match.similarity < threshold:
+        if match is None:
             return None
+        similarity = min(match.similarity, 1.0)
+        if similarity < threshold:
+            return Nearest(None, similarity)
         answer = await self.store.answer(match.key)
         if answer is None or (max_age is not None and answer.age() > max_age):
-            return None
-        return SemanticHit(answer, min(match.similarity, 1.0))
+            return Nearest(None, similarity)
+        return Nearest(answer, similarity)
 
     def storer(self, prompt: Prompt, vector: Vector, ttl: float) -> Outcome | None:
         if self.store is None or ttl <= 0:

@@ -329,29 +329,32 @@ async def _semantic(
     request: Request, gateway: Gateway, prompt: Prompt, wanted: CachePolicy, model: str,
     body: dict[str, Any], endpoint: Endpoint, stream: bool, include_usage: bool,
     began: float,
-) -> tuple[Response | None, Outcome | None]:
-    """The semantic cache's answer (a hit, served), or what stores this request's answer
-    under its prompt's vector once it is complete (a miss)."""
+) -> tuple[Response | None, Outcome | None, float | None]:
+    """The semantic cache's answer (a hit, served); or, on a miss, what stores this
+    request's answer under its prompt's vector once it is complete, and the similarity of
+    the nearest entry that was not close enough."""
     principal: Principal = request.state.principal
     caller = _caller(principal, body)
     vector = await _embed(request, gateway, prompt.text, caller)
     if vector is None:
-        return None, None
-    hit = None
+        return None, None, None
+    nearest = None
     if wanted.lookup:
-        hit = await gateway.semantic.lookup(
+        nearest = await gateway.semantic.lookup(
             prompt, vector, gateway.semantic.threshold(wanted.similarity), wanted.max_age)
-    if hit is None:
-        return None, gateway.semantic.storer(prompt, vector, wanted.ttl)
+    if nearest is None or nearest.answer is None:
+        return (None, gateway.semantic.storer(prompt, vector, wanted.ttl),
+                nearest.similarity if nearest is not None else None)
+    answer = nearest.answer
     CACHE.labels("semantic_hit").inc()
-    request.state.genai.provider = hit.answer.provider
+    request.state.genai.provider = answer.provider
     _publish_hit(gateway, principal, request_id(request), model, endpoint, stream, caller,
-                 hit.answer, (time.perf_counter() - began) * 1000, hit.similarity)
-    served = (replay.stream_hit(hit.answer, include_usage) if stream
-              else replay.json_hit(hit.answer))
+                 answer, (time.perf_counter() - began) * 1000, nearest.similarity)
+    served = (replay.stream_hit(answer, include_usage) if stream
+              else replay.json_hit(answer))
     served.headers[replay.CACHE_HEADER] = SEMANTIC_HIT
-    served.headers[SIMILARITY_HEADER] = f"{hit.similarity:.4f}"
-    return served, None
+    served.headers[SIMILARITY_HEADER] = f"{nearest.similarity:.4f}"
+    return served, None, None
 
 
 async def _answer(
@@ -400,6 +403,7 @@ async def _respond(
     if endpoint is Endpoint.COMPLETIONS:  # the cache replays answers in chat's shape
         wanted = OFF
     capture: Capture | None = None
+    nearest: float | None = None
     if wanted.active:
         began = time.perf_counter()
         owner = scope_of(principal, settings.cache_scope)
@@ -415,8 +419,9 @@ async def _respond(
         semantic: Outcome | None = None
         prompt = gateway.semantic.prompt(endpoint.value, model, owner, body)
         if prompt is not None:
-            served, semantic = await _semantic(request, gateway, prompt, wanted, model, body,
-                                               endpoint, stream, include_usage, began)
+            served, semantic, nearest = await _semantic(
+                request, gateway, prompt, wanted, model, body, endpoint, stream,
+                include_usage, began)
             if served is not None:
                 return served
         if wanted.store:
@@ -449,6 +454,8 @@ async def _respond(
         response = await relay.json_response(started, timeout, settle, capture)
     if wanted.active:
         response.headers[replay.CACHE_HEADER] = "miss"
+    if nearest is not None:  # how close the semantic cache came
+        response.headers[SIMILARITY_HEADER] = f"{nearest:.4f}"
     if started.route is not None:  # the complexity router's tier and why
         response.headers.update(started.route.headers())
     return response

@@ -238,6 +238,8 @@ def test_a_different_question_with_shared_words_misses(
     before = calls(fake_openai[1], SPAIN)
     spain = ask(gw.base_url, secret, SPAIN)
     assert spain.headers["x-aigw-cache"] == "miss"
+    # How close it came: France's entry, at about 0.5.
+    assert 0.3 < float(spain.headers["x-aigw-cache-similarity"]) < 0.9
     assert calls(fake_openai[1], SPAIN) == before + 1
 
 
