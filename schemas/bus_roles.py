@@ -88,6 +88,13 @@ def _objects(bucket: str) -> list[str]:
             f"{_API}.STREAM.NAMES"]
 
 
+def _media() -> list[str]:
+    """The images and audio object store, whose chunks are read by a pull consumer
+    (core.media_store)."""
+    stream = f"OBJ_{subjects.MEDIA_OBJECTS}"
+    return [*_objects(subjects.MEDIA_OBJECTS), f"{_API}.CONSUMER.MSG.NEXT.{stream}.>"]
+
+
 def _usage_stream() -> list[str]:
     """The usage stream, made or brought up to date by whichever process starts first."""
     return _stream(subjects.USAGE_STREAM, "INFO", "CREATE", "UPDATE")
@@ -123,7 +130,7 @@ def permissions(role: str) -> Permissions:
                 *_stream(f"KV_{subjects.RESPONSES_BUCKET}", "UPDATE"),
                 *_kv(subjects.BATCH_RESULTS_BUCKET, write=False, purge=True),
                 *_kv(subjects.BATCH_RUNS_BUCKET, write=False, purge=True),
-                *_objects(subjects.FILES_OBJECTS), *_objects(subjects.MEDIA_OBJECTS),
+                *_objects(subjects.FILES_OBJECTS), *_media(),
             ]),
             subscribe=(f"{inbox_prefix(INGRESS)}.>", subjects.ADMIT, subjects.settle("*"),
                        subjects.dedup_done("*")),
@@ -144,7 +151,7 @@ def permissions(role: str) -> Permissions:
                 *_kv(subjects.BATCH_RUNS_BUCKET, write=True),
                 *_kv(subjects.CONFIG_BUCKET, write=False),
                 # Uploaded audio and images read, large answers written (schemas/media.py).
-                *_objects(subjects.MEDIA_OBJECTS),
+                *_media(),
             ]),
             subscribe=(f"{inbox_prefix(WORKER)}.>", subjects.infer("*"), subjects.CANCEL_ALL,
                        subjects.ping("*")),
