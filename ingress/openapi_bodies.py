@@ -176,7 +176,10 @@ def _add_links(schema: dict[str, Any]) -> None:
             if parameters:
                 link["parameters"] = parameters
             if body is not None:
+                # The body a link names is the whole body (OpenAPI's meaning), not fields
+                # for a fuzzer to mix into one it made up: say so to Schemathesis.
                 link["requestBody"] = body
+                link["x-schemathesis"] = {"merge_body": False}
             found[name] = link
         if not found:
             continue

@@ -189,7 +189,7 @@ def test_stateful_runs_from_files_to_batches_get_no_5xx(
                 problems.append(f"{label}: {response.status_code} {issue}")
 
     Machine.run(settings=hypothesis.settings(
-        max_examples=12, stateful_step_count=6, deadline=None, database=None,
+        max_examples=40, stateful_step_count=10, deadline=None, database=None,
         derandomize=True, suppress_health_check=list(HealthCheck)))
     assert problems == [], problems[:10]
     assert uploaded, "no upload succeeded: the links were never followed"
