@@ -134,6 +134,15 @@ def test_every_page_renders_and_is_saved(browser: Any, gateway: Gateway) -> None
         assert browser.find_elements(By.TAG_NAME, "h1"), page
         assert "Not allowed" not in browser.page_source
         _shot(browser, page)
+    # The sign-in that opened this session is in the audit log, as is the key made above.
+    deadline = time.monotonic() + 20
+    browser.get(gateway.base_url + "/ui/audit")
+    while "console.sign_in" not in browser.page_source or "key.create" not in (
+            browser.page_source):
+        assert time.monotonic() < deadline, "no audit entries on the audit page"
+        time.sleep(0.5)
+        browser.refresh()
+    _shot(browser, "audit")
     browser.find_element(By.XPATH, "//button[text()='Switch theme']").click()
     assert browser.execute_script("return document.documentElement.dataset.theme") == "dark"
     browser.get(gateway.base_url + "/ui")
