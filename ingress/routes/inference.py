@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
@@ -27,11 +28,11 @@ from pydantic import BaseModel, ValidationError
 from ingress import json_body
 from ingress.admission.gatekeeper import Ticket
 from ingress.auth.principal import Principal, allowed
+from ingress.cache import semantic_lookup
 from ingress.cache.dedup import Lead
 from ingress.cache.dedup_shared import SharedLeads
 from ingress.cache.key import OFF, CachePolicy, cache_key, policy, scope_of
-from ingress.cache.semantic import SEMANTIC_HIT, SIMILARITY_HEADER, combine, embedding_of
-from ingress.cache.semantic_index import Vector
+from ingress.cache.semantic import SIMILARITY_HEADER, combine
 from ingress.cache.semantic_key import Prompt
 from ingress.cache.store import CachedAnswer, Capture, Outcome
 from ingress.deps import AuthedGateway, request_id
@@ -155,32 +156,6 @@ async def _start(
         lost=on_lost,
         caller=caller or _caller(principal, body),
     )
-
-
-async def _embed(request: Request, gateway: Gateway, text: str, caller: Caller) -> Vector | None:
-    """The semantic cache's vector for ``text``, by its embedding model, through the
-    gateway's own path: admitted for the caller, dispatched to a worker, accounted by it
-    under the request id plus ``-semantic``. None when that fails: the request goes on
-    without the semantic cache."""
-    alias = gateway.semantic.embedding_model
-    plan = gateway.router.plan(alias) if alias is not None else None
-    if not plan or alias is None:
-        log.warning("semantic cache: the embedding model %r is not served", alias)
-        return None
-    body: dict[str, Any] = {"model": alias, "input": text, "encoding_format": "float"}
-    try:
-        started = await _start(request, gateway, plan, alias, body, Endpoint.EMBEDDINGS,
-                               False, rid=f"{request_id(request)}-semantic", caller=caller)
-        response = await relay.json_response(started, gateway.settings.heartbeat_timeout,
-                                             gateway.gatekeeper.settle)
-        vector = embedding_of(json.loads(bytes(response.body)))
-    except ApiError as exc:
-        log.info("semantic cache: embedding failed (%s %s); serving without it",
-                 exc.status, exc.code or exc.type)
-        return None
-    if vector is None:
-        log.warning("semantic cache: %s answered no usable embedding", alias)
-    return vector
 
 
 async def _classified(
@@ -330,31 +305,22 @@ async def _semantic(
     body: dict[str, Any], endpoint: Endpoint, stream: bool, include_usage: bool,
     began: float,
 ) -> tuple[Response | None, Outcome | None, float | None]:
-    """The semantic cache's answer (a hit, served); or, on a miss, what stores this
-    request's answer under its prompt's vector once it is complete, and the similarity of
-    the nearest entry that was not close enough."""
+    """The semantic cache's step (:mod:`ingress.cache.semantic_lookup`), its embeddings
+    call started and its hit accounted for this request's caller."""
     principal: Principal = request.state.principal
-    caller = _caller(principal, body)
-    vector = await _embed(request, gateway, prompt.text, caller)
-    if vector is None:
-        return None, None, None
-    nearest = None
-    if wanted.lookup:
-        nearest = await gateway.semantic.lookup(
-            prompt, vector, gateway.semantic.threshold(wanted.similarity), wanted.max_age)
-    if nearest is None or nearest.answer is None:
-        return (None, gateway.semantic.storer(prompt, vector, wanted.ttl),
-                nearest.similarity if nearest is not None else None)
-    answer = nearest.answer
-    CACHE.labels("semantic_hit").inc()
-    request.state.genai.provider = answer.provider
-    _publish_hit(gateway, principal, request_id(request), model, endpoint, stream, caller,
-                 answer, (time.perf_counter() - began) * 1000, nearest.similarity)
-    served = (replay.stream_hit(answer, include_usage) if stream
-              else replay.json_hit(answer))
-    served.headers[replay.CACHE_HEADER] = SEMANTIC_HIT
-    served.headers[SIMILARITY_HEADER] = f"{nearest.similarity:.4f}"
-    return served, None, None
+    caller, rid = _caller(principal, body), request_id(request)
+
+    def start(plan: list[Deployment], alias: str, embed: dict[str, Any]) -> Awaitable[Started]:
+        return _start(request, gateway, plan, alias, embed, Endpoint.EMBEDDINGS, False,
+                      rid=f"{rid}-semantic", caller=caller)
+
+    def account(answer: CachedAnswer, similarity: float) -> None:
+        request.state.genai.provider = answer.provider
+        _publish_hit(gateway, principal, rid, model, endpoint, stream, caller, answer,
+                     (time.perf_counter() - began) * 1000, similarity)
+
+    return await semantic_lookup.run(gateway, prompt, wanted, start, account, stream,
+                                     include_usage)
 
 
 async def _answer(
