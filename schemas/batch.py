@@ -22,11 +22,15 @@ from schemas.infer import Endpoint, InferRequest
 SCHEMA_VERSION: Literal[1] = 1
 
 # The batch endpoints this gateway runs, and what each item becomes on the bus.
+RESPONSES_ENDPOINT = "/v1/responses"
 ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": Endpoint.CHAT,
     "/v1/embeddings": Endpoint.EMBEDDINGS,
     "/v1/moderations": Endpoint.MODERATIONS,
     "/v1/completions": Endpoint.COMPLETIONS,
+    # Each line is translated to a chat request at submit time and each answer back to a
+    # Response object when the output file is written (ingress/batch/responses_lines.py).
+    RESPONSES_ENDPOINT: Endpoint.CHAT,
 }
 COMPLETION_WINDOW = "24h"
 WINDOW_SECONDS = 24 * 3600

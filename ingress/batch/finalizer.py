@@ -20,8 +20,10 @@ import uuid
 from collections.abc import Callable
 
 from core.batch_store import BatchStore
-from ingress.batch.input import custom_ids
+from ingress.batch.input import custom_ids, line_bodies
+from ingress.batch.responses_lines import as_responses
 from schemas.batch import (
+    RESPONSES_ENDPOINT,
     BatchError,
     BatchErrors,
     BatchRecord,
@@ -221,6 +223,8 @@ class Finalizer:
         if cancelled or short:
             results += await self._unfinished(claimed, results,
                                               "cancelled" if cancelled else short or "")
+        if claimed.batch.endpoint == RESPONSES_ENDPOINT:
+            results = await self._as_responses(claimed, results)
         output, errors, counts, usage = render(results)
         out_id = await self._write(claimed, output_file_id(batch_id), output, now)
         err_id = await self._write(claimed, error_file_id(batch_id), errors, now)
@@ -257,6 +261,13 @@ class Finalizer:
             return True
         log.warning("batch %s: read %d results of %d; reading again", batch_id, read, counted)
         return False
+
+    async def _as_responses(self, record: BatchRecord,
+                            results: list[ItemResult]) -> list[ItemResult]:
+        """A Responses batch's answers as Response objects, echoing their lines."""
+        data = await self._store.content(record.batch.input_file_id)
+        bodies = await asyncio.to_thread(line_bodies, data) if data is not None else {}
+        return await asyncio.to_thread(as_responses, results, bodies)
 
     async def _unfinished(self, record: BatchRecord, results: list[ItemResult],
                           why: str) -> list[ItemResult]:

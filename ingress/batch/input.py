@@ -22,9 +22,11 @@ from pydantic_core import PydanticSerializationError
 
 from core.batch_store import Queued
 from ingress import json_body
+from ingress.batch.responses_lines import LineRefused, to_chat_line
 from schemas.batch import (
     ENDPOINTS,
     MAX_LINES,
+    RESPONSES_ENDPOINT,
     BatchError,
     BatchItem,
     InputLine,
@@ -34,6 +36,7 @@ from schemas.config import Deployment
 from schemas.infer import Endpoint, InferRequest
 from schemas.moderation import ModerationRequest
 from schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from schemas.responses import ResponsesRequest
 
 # More than this many errors would only make the batch object huge: the first ones say it.
 MAX_ERRORS = 100
@@ -101,6 +104,25 @@ def lines(data: bytes) -> list[str] | int:
     return [line.removesuffix("\r") for line in split]
 
 
+def line_bodies(data: bytes) -> dict[int, dict[str, Any]]:
+    """The ``body`` of each line (1-based) of an input file that has one."""
+    found: dict[int, dict[str, Any]] = {}
+    split = lines(data)
+    if isinstance(split, int):
+        return found
+    for number, raw in enumerate(split, start=1):
+        if not raw.strip():
+            continue
+        try:
+            value: Any = json_body.loads(raw)
+        except json_body.BadJson:
+            continue
+        body = value.get("body") if isinstance(value, dict) else None
+        if isinstance(body, dict):
+            found[number] = body
+    return found
+
+
 def custom_ids(data: bytes) -> dict[int, str]:
     """The ``custom_id`` of each line (1-based) of an input file that has one."""
     found: dict[int, str] = {}
@@ -162,6 +184,19 @@ def parse(
                      f"The custom_id {entry.custom_id!r} appears more than once.", "custom_id")
             continue
         seen.add(entry.custom_id)
+        if endpoint == RESPONSES_ENDPOINT:
+            try:
+                ResponsesRequest.model_validate(entry.body)
+                entry = entry.model_copy(update={"body": to_chat_line(entry.body)})
+            except ValidationError as exc:
+                message, param = _first_error(exc)
+                out.fail(number, "invalid_request", message,
+                         f"body.{param}" if param else "body")
+                continue
+            except LineRefused as exc:
+                out.fail(number, "invalid_request", exc.message,
+                         f"body.{exc.param}" if exc.param else "body")
+                continue
         try:
             body = _BODIES[kind].model_validate(entry.body)
         except ValidationError as exc:
