@@ -42,10 +42,11 @@ def _result(line: int, body: dict[str, Any], ok: bool = True) -> ItemResult:
 
 
 def test_answers_become_responses_and_errors_stay_as_they_are() -> None:
-    completion: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
-                  "choices": [{"index": 0, "finish_reason": "stop",
-                               "message": {"role": "assistant", "content": "Hello!"}}],
-                  "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
+    completion: dict[str, Any] = {
+        "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "Hello!"}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}}
     failed = _result(2, {"error": {"message": "bad", "type": "invalid_request_error"}}, False)
     out = as_responses([_result(1, completion), failed],
                        {1: {"model": "gpt-4o-mini", "input": "Hi", "instructions": "Be brief."}})
