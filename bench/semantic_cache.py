@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def exact(total: int, dims: int, per_scope: int, rng: np.random.Generator) -> di
     queries = random_units(QUERIES, dims, rng)
     samples = Samples()
     for i, query in enumerate(queries):
-        samples.timed(lambda q=query, s=f"s{i % scopes}": index.nearest(s, q, 0.0))
+        samples.timed(partial(index.nearest, f"s{i % scopes}", query, 0.0))
     return {"insert_us": insert_us, **samples.figures(), "mb": total * dims * 4 / 1e6}
 
 
@@ -151,7 +152,7 @@ def hnsw(total: int, dims: int, rng: np.random.Generator) -> dict[str, float] | 
     samples = Samples()
     found = 0
     for query in queries:
-        result = samples.timed(lambda q=query: index.search(q, 1, threads=1))
+        result = samples.timed(partial(index.search, query, 1, threads=1))
         truth = int(np.argmax(vectors @ query))
         found += int(result.keys[0]) == truth  # type: ignore[attr-defined]
     return {"insert_us": insert_us, **samples.figures(), "recall": found / QUERIES}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ingress.cache.semantic import embedding_of
+from ingress.cache.semantic import combine, embedding_of
 from ingress.cache.semantic_entry import (
     BadEntry,
     decode_answer,
@@ -171,3 +171,28 @@ def test_overflow_names_what_adding_a_key_would_drop() -> None:
     index.add("s", "b", vec("capital of Spain"), FAR)
     assert index.overflow("s", "c") == ["a"]
     assert index.overflow("s", "b") == []  # already there: replaced, nothing dropped
+
+
+class _Told:
+    def __init__(self) -> None:
+        self.resolved: list[CachedAnswer | None] = []
+        self.released = 0
+
+    def resolve(self, answer: CachedAnswer | None) -> None:
+        self.resolved.append(answer)
+
+    def release(self) -> None:
+        self.released += 1
+
+
+def test_a_captured_answer_reaches_every_party_once() -> None:
+    lead, store = _Told(), _Told()
+    assert combine(None, None) is None
+    assert combine(lead, None) is lead
+    both = combine(lead, store)
+    assert both is not None
+    answer = CachedAnswer(stored_at=1.0, provider="openai", usage=TokenUsage())
+    both.resolve(answer)
+    both.release()
+    assert lead.resolved == store.resolved == [answer]
+    assert lead.released == store.released == 1
