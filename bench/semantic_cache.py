@@ -197,8 +197,7 @@ async def shared(total: int, dims: int, rng: np.random.Generator) -> dict[str, f
                 writer.save("scope", f"prompt {i}", vectors[i], answer, 600)
                 if i % 500 == 499:
                     await asyncio.sleep(0)
-            while writer._saving:
-                await asyncio.sleep(0.01)
+            await writer.drain()
             write_s = time.perf_counter() - began
             reader = SemanticStore(reader_nc, bound=total, max_age=3600)
             began = time.perf_counter()

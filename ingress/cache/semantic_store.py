@@ -76,10 +76,14 @@ class SemanticStore:
         await self._watch.start(timeout)
         self._sweep.start()
 
-    async def stop(self) -> None:
-        await self._sweep.stop()
+    async def drain(self) -> None:
+        """Wait for the stores in flight."""
         if self._saving:
             await asyncio.gather(*self._saving, return_exceptions=True)
+
+    async def stop(self) -> None:
+        await self._sweep.stop()
+        await self.drain()
         if self._watch is not None:
             await self._watch.stop()
 

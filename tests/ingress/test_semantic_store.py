@@ -82,7 +82,7 @@ async def test_the_same_prompt_stored_twice_keeps_the_first_answer(
     first.save("scope", text, vec(text), answer("first"), ttl=60)
     await until(lambda: entry_key("scope", text) in second.index)
     second.save("scope", text, vec(text), answer("second"), ttl=60)
-    await asyncio.sleep(0.3)
+    await second.drain()
     found = await first.answer(entry_key("scope", text))
     assert found is not None and found.response is not None
     assert found.response["choices"][0]["message"]["content"] == "first"
@@ -107,10 +107,10 @@ async def test_an_entry_expires_in_the_bucket_and_in_every_index(
 ) -> None:
     first, second = pair
     text = "How do I reset my password?"
-    first.save("scope", text, vec(text), answer("reset it"), ttl=1)
+    first.save("scope", text, vec(text), answer("reset it"), ttl=3)
     await until(lambda: entry_key("scope", text) in second.index)
     assert second.nearest("scope", vec(text)) is not None
-    await asyncio.sleep(2.2)
+    await asyncio.sleep(3.3)
     assert second.nearest("scope", vec(text)) is None
     assert first.nearest("scope", vec(text)) is None
     assert await second.answer(entry_key("scope", text)) is None
