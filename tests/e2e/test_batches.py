@@ -207,8 +207,9 @@ def test_what_a_batch_spends_reaches_the_keys_budget(gateway: Gateway) -> None:
 def test_bad_requests_get_openai_errors(gateway: Gateway) -> None:
     client = _client(gateway)
     file_id = _upload(client, [_chat_line("x")])
-    with pytest.raises(openai.BadRequestError):
-        client.batches.create(input_file_id=file_id, endpoint="/v1/completions",
+    with pytest.raises(openai.BadRequestError):  # an endpoint batches do not take
+        client.batches.create(input_file_id=file_id,
+                              endpoint="/v1/images/generations",  # type: ignore[arg-type]
                               completion_window="24h")
     with pytest.raises(openai.NotFoundError):
         client.batches.create(input_file_id="file-nope", endpoint="/v1/chat/completions",

@@ -82,13 +82,17 @@ def fakes() -> Iterator[tuple[cohere_server.Served, azure_server.Served, str]]:
 
 @pytest.fixture(scope="module")
 def gateway(
-    nats_server: NatsServer, redis_server: RedisServer,
+    redis_server: RedisServer,
     fakes: tuple[cohere_server.Served, azure_server.Served, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
     cohere, azure, openai_url = fakes
     work = tmp_path_factory.mktemp("cohere-azure")
     config = write_config(work / "config.yaml", _config(cohere.url, azure.url, openai_url))
+    # A nats-server of its own: on the session's, the session gateway's openai workers
+    # would take this gateway's calls and its accounting this gateway's usage events.
+    nats_server = NatsServer(work / "nats")
+    nats_server.start()
     gw = Gateway(nats_url=nats_server.url, config_path=config, log_dir=work, env={
         "COHERE_API_KEY": cohere_server.API_KEY, "AZURE_API_KEY": azure_server.API_KEY,
         "REDIS_URL": redis_server.url, "AIGW_ACCOUNTING_BATCH_AGE": "0.2"})
@@ -100,9 +104,11 @@ def gateway(
         gw.wait_ready(60)
     except RuntimeError:
         gw.stop()
+        nats_server.stop()
         raise
     yield gw
     gw.stop()
+    nats_server.stop()
 
 
 @pytest.fixture(scope="module")
