@@ -93,6 +93,27 @@ def time_pages(client: httpx.Client, pages: tuple[str, ...], rounds: int) -> Non
               f"   max {times[-1]:7.1f} ms")
 
 
+def up(config: Path, port: int, data: Path) -> subprocess.Popen[bytes]:
+    """``aigw up`` on ``data``, once it answers ready."""
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--config", str(config), "--port",
+         str(port), "--data-dir", str(data)],
+        env={**os.environ, "AIGW_LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/readiness",
+                         timeout=2).status_code == 200:
+                return gateway
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or gateway.poll() is not None:
+            gateway.terminate()
+            raise SystemExit("the gateway did not start")
+        time.sleep(0.3)
+
+
 def screenshots(base: str, folder: Path) -> None:
     """The overview and the logs page as the master key sees them, 1280 px wide."""
     from selenium import webdriver
@@ -140,23 +161,9 @@ def main() -> None:
                            for m in MODELS],
             "general_settings": {"master_key": MASTER}}))
         port = free_port()
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "up", "--config", str(config), "--port",
-             str(port), "--data-dir", str(data)],
-            env={**os.environ, "AIGW_LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
+        gateway = up(config, port, data)
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(base + "/health/readiness", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or gateway.poll() is not None:
-                    raise SystemExit("the gateway did not start")
-                time.sleep(0.3)
             made = httpx.post(base + "/admin/keys", json={"alias": "viewer"}, timeout=10,
                               headers={"authorization": f"Bearer {MASTER}"}).json()
             gateway.terminate()
@@ -164,21 +171,8 @@ def main() -> None:
             # In a process of its own: chDB holds its directory until the process ends.
             subprocess.run([sys.executable, __file__, "--fill", str(data), "--events",
                             str(args.events), "--key-id", made["id"]], check=True)
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "up", "--config", str(config), "--port",
-                 str(port), "--data-dir", str(data)],
-                env={**os.environ, "AIGW_LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            gateway = up(config, port, data)
             deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(base + "/health/readiness", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline or gateway.poll() is not None:
-                    raise SystemExit("the gateway did not restart")
-                time.sleep(0.3)
             while httpx.get(f"{base}/v1/usage/summary?days=30", timeout=30,
                             headers={"authorization": f"Bearer {MASTER}"}).status_code != 200:
                 if time.monotonic() > deadline:

@@ -104,9 +104,9 @@ def lines(data: bytes) -> list[str] | int:
     return [line.removesuffix("\r") for line in split]
 
 
-def line_bodies(data: bytes) -> dict[int, dict[str, Any]]:
-    """The ``body`` of each line (1-based) of an input file that has one."""
-    found: dict[int, dict[str, Any]] = {}
+def _field(data: bytes, name: str) -> dict[int, Any]:
+    """The value of ``name`` on each line (1-based) of an input file that is an object."""
+    found: dict[int, Any] = {}
     split = lines(data)
     if isinstance(split, int):
         return found
@@ -117,29 +117,19 @@ def line_bodies(data: bytes) -> dict[int, dict[str, Any]]:
             value: Any = json_body.loads(raw)
         except json_body.BadJson:
             continue
-        body = value.get("body") if isinstance(value, dict) else None
-        if isinstance(body, dict):
-            found[number] = body
+        if isinstance(value, dict) and name in value:
+            found[number] = value[name]
     return found
+
+
+def line_bodies(data: bytes) -> dict[int, dict[str, Any]]:
+    """The ``body`` of each line (1-based) of an input file that has one."""
+    return {n: v for n, v in _field(data, "body").items() if isinstance(v, dict)}
 
 
 def custom_ids(data: bytes) -> dict[int, str]:
     """The ``custom_id`` of each line (1-based) of an input file that has one."""
-    found: dict[int, str] = {}
-    split = lines(data)
-    if isinstance(split, int):
-        return found
-    for number, raw in enumerate(split, start=1):
-        if not raw.strip():
-            continue
-        try:
-            value: Any = json_body.loads(raw)
-        except json_body.BadJson:
-            continue
-        custom_id = value.get("custom_id") if isinstance(value, dict) else None
-        if isinstance(custom_id, str):
-            found[number] = custom_id
-    return found
+    return {n: v for n, v in _field(data, "custom_id").items() if isinstance(v, str)}
 
 
 def parse(
