@@ -44,7 +44,7 @@ async def read_events(response: httpx.Response) -> AsyncIterator[ServerEvent]:
 DRAIN_SECONDS = 1.0
 
 
-async def drain(events: AsyncIterator[ServerEvent], within: float = DRAIN_SECONDS) -> None:
+async def drain(events: AsyncIterator[object], within: float = DRAIN_SECONDS) -> None:
     """Read what is left of a stream after its final event (as a rule only the chunked
     body's terminator). httpcore hands a connection to the next call only once its
     response was read to the end and closes it otherwise, which would cost every streamed

@@ -9,8 +9,9 @@ every error message before it leaves the adapter.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
@@ -165,15 +166,16 @@ class AnthropicProvider:
             usage=usage_from_anthropic(message.get("usage") or {}),
         )
 
-    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
-        request = self._request(call, stream=True)
+    async def _events(self, request: httpx.Request,
+                      call: UpstreamCall) -> AsyncGenerator[tuple[str, str, dict[str, Any], str]]:
+        """Send ``request`` streamed; each event as (type, SSE name, parsed data, the data as
+        sent). A
+        status over 399 or an ``error`` event is raised as Anthropic's error, a transport
+        failure as one of ours; the response is closed when this generator is."""
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise transport_error(exc, PROVIDER) from None
-        translator = StreamTranslator(
-            request_id=call.request_id, model=call.deployment.upstream_model
-        )
         try:
             if not response.is_success:
                 body = await response.aread()
@@ -181,19 +183,31 @@ class AnthropicProvider:
                     error_from_anthropic(response.status_code, body, response.headers),
                     call.deployment,
                 )
-            events = read_events(response)
-            async for event in events:
+            async for event in read_events(response):
                 try:
                     data = json.loads(event.data)
                 except ValueError:
                     raise _malformed("event") from None
                 if not isinstance(data, dict):
                     raise _malformed("event")
-                if (data.get("type") or event.event) == "error":
+                kind = str(data.get("type") or event.event or "")
+                if kind == "error":
                     raise _scrubbed(
-                        error_from_anthropic(response.status_code, data), call.deployment
-                    )
-                for chunk in translator.feed(event.event, data):
+                        error_from_anthropic(response.status_code, data), call.deployment)
+                yield kind, event.event or kind, data, event.data
+        except httpx.HTTPError as exc:
+            raise transport_error(exc, PROVIDER) from None
+        finally:
+            await response.aclose()
+
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[StreamItem]:
+        translator = StreamTranslator(
+            request_id=call.request_id, model=call.deployment.upstream_model
+        )
+        async with contextlib.aclosing(
+                self._events(self._request(call, stream=True), call)) as events:
+            async for _, name, data, _raw in events:
+                for chunk in translator.feed(name, data):
                     yield chunk
                 if data.get("type") == "message_start":
                     # The input is billed from here on: a stream cut off later is
@@ -203,10 +217,6 @@ class AnthropicProvider:
                     await drain(events)
                     yield translator.usage
                     return
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, PROVIDER) from None
-        finally:
-            await response.aclose()
         raise UpstreamError(
             ErrorInfo.of(ErrorKind.SERVER, f"{PROVIDER} stream ended early", provider=PROVIDER)
         )
@@ -252,33 +262,12 @@ class AnthropicProvider:
         """A streamed Messages call: each event framed as Anthropic sent it, and the usage
         so far (at ``message_start``, then at the end). ``message_start`` and pings wait for
         the first content, so that an error before any content can still fail over."""
-        try:
-            response = await self._client.send(self._native_request(call, stream=True),
-                                               stream=True)
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, PROVIDER) from None
         counts: dict[str, Any] = {}
         held: list[bytes] | None = []
-        try:
-            if not response.is_success:
-                body = await response.aread()
-                raise _scrubbed(
-                    error_from_anthropic(response.status_code, body, response.headers),
-                    call.deployment,
-                )
-            events = read_events(response)
-            async for event in events:
-                try:
-                    data = json.loads(event.data)
-                except ValueError:
-                    raise _malformed("event") from None
-                if not isinstance(data, dict):
-                    raise _malformed("event")
-                kind = data.get("type") or event.event
-                if kind == "error":
-                    raise _scrubbed(
-                        error_from_anthropic(response.status_code, data), call.deployment)
-                framed = f"event: {event.event or kind}\ndata: {event.data}\n\n".encode()
+        async with contextlib.aclosing(
+                self._events(self._native_request(call, stream=True), call)) as events:
+            async for kind, name, data, raw in events:
+                framed = f"event: {name}\ndata: {raw}\n\n".encode()
                 if kind == "message_start":
                     counts.update((data.get("message") or {}).get("usage") or {})
                     yield usage_from_anthropic(counts)
@@ -297,10 +286,6 @@ class AnthropicProvider:
                     await drain(events)
                     yield usage_from_anthropic(counts)
                     return
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, PROVIDER) from None
-        finally:
-            await response.aclose()
         raise UpstreamError(
             ErrorInfo.of(ErrorKind.SERVER, f"{PROVIDER} stream ended early", provider=PROVIDER)
         )
