@@ -51,6 +51,7 @@ from ingress.cache.store import MemoryCache, RedisCache, ResponseCache
 from ingress.config.reload import reloader_for
 from ingress.console import routes as console
 from ingress.console.sessions import SessionStore
+from ingress.direct_routes import DirectRoutes
 from ingress.dispatch import relay
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.dispatch.health_probe import HealthProbe
@@ -300,15 +301,11 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
                   **_no_framework_telemetry())
     app.state.processes = processes
     errors.install(app)
-    for prefix in ("/v1", ""):
-        app.include_router(inference.router, prefix=prefix)
-        app.include_router(messages.router, prefix=prefix)
-        app.include_router(responses.router, prefix=prefix)
-        app.include_router(models.router, prefix=prefix)
-        app.include_router(usage.router, prefix=prefix)
-        app.include_router(files.router, prefix=prefix)
-        app.include_router(batches.router, prefix=prefix)
-        app.include_router(media.router, prefix=prefix)
+    openai_api = [(prefix, module.router) for prefix in ("/v1", "")
+                  for module in (inference, messages, responses, models, usage, files,
+                                 batches, media)]
+    for prefix, router in openai_api:
+        app.include_router(router, prefix=prefix)
     app.include_router(admin.router, prefix="/admin")
     app.include_router(console.router)
     console.install(app)
@@ -317,8 +314,9 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
     app.include_router(api_docs.router)
     limits = BodyLimits(inference=settings.max_request_bytes, files=settings.max_file_bytes,
                         other=settings.max_other_bytes, media=settings.max_media_bytes)
+    direct = DirectRoutes(app, openai_api)
     wrapped: ASGIApp = ObserveMiddleware(
-        RequestIdMiddleware(BodyLimitMiddleware(app, limits)), settings.access_log)
+        RequestIdMiddleware(BodyLimitMiddleware(direct, limits)), settings.access_log)
     if settings.server_root_path:
         wrapped = RootPathMiddleware(wrapped, settings.server_root_path)
     return wrapped

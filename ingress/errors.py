@@ -132,8 +132,7 @@ def _anthropic(request: Request) -> bool:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        request.state.error_type = exc.code or exc.type
-        return exc.to_response(_anthropic(request))
+        return response_for(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
@@ -154,6 +153,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return ApiError(500, "the gateway failed to handle the request", type="server_error",
-                        code="internal_error").to_response(_anthropic(request))
+        return response_for(request, exc)
+
+
+def response_for(request: Request, exc: Exception) -> Response:
+    """The answer to a failed request: an :class:`ApiError`'s own, else a logged 500."""
+    if isinstance(exc, ApiError):
+        request.state.error_type = exc.code or exc.type
+        return exc.to_response(_anthropic(request))
+    log.exception("unexpected error on %s %s", request.method, request.url.path,
+                  exc_info=exc)
+    return ApiError(500, "the gateway failed to handle the request", type="server_error",
+                    code="internal_error").to_response(_anthropic(request))
