@@ -26,8 +26,8 @@ _background: set[asyncio.Task[None]] = set()
 class _Frame(Protocol):
     @property
     def kind(self) -> FrameKind: ...
-    @property
-    def body(self) -> bytes: ...
+    def done(self) -> DoneFrame: ...
+    def error(self) -> ErrorFrame: ...
 
 
 class Abandonable(Protocol):
@@ -36,13 +36,13 @@ class Abandonable(Protocol):
     def close(self) -> None: ...
 
 
-def settle_frame(ticket: Ticket, settle: Settle, kind: FrameKind, body: bytes) -> None:
+def settle_frame(ticket: Ticket, settle: Settle, frame: _Frame) -> None:
     """Settle ``ticket`` with the usage in a done or error frame (other frames: nothing)."""
-    if kind is FrameKind.DONE:
-        done = DoneFrame.model_validate_json(body)
+    if frame.kind is FrameKind.DONE:
+        done = frame.done()
         settle(ticket, done.usage.total_tokens, done.cost)
-    elif kind is FrameKind.ERROR:
-        failure = ErrorFrame.model_validate_json(body)
+    elif frame.kind is FrameKind.ERROR:
+        failure = frame.error()
         settle(ticket, failure.usage.total_tokens if failure.usage else 0, failure.cost)
 
 
@@ -50,7 +50,7 @@ async def _await_report(reply: Abandonable, ticket: Ticket, settle: Settle) -> N
     try:
         await reply.signal_cancel()
         frame = await reply.next_content(REPORT_SECONDS)
-        settle_frame(ticket, settle, frame.kind, frame.body)
+        settle_frame(ticket, settle, frame)
     except Exception:
         pass
     finally:

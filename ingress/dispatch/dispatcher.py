@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import nats.aio.client
 import nats.aio.msg
@@ -25,7 +26,7 @@ import nats.errors
 from core.telemetry import tracing
 from ingress.errors import ApiError
 from schemas import subjects
-from schemas.frames import KIND_HEADER, SEQ_HEADER, FrameKind
+from schemas.frames import KIND_HEADER, SEQ_HEADER, DoneFrame, ErrorFrame, FrameKind
 from schemas.infer import InferRequest
 
 _STATUS_HEADER = "Status"
@@ -96,10 +97,24 @@ class ReaderTooSlow(Exception):
 _REPORTS = frozenset({FrameKind.DONE.value, FrameKind.ERROR.value})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, eq=False)
 class Frame:
+    """One frame of a reply. A done or error frame is parsed once, however many readers
+    (the router, the admission settle, the relay) look at what it says."""
+
     kind: FrameKind
     body: bytes
+    _parsed: DoneFrame | ErrorFrame | None = field(default=None, repr=False)
+
+    def done(self) -> DoneFrame:
+        if not isinstance(self._parsed, DoneFrame):
+            self._parsed = DoneFrame.model_validate_json(self.body)
+        return self._parsed
+
+    def error(self) -> ErrorFrame:
+        if not isinstance(self._parsed, ErrorFrame):
+            self._parsed = ErrorFrame.model_validate_json(self.body)
+        return self._parsed
 
 
 class Reply:
@@ -108,11 +123,12 @@ class Reply:
     __slots__ = (
         "_buffered",
         "_dispatcher",
+        "_frames",
         "_overflow",
-        "_queue",
         "_seq",
         "_token",
         "_told",
+        "_waiter",
         "provider",
         "request",
     )
@@ -122,7 +138,9 @@ class Reply:
     ) -> None:
         self._dispatcher = dispatcher
         self._token = token
-        self._queue: asyncio.Queue[nats.aio.msg.Msg] = asyncio.Queue()
+        self._frames: deque[nats.aio.msg.Msg] = deque()
+        # Set while the relay waits for a frame; put() or the deadline wakes it.
+        self._waiter: asyncio.Future[None] | None = None
         self._seq = 0
         self._buffered = 0  # bytes of frames waiting to be read
         self._overflow = False
@@ -133,9 +151,9 @@ class Reply:
     def put(self, msg: nats.aio.msg.Msg) -> None:
         if self._overflow:  # only the worker's report is kept now
             if (msg.headers or {}).get(KIND_HEADER) in _REPORTS:
-                self._queue.put_nowait(msg)
+                self._append(msg)
             return
-        self._queue.put_nowait(msg)
+        self._append(msg)
         self._buffered += len(msg.data)
         if (self._buffered > self._dispatcher.stream_buffer
                 and (msg.headers or {}).get(KIND_HEADER) == FrameKind.CHUNK.value):
@@ -144,8 +162,14 @@ class Reply:
             self._overflow = True
             self._dispatcher.cancel_soon(self.request.request_id)
 
+    def _append(self, msg: nats.aio.msg.Msg) -> None:
+        self._frames.append(msg)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _take(self) -> nats.aio.msg.Msg:
-        msg = self._queue.get_nowait()
+        msg = self._frames.popleft()
         if not self._overflow:
             self._buffered -= len(msg.data)
         return msg
@@ -153,41 +177,37 @@ class Reply:
     def _overflowed(self) -> ReaderTooSlow:
         """Drop what waited for the client, keeping the worker's report if it came."""
         self._told = True
-        waiting = []
-        while not self._queue.empty():
-            waiting.append(self._queue.get_nowait())
-        for msg in waiting:
-            if (msg.headers or {}).get(KIND_HEADER) in _REPORTS:
-                self._queue.put_nowait(msg)
+        reports = [msg for msg in self._frames
+                   if (msg.headers or {}).get(KIND_HEADER) in _REPORTS]
+        self._frames.clear()
+        self._frames.extend(reports)
         return ReaderTooSlow(self._dispatcher.stream_buffer)
 
     async def next(self, timeout: float) -> Frame:
         if self._overflow and not self._told:
             raise self._overflowed()
-        # A frame already waiting needs no timer: wait_for costs a task per call, and a
-        # stream reads twenty frames per answer.
-        try:
-            msg = self._take()
-        except asyncio.QueueEmpty:
+        if not self._frames:
+            # One future and one timer handle per wait: asyncio.wait_for would cost a task
+            # per call, and a stream reads twenty frames per answer.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _expire, waiter)
             try:
-                msg = await asyncio.wait_for(self._queue.get(), timeout)
-            except TimeoutError:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+            if not self._frames:
                 if not self._dispatcher.connected:
-                    raise WorkerSilent("the gateway lost its connection to NATS") from None
-                raise WorkerSilent(heard=self._seq > 0) from None
-            if not self._overflow:
-                self._buffered -= len(msg.data)
-        return self._frame(msg)
+                    raise WorkerSilent("the gateway lost its connection to NATS")
+                raise WorkerSilent(heard=self._seq > 0)
+        return self._frame(self._take())
 
     def ready(self) -> Frame | None:
         """The next frame if it has already arrived, else None (never waits)."""
-        if self._overflow:
-            return None  # next() says why
-        try:
-            msg = self._take()
-        except asyncio.QueueEmpty:
-            return None
-        return self._frame(msg)
+        if self._overflow or not self._frames:
+            return None  # after an overflow, next() says why
+        return self._frame(self._take())
 
     def _frame(self, msg: nats.aio.msg.Msg) -> Frame:
         headers = msg.headers or {}
@@ -224,6 +244,11 @@ class Reply:
     async def signal_cancel(self) -> None:
         """Tell the worker to abandon the attempt, but keep listening for its last frame."""
         await self._dispatcher.cancel(self.request.request_id)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def trace_headers() -> dict[str, str]:

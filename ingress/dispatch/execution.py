@@ -47,7 +47,7 @@ from ingress.routing.router import Plan, Router
 from ingress.spans import attempt_span
 from schemas.config import Deployment
 from schemas.errors import FAILOVER, ErrorInfo, ErrorKind
-from schemas.frames import ErrorFrame, FrameKind
+from schemas.frames import FrameKind
 from schemas.infer import Endpoint, InferRequest
 
 log = logging.getLogger("aigw.ingress")
@@ -280,7 +280,7 @@ class _Run:
                 waiting.close()
         if frame.kind is FrameKind.ERROR:
             reply.close()
-            failure = ErrorFrame.model_validate_json(frame.body)
+            failure = frame.error()
             self.settle(ticket, failure.usage.total_tokens if failure.usage else 0,
                         failure.cost)
             self.last = failure.error

@@ -47,7 +47,7 @@ from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from schemas.config import Deployment, GatewayConfig
 from schemas.errors import ErrorInfo, ErrorKind
-from schemas.frames import ErrorFrame, FrameKind
+from schemas.frames import FrameKind
 from schemas.infer import Endpoint, InferRequest
 
 log = logging.getLogger("aigw.health")
@@ -137,7 +137,7 @@ async def _last_frame(reply: Reply, heartbeat_timeout: float) -> Outcome:
         if frame.kind is FrameKind.DONE:
             return Outcome(ok=True)
         if frame.kind is FrameKind.ERROR:
-            failure = ErrorFrame.model_validate_json(frame.body).error
+            failure = frame.error().error
             error = f"{failure.kind.value}: {failure.message}"
             if failure.kind in PROBE_REFUSED:
                 return Outcome(ok=False, error=f"{error} (the probe was refused; not "

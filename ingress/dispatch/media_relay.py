@@ -16,7 +16,7 @@ from ingress.dispatch.dispatcher import WorkerSilent
 from ingress.dispatch.execution import Started
 from ingress.dispatch.lost import Silence
 from ingress.errors import ApiError
-from schemas.frames import DoneFrame, ErrorFrame, FrameKind
+from schemas.frames import FrameKind
 from schemas.media import MediaReply
 
 COST_HEADER = "x-aigw-cost-usd"
@@ -51,15 +51,15 @@ async def whole_response(started: Started, timeout: float, settle: Settle,
         abandon(started.reply, started.ticket, settle)
         raise
     started.reply.close()
-    settle_frame(started.ticket, settle, frame.kind, frame.body)
+    settle_frame(started.ticket, settle, frame)
     if frame.kind is FrameKind.ERROR:
-        err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
+        err = ApiError.from_info(frame.error().error)
         err.headers.update(started.ticket.headers)
         raise err
     if frame.kind is not FrameKind.DONE:
         raise ApiError(502, "the worker sent a stream to a non-streamed call",
                        type="server_error", code="bad_frame")
-    done = DoneFrame.model_validate_json(frame.body)
+    done = frame.done()
     reply = MediaReply.model_validate(done.response or {})
     if reply.blob is not None:
         try:
@@ -92,8 +92,8 @@ async def audio_response(started: Started, timeout: float, settle: Settle,
         raise
     if frame.kind is FrameKind.ERROR:
         reply.close()
-        settle_frame(started.ticket, settle, frame.kind, frame.body)
-        err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
+        settle_frame(started.ticket, settle, frame)
+        err = ApiError.from_info(frame.error().error)
         err.headers.update(started.ticket.headers)
         raise err
     first = frame
@@ -107,12 +107,12 @@ async def audio_response(started: Started, timeout: float, settle: Settle,
                     yield frame.body
                 elif frame.kind is FrameKind.DONE:
                     finished = True
-                    settle_frame(started.ticket, settle, frame.kind, frame.body)
+                    settle_frame(started.ticket, settle, frame)
                     return
                 elif frame.kind is FrameKind.ERROR:
                     finished = True
-                    settle_frame(started.ticket, settle, frame.kind, frame.body)
-                    failure = ErrorFrame.model_validate_json(frame.body)
+                    settle_frame(started.ticket, settle, frame)
+                    failure = frame.error()
                     # Audio has no in-band error: the connection is cut, so that the
                     # client sees an incomplete body rather than a short file.
                     raise RuntimeError(f"speech cut short: {failure.error.message}")

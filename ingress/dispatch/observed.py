@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ingress.dispatch.dispatcher import Frame, Reply
 from ingress.routing.router import Router
-from schemas.frames import DoneFrame, ErrorFrame, FrameKind
+from schemas.frames import FrameKind
 
 
 class ObservedReply:
@@ -48,11 +48,11 @@ class ObservedReply:
         self._ended = True
         load = self._router.load
         if frame.kind is FrameKind.DONE:
-            done = DoneFrame.model_validate_json(frame.body)
+            done = frame.done()
             load.finished(self._deployment_id, latency_ms=done.latency_ms or None,
                           ttft_ms=done.ttft_ms, tokens=done.usage.total_tokens)
             return
-        failure = ErrorFrame.model_validate_json(frame.body)
+        failure = frame.error()
         load.finished(self._deployment_id,
                       tokens=failure.usage.total_tokens if failure.usage else 0)
         self._router.health.failed(self._deployment_id, failure.error)
