@@ -24,11 +24,12 @@ from starlette.types import Receive, Scope, Send
 from ingress.cache.store import Capture
 from ingress.dispatch.abandon import Settle, abandon, settle_frame
 from ingress.dispatch.abandon import drain as abandon_drain
-from ingress.dispatch.dispatcher import ReaderTooSlow, WorkerSilent
+from ingress.dispatch.dispatcher import Frame, ReaderTooSlow, WorkerSilent
+from ingress.dispatch.event_stream import EventStream
 from ingress.dispatch.execution import Started
 from ingress.dispatch.lost import Output, Silence
 from ingress.errors import ApiError
-from schemas.frames import DoneFrame, ErrorFrame, FrameKind
+from schemas.frames import FrameKind
 from schemas.usage import TokenUsage
 
 log = logging.getLogger("aigw.ingress")
@@ -66,8 +67,8 @@ def _lost(started: Started, cause: WorkerSilent, output: Output | None = None) -
                              cause, started.sent_at, output))
 
 
-def _settle_frame(started: Started, settle: Settle, kind: FrameKind, body: bytes) -> None:
-    settle_frame(started.ticket, settle, kind, body)
+def _settle_frame(started: Started, settle: Settle, frame: Frame) -> None:
+    settle_frame(started.ticket, settle, frame)
 
 
 def _cancel_in_background(started: Started, settle: Settle) -> None:
@@ -94,17 +95,17 @@ async def json_response(
             capture.abandon()
         raise
     started.reply.close()
-    _settle_frame(started, settle, frame.kind, frame.body)
+    _settle_frame(started, settle, frame)
     if frame.kind is not FrameKind.DONE and capture is not None:
         capture.abandon()
     if frame.kind is FrameKind.ERROR:
-        err = ApiError.from_info(ErrorFrame.model_validate_json(frame.body).error)
+        err = ApiError.from_info(frame.error().error)
         err.headers.update(started.ticket.headers)
         raise err
     if frame.kind is not FrameKind.DONE:
         raise ApiError(502, "the worker sent a stream to a non-streamed call",
                        type="server_error", code="bad_frame")
-    done = DoneFrame.model_validate_json(frame.body)
+    done = frame.done()
     if capture is not None:
         capture.done(done, started.deployment, streamed=False)
     # A copy: the cache keeps the response as the upstream gave it, without our cost.
@@ -179,8 +180,8 @@ async def _events(
                     continue
             elif frame.kind is FrameKind.DONE:
                 finished = True
-                _settle_frame(started, settle, frame.kind, frame.body)
-                done = DoneFrame.model_validate_json(frame.body)
+                _settle_frame(started, settle, frame)
+                done = frame.done()
                 if include_usage:
                     yield usage_chunk(first_chunk, done.usage, done.cost) + DONE
                 elif framing.end:
@@ -191,8 +192,8 @@ async def _events(
                 return
             elif frame.kind is FrameKind.ERROR:
                 finished = True
-                _settle_frame(started, settle, frame.kind, frame.body)
-                failure = ErrorFrame.model_validate_json(frame.body)
+                _settle_frame(started, settle, frame)
+                failure = frame.error()
                 yield framing.error(ApiError.from_info(failure.error))
                 return
             try:
@@ -220,7 +221,7 @@ async def _events(
             _cancel_in_background(started, settle)
 
 
-class _CapturedStream(StreamingResponse):
+class _CapturedStream(EventStream):
     """Ends its capture however the response ends, even when a client that left early
     means the body never started (and so never reached its own ``finally``): requests
     waiting on the answer must not wait for nothing."""
@@ -245,7 +246,7 @@ def stream_response(
     headers = {**SSE_HEADERS, **started.ticket.headers}
     if capture is not None:
         return _CapturedStream(events, capture, headers)
-    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    return EventStream(events, media_type="text/event-stream", headers=headers)
 
 
 drain = abandon_drain  # at shutdown: cancel reports still outstanding
