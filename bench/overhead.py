@@ -38,11 +38,10 @@ from report import (
     raw_table,
     summary_table,
 )
-from targets import MASTER_KEY, MODEL, Target
+from targets import MODEL, Target
 from upstream import CONTENT_CHUNKS
 from wrk import WrkError, ensure_wrk, run_wrk
 
-AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 _MESSAGES = [{"role": "user", "content": "Say hello in twenty words."}]
 BODIES: dict[Request, dict[str, object]] = {
     Request.CHAT: {"model": MODEL, "messages": _MESSAGES, "max_tokens": 64},
@@ -67,19 +66,19 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-def check_responses(chat_url: str) -> tuple[list[str], list[str]]:
+def check_responses(chat_url: str, auth: dict[str, str]) -> tuple[list[str], list[str]]:
     """One request of each kind before any load. Returns (errors that void it, warnings)."""
     try:
-        return _check_responses(chat_url)
+        return _check_responses(chat_url, auth)
     except (httpx.HTTPError, ValueError, AttributeError, IndexError) as exc:
         return [f"{type(exc).__name__}: {exc}"], []
 
 
-def _check_responses(chat_url: str) -> tuple[list[str], list[str]]:
+def _check_responses(chat_url: str, auth: dict[str, str]) -> tuple[list[str], list[str]]:
     errors: list[str] = []
     warnings: list[str] = []
     with httpx.Client(timeout=30.0) as client:
-        response = client.post(chat_url, json=BODIES[Request.CHAT], headers=AUTH)
+        response = client.post(chat_url, json=BODIES[Request.CHAT], headers=auth)
         if response.status_code != 200:
             errors.append(f"non-stream answered HTTP {response.status_code}: {response.text[:300]}")
         else:
@@ -89,7 +88,7 @@ def _check_responses(chat_url: str) -> tuple[list[str], list[str]]:
             if not body.get("usage"):
                 warnings.append("non-stream answer has no usage")
 
-        with client.stream("POST", chat_url, json=BODIES[Request.STREAM], headers=AUTH) as stream:
+        with client.stream("POST", chat_url, json=BODIES[Request.STREAM], headers=auth) as stream:
             if stream.status_code != 200:
                 stream.read()
                 errors.append(f"stream answered HTTP {stream.status_code}: {stream.text[:300]}")
@@ -121,14 +120,16 @@ def _check_responses(chat_url: str) -> tuple[list[str], list[str]]:
 def measure(target: Target, upstream: Target, args: argparse.Namespace, wrk: str) -> TargetResult:
     """Warm up, then the four wrk runs: each request kind at N connections and at 1."""
     result = TargetResult(name=target.name, version=target.version)
-    errors, warnings = check_responses(target.chat_url)
+    errors, warnings = check_responses(target.chat_url, target.auth)
     result.notes += warnings
     if errors:
         result.skipped = "wrong answers: " + "; ".join(errors)
         result.broken = True
         return result
 
-    def one_run(request: Request, connections: int, duration_s: float) -> Measurement:
+    def one_run(
+        request: Request, connections: int, duration_s: float, delay_ms: float | None = None
+    ) -> Measurement:
         target_cpu = target.service.cpu_seconds()
         upstream_cpu = upstream.service.cpu_seconds()
         machine_cpu = machine_busy_seconds()
@@ -139,9 +140,10 @@ def measure(target: Target, upstream: Target, args: argparse.Namespace, wrk: str
             connections=connections,
             threads=1 if connections == 1 else args.threads,
             duration_s=duration_s,
-            headers=AUTH,
+            headers=target.auth,
             timeout_s=args.timeout,
             wrk=wrk,
+            delay_ms=delay_ms,
         )
         target_after = target.service.cpu_seconds()
         return Measurement(
@@ -165,27 +167,35 @@ def measure(target: Target, upstream: Target, args: argparse.Namespace, wrk: str
                 result.skipped = f"wrk failed during the warm-up: {exc}"
                 result.broken = True
                 return result
-    for connections in (args.connections, 1):
-        for request in Request:
-            scenario = Scenario(request, connections)
-            try:
-                measurement = one_run(request, connections, args.duration)
-            except WrkError as exc:
-                result.notes.append(f"{scenario}: wrk failed: {exc}")
-                continue
-            result.runs[scenario] = measurement
-            run = measurement.wrk
-            problems = run.problems()
-            _log(
-                f"[{target.name}] {scenario}: {run.requests_per_s:,.0f} req/s, "
-                f"p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
-                f"{measurement.target_cpu_ms_per_request:.2f} CPU ms/req"
-                + (f" FAILED: {problems}" if run.failed else f" ({problems})" if problems else "")
-            )
-            if problems:
-                result.notes.append(f"{scenario}: {'FAILED, ' if run.failed else ''}{problems}")
-            time.sleep(args.pause)
+    runs = [(Scenario(request, connections), None)
+            for connections in (args.connections, 1) for request in Request]
+    if args.paced_rps:
+        # Each connection waits between requests: about paced_rps requests/s in all.
+        runs.append((paced_scenario(args), 1e3 * args.paced_connections / args.paced_rps))
+    for scenario, delay_ms in runs:
+        request, connections = scenario.request, scenario.connections
+        try:
+            measurement = one_run(request, connections, args.duration, delay_ms)
+        except WrkError as exc:
+            result.notes.append(f"{scenario}: wrk failed: {exc}")
+            continue
+        result.runs[scenario] = measurement
+        run = measurement.wrk
+        problems = run.problems()
+        _log(
+            f"[{target.name}] {scenario}: {run.requests_per_s:,.0f} req/s, "
+            f"p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
+            f"{measurement.target_cpu_ms_per_request:.2f} CPU ms/req"
+            + (f" FAILED: {problems}" if run.failed else f" ({problems})" if problems else "")
+        )
+        if problems:
+            result.notes.append(f"{scenario}: {'FAILED, ' if run.failed else ''}{problems}")
+        time.sleep(args.pause)
     return result
+
+
+def paced_scenario(args: argparse.Namespace) -> Scenario:
+    return Scenario(Request.CHAT, args.paced_connections, args.paced_rps)
 
 
 def run_target(
@@ -202,7 +212,11 @@ def run_target(
             target.base_url + target.ready_path, target.ready_timeout_s
         )
         _log(f"[{target.name}] ready after {ready_s:.1f} s")
+        if target.name == targets.GATEWAY and not args.master_key_only:
+            targets.use_virtual_key(target)
+        _log(f"[{target.name}] load sent with: {target.features}")
         result = measure(target, upstream, args, wrk)
+        result.notes.insert(0, f"load sent with the {target.features}")
         result.startup_s = ready_s
     except ServiceError as exc:
         _log(f"[{target.name}] {exc}")
@@ -218,6 +232,26 @@ def run_target(
     return result
 
 
+def run_gateway(
+    args: argparse.Namespace, config: Path, work: Path, logs: Path, upstream: Target, wrk: str
+) -> TargetResult:
+    """``aigw up`` with every feature on: limits, budgets and the cache in a Redis of its
+    own, the load sent with a virtual key (unless ``--master-key-only``)."""
+    redis = None if args.master_key_only else targets.redis(work, logs)
+    if redis is None and not args.master_key_only:
+        return TargetResult(name=targets.GATEWAY, broken=True,
+                            skipped="redis-server is not installed (or pass --master-key-only)")
+    if redis is None:
+        return run_target(targets.gateway(args.aigw, config, work, logs), upstream, args, wrk)
+    service, url = redis
+    service.start()
+    try:
+        gateway = targets.gateway(args.aigw, config, work, logs, redis_url=url)
+        return run_target(gateway, upstream, args, wrk)
+    finally:
+        service.stop()
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -226,8 +260,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between runs")
     parser.add_argument("--timeout", type=float, default=10.0, help="wrk per-request timeout")
+    parser.add_argument("--paced-rps", type=int, default=200,
+                        help="a paced non-stream run at about this rate (0: none)")
+    parser.add_argument("--paced-connections", type=int, default=10)
     parser.add_argument("--upstream-workers", type=int, default=1)
     parser.add_argument("--skip-gateway", action="store_true")
+    parser.add_argument(
+        "--master-key-only", action="store_true",
+        help="drive the gateway with the master key, without Redis (no limits, no budget)")
     parser.add_argument("--aigw", default=targets.default_aigw(), help="the aigw command")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument(
@@ -260,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_gateway:
             results.append(TargetResult(name=targets.GATEWAY, skipped="--skip-gateway"))
         else:
-            gateway = targets.gateway(args.aigw, config, work, logs)
-            results.append(run_target(gateway, upstream, args, wrk))
+            results.append(run_gateway(args, config, work, logs, upstream, wrk))
         if litellm_skip:
             results.append(TargetResult(name=targets.LITELLM, skipped=litellm_skip))
         else:
@@ -271,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         upstream.service.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    summary = summary_table(results, args.connections)
+    summary = summary_table(results, args.connections,
+                            paced_scenario(args) if args.paced_rps else None)
     sys.stdout.write(summary + "\n")
     failed = [t.name for t in results if t.failed]
     if failed:

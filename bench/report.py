@@ -21,8 +21,17 @@ class Request(Enum):
 class Scenario:
     request: Request
     connections: int
+    # Paced: each connection waits between requests, for about this many requests/s.
+    paced_rps: int | None = None
+
+    @property
+    def kind(self) -> str:
+        paced = f" paced ~{self.paced_rps} rps" if self.paced_rps is not None else ""
+        return self.request.value + paced
 
     def __str__(self) -> str:
+        if self.paced_rps is not None:
+            return f"{self.request.value} paced ~{self.paced_rps} rps @{self.connections}"
         return f"{self.request.value} @{self.connections}"
 
 
@@ -116,21 +125,25 @@ def _ratio(ours: TargetResult, theirs: TargetResult, scenario: Scenario) -> str:
     return f"{a.requests_per_s / b.requests_per_s:.1f}x"
 
 
-def summary_table(targets: list[TargetResult], connections: int) -> str:
+def summary_table(
+    targets: list[TargetResult], connections: int, paced: Scenario | None = None
+) -> str:
     base = next((t for t in targets if t.name == UPSTREAM and not t.skipped), None)
     chat_n, stream_n = Scenario(Request.CHAT, connections), Scenario(Request.STREAM, connections)
     chat_1, stream_1 = Scenario(Request.CHAT, 1), Scenario(Request.STREAM, 1)
-    lines = [
-        f"| path | non-stream req/s @{connections} | stream req/s @{connections} "
-        "| added p50 / p99 @1 (ms) non-stream | added p50 / p99 @1 (ms) stream |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    header = (f"| path | non-stream req/s @{connections} | stream req/s @{connections} "
+              "| added p50 / p99 @1 (ms) non-stream | added p50 / p99 @1 (ms) stream |")
+    rule = "|---|---:|---:|---:|---:|"
+    if paced is not None:
+        header += f" added p50 / p99 (ms) {paced} |"
+        rule += "---:|"
+    lines = [header, rule]
     for target in targets:
         label = f"{target.name} {target.version}".strip()
         if target.skipped:
             verdict = "FAILED" if target.broken else "skipped"
             reason = " ".join(target.skipped.split()).replace("|", "/")[:300]
-            lines.append(f"| {label} | {verdict}: {reason} | | | |")
+            lines.append(f"| {label} | {verdict}: {reason} | | | |" + (" |" if paced else ""))
             continue
         cells = [
             _rps_cell(target, chat_n),
@@ -138,6 +151,8 @@ def summary_table(targets: list[TargetResult], connections: int) -> str:
             _added_cell(target, base, chat_1),
             _added_cell(target, base, stream_1),
         ]
+        if paced is not None:
+            cells.append(_added_cell(target, base, paced))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     ours = next((t for t in targets if t.name == GATEWAY and not t.skipped), None)
     theirs = next((t for t in targets if t.name == LITELLM and not t.skipped), None)
@@ -160,7 +175,7 @@ def raw_table(targets: list[TargetResult]) -> str:
         for scenario, m in target.runs.items():
             run = m.wrk
             lines.append(
-                f"| {target.name} | {scenario.request.value} | {run.connections} "
+                f"| {target.name} | {scenario.kind} | {run.connections} "
                 f"| {run.requests} | {run.requests_per_s:,.1f} | {run.mean_ms:.3f} "
                 f"| {run.p50_ms:.3f} | {run.p90_ms:.3f} | {run.p99_ms:.3f} | {run.p999_ms:.3f} "
                 f"| {run.max_ms:.3f} | {run.problems() or 'none'} "
@@ -185,7 +200,7 @@ def cpu_table(targets: list[TargetResult]) -> str:
                 )
             ]
             lines.append(
-                f"| {target.name} | {scenario.request.value} | {scenario.connections} "
+                f"| {target.name} | {scenario.kind} | {scenario.connections} "
                 f"| {', '.join(parts)} |"
             )
     return "\n".join(lines)

@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from processes import Service, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -31,6 +32,13 @@ class Target:
     ready_path: str
     ready_timeout_s: float
     version: str = ""
+    # The key the load is sent with: the master key, or a virtual key (``use_virtual_key``).
+    api_key: str = MASTER_KEY
+    features: str = "master key"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     @property
     def base_url(self) -> str:
@@ -50,6 +58,9 @@ def config_yaml(upstream_port: int) -> str:
         f"      model: openai/{MODEL}\n"
         f'      api_base: "http://{HOST}:{upstream_port}/v1"\n'
         "      api_key: sk-bench\n"
+        # gpt-4o-mini's prices, so that every call costs money and the budget counts it.
+        "      input_cost_per_token: 0.00000015\n"
+        "      output_cost_per_token: 0.0000006\n"
         "general_settings:\n"
         f"  master_key: {MASTER_KEY}\n"
     )
@@ -64,12 +75,45 @@ def upstream(logs: Path, workers: int) -> Target:
     )
 
 
-def gateway(aigw: str, config: Path, work: Path, logs: Path) -> Target:
+def gateway(
+    aigw: str, config: Path, work: Path, logs: Path, redis_url: str | None = None
+) -> Target:
+    """``aigw up``; with ``redis_url``, its limits, budgets and cache live in that Redis."""
     port = free_port()
     command = [aigw, "up", "--config", str(config), "--host", HOST, "--port", str(port)]
     command += ["--data-dir", str(work / "aigw-data")]
-    service = Service("ai-gateway", command, logs / "ai-gateway.log", cwd=work)
+    env = {"REDIS_URL": redis_url} if redis_url else {}
+    service = Service("ai-gateway", command, logs / "ai-gateway.log", env=env, cwd=work)
     return Target(GATEWAY, service, port, "/health/readiness", 60, git_revision())
+
+
+def redis(work: Path, logs: Path) -> tuple[Service, str] | None:
+    """A private ``redis-server`` on a free port, and its URL; None when not installed."""
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+    if binary is None:
+        return None
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
+               "no", "--dir", str(work)]
+    return Service("redis", command, logs / "redis.log"), f"redis://{HOST}:{port}/0"
+
+
+# High enough never to refuse the benchmark's load, but checked and counted on every call.
+KEY_LIMITS = {"rpm": 10_000_000, "tpm": 10_000_000_000, "max_parallel": 100_000,
+              "daily_budget_usd": "100000"}
+
+
+def use_virtual_key(target: Target) -> None:
+    """Send the load with a new virtual key of :data:`KEY_LIMITS` (rate limits, parallel
+    cap and a daily budget, all enforced per call) instead of the master key."""
+    with httpx.Client(timeout=30.0) as client:
+        response = client.post(
+            target.base_url + "/admin/keys", headers=target.auth,
+            json={"alias": "bench", "limits": KEY_LIMITS, "allowed_models": [MODEL]})
+        response.raise_for_status()
+        target.api_key = response.json()["secret"]
+    target.features = "virtual key: rpm, tpm, parallel and daily budget"
 
 
 def litellm(config: Path, workers: int, work: Path, logs: Path) -> Target:

@@ -120,12 +120,17 @@ def ensure_wrk() -> str:
     return found
 
 
-def lua_script(body: str, headers: dict[str, str]) -> str:
+def lua_script(body: str, headers: dict[str, str], delay_ms: float | None = None) -> str:
+    """The script; with ``delay_ms``, each connection waits that long before each request
+    (wrk's ``delay`` hook), which paces the load instead of sending as fast as answers come.
+    """
     if "]==]" in body:
         raise ValueError("request body must not contain ']==]'")
     lines = [
         f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}" for name, value in headers.items()
     ]
+    if delay_ms is not None:
+        lines.append(f"delay = function() return {delay_ms:.3f} end")
     return _SCRIPT.format(body=body, headers="\n".join(lines), marker=_MARKER)
 
 
@@ -139,12 +144,14 @@ def run_wrk(
     headers: dict[str, str] | None = None,
     timeout_s: float = 10.0,
     wrk: str = "wrk",
+    delay_ms: float | None = None,
 ) -> WrkResult:
-    """POST ``body`` to ``url`` over ``connections`` keep-alive connections for ``duration_s``."""
+    """POST ``body`` to ``url`` over ``connections`` keep-alive connections for ``duration_s``
+    (each waiting ``delay_ms`` before every request, when given)."""
     threads = min(threads or 2, connections)
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
-        script.write_text(lua_script(body, headers or {}))
+        script.write_text(lua_script(body, headers or {}, delay_ms))
         command = [
             wrk,
             f"-t{threads}",
