@@ -33,6 +33,7 @@ from redis.exceptions import (
 
 from ingress.admission import budget, lua, outcome, window
 from ingress.admission.outcome import Counts
+from ingress.admission.redis_pipeline import AutoPipeline
 from ingress.admission.types import (
     AdmissionPolicy,
     AdmissionUnavailable,
@@ -108,14 +109,14 @@ class _Script:
         await client.script_load(self.source)
 
     async def __call__(
-        self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Any]
+        self, redis: AutoPipeline, keys: Sequence[str], args: Sequence[Any]
     ) -> list[int]:
         """The script's comma-separated integers."""
         try:
-            result = await client.evalsha(self.sha, len(keys), *keys, *args)
+            result = await redis.evalsha(self.sha, keys, args)
         except NoScriptError:
-            await self.load(client)
-            result = await client.evalsha(self.sha, len(keys), *keys, *args)
+            await self.load(redis.client)
+            result = await redis.evalsha(self.sha, keys, args)
         text = cast(bytes | str, result)
         if not text:
             return []
@@ -138,6 +139,7 @@ class RedisAdmission:
         namespace: str = "aigw:adm:",
     ) -> None:
         self.client = client
+        self._pipeline = AutoPipeline(client)
         self.policy = policy or AdmissionPolicy()
         self.namespace = namespace
         p = self.policy
@@ -165,7 +167,7 @@ class RedisAdmission:
 
     async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> list[int]:
         try:
-            return await script(self.client, keys, args)
+            return await script(self._pipeline, keys, args)
         except UNAVAILABLE as exc:
             raise AdmissionUnavailable(f"redis unavailable: {exc}") from exc
 
