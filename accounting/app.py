@@ -24,6 +24,7 @@ from accounting.consumer import UsageConsumer
 from accounting.metrics import LagWatch
 from accounting.settings import AccountingSettings
 from accounting.store import UsageStore, connect
+from core import heap
 from core.nats_servers import servers
 from core.telemetry.process import PROCESS, count_reconnect
 from core.telemetry.server import MetricsServer
@@ -122,6 +123,7 @@ async def run_accounting(settings: AccountingSettings) -> None:
     """Run until SIGINT or SIGTERM, then finish the batch in hand and exit."""
     accounting = Accounting(settings)
     await accounting.start()
+    heap.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from nats.aio.client import Client as NatsClient
 from starlette.types import ASGIApp
 
-from core import spool
+from core import heap, spool
 from core.audit_publisher import SPOOL_NAME as AUDIT_SPOOL
 from core.audit_publisher import AuditPublisher
 from core.batch_store import BatchStore
@@ -294,6 +294,7 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
             stack.push_async_callback(batch_admission.stop)
             app.state.console_sessions = SessionStore(nc.jetstream(),
                                                       settings.console_session_seconds)
+            heap.settle()
             yield
 
     app = FastAPI(title="ai-gateway", lifespan=lifespan, docs_url=None, redoc_url=None,

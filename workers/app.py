@@ -17,7 +17,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
 
-from core import spool
+from core import heap, spool
 from core.media_pricing import MediaPriceTable, deployment_cost
 from core.media_store import MediaStore
 from core.nats_servers import servers
@@ -231,6 +231,7 @@ async def run_worker(settings: WorkerSettings, config: GatewayConfig) -> None:
                                 ready=worker.ready, key=settings.metrics_key)
         await metrics.start()
     await worker.start()
+    heap.settle()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
