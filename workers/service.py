@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -28,6 +27,7 @@ from schemas.infer import Endpoint, InferRequest
 from schemas.media import MEDIA_ENDPOINTS
 from schemas.usage import TokenUsage
 from workers import media, spans
+from workers.codec import dumps
 from workers.metrics import UpstreamCalls, call_status
 from workers.offload import off_loop
 from workers.protocols.messages import call as messages
@@ -410,9 +410,7 @@ class WorkerService:
             if chars:
                 attempt.output_chars += chars
                 attempt.text_chunks += 1
-            await self._send(
-                attempt, FrameKind.CHUNK, json.dumps(item, separators=(",", ":")).encode()
-            )
+            await self._send(attempt, FrameKind.CHUNK, dumps(item))
         done = DoneFrame(
             usage=attempt.usage or TokenUsage(),
             finish_reason=finish,

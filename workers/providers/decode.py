@@ -7,11 +7,11 @@ long enough to starve heartbeats and every other call on the worker; past
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 
+from workers.codec import loads
 from workers.offload import off_loop
 
 OFF_LOOP_BYTES = 256 * 1024
@@ -22,7 +22,7 @@ async def json_body(response: httpx.Response) -> Any:
     content = response.content
     try:
         if len(content) > OFF_LOOP_BYTES:
-            return await off_loop(json.loads, content)
-        return json.loads(content)
+            return await off_loop(loads, content)
+        return loads(content)
     except ValueError:
         return None

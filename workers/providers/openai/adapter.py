@@ -8,7 +8,6 @@ back for clients that asked for it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +16,7 @@ import httpx
 from schemas import estimate
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.usage import TokenUsage
+from workers.codec import dumps, loads
 from workers.providers import rerank
 from workers.providers.base import (
     Completion,
@@ -48,7 +48,7 @@ def error_from_openai(
     param: str | None = None
     etype: str | None = None
     try:
-        parsed = json.loads(body)
+        parsed = loads(body)
     except ValueError:
         parsed = None
     err = parsed.get("error") if isinstance(parsed, dict) else None
@@ -128,7 +128,7 @@ class OpenAIProvider(OpenAIMedia):
         try:
             response = await self._client.post(
                 self._url(call, path),
-                content=_encode(body),
+                content=dumps(body),
                 headers=self._headers(call),
                 timeout=call.deployment.timeout,
             )
@@ -192,7 +192,7 @@ class OpenAIProvider(OpenAIMedia):
         request = self._client.build_request(
             "POST",
             self._url(call, path),
-            content=_encode(stream_body(call.body)),
+            content=dumps(stream_body(call.body)),
             headers=self._headers(call),
             timeout=call.deployment.timeout,
         )
@@ -214,7 +214,7 @@ class OpenAIProvider(OpenAIMedia):
                     finished = True
                     break
                 try:
-                    chunk = json.loads(event.data)
+                    chunk = loads(event.data)
                 except ValueError:
                     raise UpstreamError(
                         ErrorInfo.of(
@@ -256,14 +256,10 @@ def _no_such_path(response: httpx.Response) -> bool:
     if response.status_code not in (404, 405):
         return False
     try:
-        parsed = json.loads(response.content)
+        parsed = loads(response.content)
     except ValueError:
         return True
     return not (isinstance(parsed, dict) and "error" in parsed)
-
-
-def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 async def _json(response: httpx.Response, provider: str) -> dict[str, Any]:
