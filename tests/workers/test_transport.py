@@ -213,3 +213,40 @@ async def test_a_multipart_upload_reaches_the_upstream_whole(client: httpx.Async
     assert b'name="model"\r\n\r\nwhisper-1' in seen["body"]
     length = seen["headers"].get(b"content-length")
     assert length is None or int(length) == len(seen["body"])
+
+
+async def test_small_and_large_bodies_arrive_whole_on_one_connection(
+    client: httpx.AsyncClient,
+) -> None:
+    """A small body comes with its headers, a large one in many pieces after them."""
+    sizes = {"/small": 300, "/large": 3_000_000}
+    ports: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Asgi, send: Asgi) -> None:
+        ports.append(scope["client"][1])
+        body = bytes(i % 251 for i in range(sizes[scope["path"]]))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    with serve(app) as url:
+        for path in ["/small", "/large", "/small", "/large"]:
+            response = await client.get(url + path)
+            assert response.content == bytes(i % 251 for i in range(sizes[path]))
+    assert len(set(ports)) == 1
+
+
+async def test_a_cookie_the_upstream_sets_is_sent_back(client: httpx.AsyncClient) -> None:
+    seen: list[bytes | None] = []
+
+    async def app(scope: dict[str, Any], receive: Asgi, send: Asgi) -> None:
+        seen.append(dict(scope["headers"]).get(b"cookie"))
+        headers = [(b"set-cookie", b"lb=abc; Path=/")] if scope["path"] == "/set" else []
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    with serve(app) as url:
+        await client.get(url + "/plain")
+        await client.get(url + "/set")
+        await client.get(url + "/after")
+    assert seen == [None, None, b"lb=abc"]
