@@ -5,7 +5,9 @@ ingress cancelled still ends with an ``error`` of kind ``cancelled`` carrying wh
 call used, so the ingress can settle its budget reservation with the real cost. The frame kind and a
 sequence number ride in NATS headers; the body of a chunk frame is the OpenAI
 ``chat.completion.chunk`` JSON exactly as the client will see it, so the ingress relays it
-without parsing. ``done`` and ``error`` bodies are the models below.
+without parsing (a ``chunks`` frame carries several, one per line). Ingresses and workers
+of one release go together: an ingress older than ``chunks`` cannot read it. ``done``
+and ``error`` bodies are the models below.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ SEQ_HEADER = "Aigw-Seq"
 
 class FrameKind(StrEnum):
     CHUNK = "chunk"
+    # Several chunks that arrived together, each a JSON object, joined by newlines (which
+    # compact JSON never holds): the ingress reads them as that many chunk frames.
+    CHUNKS = "chunks"
     HEARTBEAT = "heartbeat"
     DONE = "done"
     ERROR = "error"

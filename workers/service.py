@@ -27,6 +27,7 @@ from schemas.infer import Endpoint, InferRequest
 from schemas.media import MEDIA_ENDPOINTS
 from schemas.usage import TokenUsage
 from workers import media, spans
+from workers.arrivals import arrivals, chunk_frames
 from workers.codec import dumps
 from workers.metrics import UpstreamCalls, call_status
 from workers.offload import off_loop
@@ -392,25 +393,32 @@ class WorkerService:
             items = self._text_completer().stream_text(call)
         else:
             items = self._provider.stream(call)
-        async for item in items:
-            if isinstance(item, TokenUsage):
-                self._settle(attempt, call, item)
-                continue
-            if attempt.first_chunk_at is None:
-                attempt.first_chunk_at = time.monotonic()
-                if attempt.span is not None:
-                    spans.answered(attempt.span, item)
-            if attempt.text is not None:
-                spans.collect_text(attempt.text, item)
-            for choice in item.get("choices") or ():
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-            attempt.chunks += 1
-            chars = estimate.chunk_chars(item)
-            if chars:
-                attempt.output_chars += chars
-                attempt.text_chunks += 1
-            await self._send(attempt, FrameKind.CHUNK, dumps(item))
+        # Chunks that arrived together leave in one frame (workers.arrivals); closed on
+        # the way out, so that a cancelled attempt stops the upstream stream at once.
+        async with contextlib.aclosing(arrivals(items)) as groups:
+            async for group in groups:
+                bodies: list[bytes] = []
+                for item in group:
+                    if isinstance(item, TokenUsage):
+                        self._settle(attempt, call, item)
+                        continue
+                    if attempt.first_chunk_at is None:
+                        attempt.first_chunk_at = time.monotonic()
+                        if attempt.span is not None:
+                            spans.answered(attempt.span, item)
+                    if attempt.text is not None:
+                        spans.collect_text(attempt.text, item)
+                    for choice in item.get("choices") or ():
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                    attempt.chunks += 1
+                    chars = estimate.chunk_chars(item)
+                    if chars:
+                        attempt.output_chars += chars
+                        attempt.text_chunks += 1
+                    bodies.append(dumps(item))
+                for kind, body in chunk_frames(bodies):
+                    await self._send(attempt, kind, body)
         done = DoneFrame(
             usage=attempt.usage or TokenUsage(),
             finish_reason=finish,

@@ -95,6 +95,7 @@ class ReaderTooSlow(Exception):
 
 # Once a reply has overflowed, only the worker's last word is kept (what the call used).
 _REPORTS = frozenset({FrameKind.DONE.value, FrameKind.ERROR.value})
+_CHUNKS = frozenset({FrameKind.CHUNK.value, FrameKind.CHUNKS.value})
 
 
 @dataclass(slots=True, eq=False)
@@ -126,6 +127,7 @@ class Reply:
         "_frames",
         "_overflow",
         "_seq",
+        "_split",
         "_token",
         "_told",
         "_waiter",
@@ -139,6 +141,8 @@ class Reply:
         self._dispatcher = dispatcher
         self._token = token
         self._frames: deque[nats.aio.msg.Msg] = deque()
+        # The chunks of a ``chunks`` frame after the first, read before the next message.
+        self._split: deque[Frame] = deque()
         # Set while the relay waits for a frame; put() or the deadline wakes it.
         self._waiter: asyncio.Future[None] | None = None
         self._seq = 0
@@ -156,7 +160,7 @@ class Reply:
         self._append(msg)
         self._buffered += len(msg.data)
         if (self._buffered > self._dispatcher.stream_buffer
-                and (msg.headers or {}).get(KIND_HEADER) == FrameKind.CHUNK.value):
+                and (msg.headers or {}).get(KIND_HEADER) in _CHUNKS):
             # The client is not keeping up: stop the upstream call now (its report is
             # kept), and end the stream when the relay reads next.
             self._overflow = True
@@ -181,11 +185,14 @@ class Reply:
                    if (msg.headers or {}).get(KIND_HEADER) in _REPORTS]
         self._frames.clear()
         self._frames.extend(reports)
+        self._split.clear()
         return ReaderTooSlow(self._dispatcher.stream_buffer)
 
     async def next(self, timeout: float) -> Frame:
         if self._overflow and not self._told:
             raise self._overflowed()
+        if self._split:
+            return self._split.popleft()
         if not self._frames:
             # One future and one timer handle per wait: asyncio.wait_for would cost a task
             # per call, and a stream reads twenty frames per answer.
@@ -205,8 +212,12 @@ class Reply:
 
     def ready(self) -> Frame | None:
         """The next frame if it has already arrived, else None (never waits)."""
-        if self._overflow or not self._frames:
-            return None  # after an overflow, next() says why
+        if self._overflow:
+            return None  # next() says why
+        if self._split:
+            return self._split.popleft()
+        if not self._frames:
+            return None
         return self._frame(self._take())
 
     def _frame(self, msg: nats.aio.msg.Msg) -> Frame:
@@ -224,6 +235,10 @@ class Reply:
                 raise FramesLost(expected, self._seq)
         if kind == FrameKind.BUSY:
             raise WorkerBusy(self.provider)
+        if kind == FrameKind.CHUNKS:
+            first, *rest = msg.data.split(b"\n")
+            self._split.extend(Frame(FrameKind.CHUNK, body) for body in rest)
+            return Frame(FrameKind.CHUNK, first)
         return Frame(FrameKind(kind), msg.data)
 
     async def next_content(self, timeout: float) -> Frame:

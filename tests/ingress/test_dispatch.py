@@ -198,3 +198,27 @@ async def test_a_reply_outrunning_its_reader_is_cut_off_bounded_and_keeps_the_re
     report = await reply.next_content(5)  # what the abandoning relay reads to settle
     assert report.kind is FrameKind.DONE
     assert DoneFrame.model_validate_json(report.body).usage.completion_tokens == 9
+
+
+async def test_a_chunks_frame_is_read_as_its_chunks_in_order(
+    clients: tuple[Client, Client],
+) -> None:
+    ingress, worker = clients
+    attempts = await _worker_inbox(worker)
+    dispatcher = Dispatcher(ingress)
+    await dispatcher.start()
+    reply = await dispatcher.send(_request(), "p")
+    subject = await asyncio.wait_for(attempts.get(), 5)
+    await worker.publish(subject, b'{"n":1}', headers=headers(FrameKind.CHUNK, 1))
+    await worker.publish(subject, b'{"n":2}\n{"n":3}\n{"n":4}',
+                         headers=headers(FrameKind.CHUNKS, 2))
+    await worker.publish(subject, b'{"n":5}', headers=headers(FrameKind.CHUNK, 3))
+    bodies = [(await reply.next(5)).body]
+    while len(bodies) < 5:
+        frame = reply.ready() or await reply.next(5)
+        assert frame.kind is FrameKind.CHUNK
+        bodies.append(frame.body)
+    assert bodies == [b'{"n":%d}' % n for n in range(1, 6)]
+    # the sequence goes on from the chunks frame's own number: no gap is seen
+    await worker.publish(subject, b"{}", headers=headers(FrameKind.HEARTBEAT, 4))
+    assert (await reply.next(5)).kind is FrameKind.HEARTBEAT
