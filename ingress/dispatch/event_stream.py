@@ -20,7 +20,26 @@ from starlette.types import Receive, Scope, Send
 from ingress.dispatch.hangup import HangUp
 
 
+class Last(bytes):
+    """A stream's last piece, which a generator may yield marked so: it goes out with the
+    end of the body, one write instead of two (the last piece, then the empty chunk that
+    ends a chunked body). The generator is still read to its end after it."""
+
+
 class EventStream(StreamingResponse):
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        ended = False
+        async for piece in self.body_iterator:
+            if ended:
+                continue
+            body = piece if isinstance(piece, bytes | memoryview) else piece.encode(self.charset)
+            ended = isinstance(piece, Last)
+            await send({"type": "http.response.body", "body": body, "more_body": not ended})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)

@@ -25,7 +25,7 @@ from ingress.cache.store import Capture
 from ingress.dispatch.abandon import Settle, abandon, settle_frame
 from ingress.dispatch.abandon import drain as abandon_drain
 from ingress.dispatch.dispatcher import Frame, ReaderTooSlow, WorkerSilent
-from ingress.dispatch.event_stream import EventStream
+from ingress.dispatch.event_stream import EventStream, Last
 from ingress.dispatch.execution import Started
 from ingress.dispatch.lost import Output, Silence
 from ingress.errors import ApiError
@@ -183,9 +183,9 @@ async def _events(
                 _settle_frame(started, settle, frame)
                 done = frame.done()
                 if include_usage:
-                    yield usage_chunk(first_chunk, done.usage, done.cost) + DONE
+                    yield Last(usage_chunk(first_chunk, done.usage, done.cost) + DONE)
                 elif framing.end:
-                    yield framing.end
+                    yield Last(framing.end)
                 # Only once the client has had it all: a stream it left is not an answer.
                 if capture is not None:
                     capture.done(done, started.deployment, streamed=True)
@@ -194,7 +194,7 @@ async def _events(
                 finished = True
                 _settle_frame(started, settle, frame)
                 failure = frame.error()
-                yield framing.error(ApiError.from_info(failure.error))
+                yield Last(framing.error(ApiError.from_info(failure.error)))
                 return
             try:
                 if broken is not None:
@@ -203,13 +203,13 @@ async def _events(
             except WorkerSilent as exc:
                 log.warning("stream of %s broken off: %s", reply.request.request_id, exc)
                 _lost(started, exc, output)
-                yield framing.error(ApiError(504, f"the answer was cut short: {exc}",
-                                             type="timeout_error", code="worker_timeout"))
+                yield Last(framing.error(ApiError(504, f"the answer was cut short: {exc}",
+                                                  type="timeout_error", code="worker_timeout")))
                 return
             except ReaderTooSlow as exc:  # the upstream call is being cancelled already
                 log.warning("stream of %s ended: %s", reply.request.request_id, exc)
-                yield framing.error(ApiError(408, f"the answer was cut short: {exc}",
-                                             code="client_too_slow"))
+                yield Last(framing.error(ApiError(408, f"the answer was cut short: {exc}",
+                                                  code="client_too_slow")))
                 return
     finally:
         if capture is not None:
