@@ -102,9 +102,10 @@ DRAIN_SECONDS = 1.0
 
 async def drain(events: AsyncIterator[object], within: float = DRAIN_SECONDS) -> None:
     """Read what is left of a stream after its final event (as a rule only the chunked
-    body's terminator). httpcore hands a connection to the next call only once its
-    response was read to the end and closes it otherwise, which would cost every streamed
-    call a new TCP connection, and with a real provider a TLS handshake."""
+    body's terminator). The client hands a connection to the next call only once its
+    response was read to the end and closes it otherwise (workers.transport, as httpcore),
+    which would cost every streamed call a new TCP connection, and with a real provider a
+    TLS handshake."""
     # Timed out, reset, or closed without the chunked terminator: the connection is closed
     # instead of reused, and the call, already whole, stands.
     with contextlib.suppress(Exception):
