@@ -8,6 +8,7 @@ reservation when the request settles.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -182,7 +183,13 @@ def max_output_tokens(
 def period_keys(now: datetime) -> tuple[str, str]:
     """The UTC day ("YYYYMMDD") and month ("YYYYMM") that ``now`` falls in."""
     utc = now.astimezone(UTC)
-    return utc.strftime("%Y%m%d"), utc.strftime("%Y%m")
+    return _period_keys(utc.year, utc.month, utc.day)
+
+
+@functools.lru_cache(maxsize=8)
+def _period_keys(year: int, month: int, day: int) -> tuple[str, str]:
+    # Two strftime calls per admit and per settle, for a value that changes once a day.
+    return f"{year:04d}{month:02d}{day:02d}", f"{year:04d}{month:02d}"
 
 
 def reset_times(now: datetime) -> tuple[datetime, datetime]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -116,11 +117,16 @@ async def json_response(
         usage = body.get("usage")
         if isinstance(usage, dict):
             body["usage"] = {**usage, "cost": float(done.cost)}
-    return Response(
-        json.dumps(body, separators=(",", ":")).encode(),
-        media_type="application/json",
-        headers=headers,
-    )
+    return Response(compact_json(body), media_type="application/json", headers=headers)
+
+
+def compact_json(value: Any) -> bytes:
+    """``value`` as compact JSON: orjson's, or the standard library's for what orjson
+    refuses (an integer past 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | None) -> bytes:
@@ -128,7 +134,7 @@ def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | N
     meta: dict[str, Any] = {}
     parsed: dict[str, Any] = {}
     if first_chunk is not None:
-        parsed = json.loads(first_chunk)
+        parsed = orjson.loads(first_chunk)
         meta = {k: parsed.get(k) for k in ("id", "created", "model")}
     usage = tokens.to_openai()
     if cost is not None:
@@ -137,7 +143,7 @@ def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | N
     kind = parsed.get("object")
     chunk = {**meta, "object": kind if kind == "text_completion" else "chat.completion.chunk",
              "choices": [], "usage": usage}
-    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + compact_json(chunk) + b"\n\n"
 
 
 async def _events(
