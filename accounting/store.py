@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -73,27 +73,67 @@ JSON_SETTINGS: dict[str, Any] = {
 }
 
 
+# The usage lookup writes a batch's ids into its query text (see ``id_literals``): room
+# for 100,000 ids, where the server default (256 KiB) holds about 6,000.
+MAX_QUERY_SIZE = 8 * 1024 * 1024
+
+
 def connect(url: str) -> Any:
     """A clickhouse-connect client for ``http(s)://user:pass@host:port/db`` or
     ``chdb:///abs/path`` (the directory is created)."""
     scheme = urlparse(url).scheme
+    settings = {"max_query_size": MAX_QUERY_SIZE}
     if scheme == "chdb":
         path = urlparse(url).path
         if path and path not in ("/memory", "/:memory:"):
             Path(path).mkdir(parents=True, exist_ok=True)
-        return clickhouse_connect.get_client(dsn=url)
+        return clickhouse_connect.get_client(dsn=url, settings=settings)
     if scheme in ("http", "https", "clickhouse", "clickhouses"):
-        return clickhouse_connect.get_client(dsn=url)
+        return clickhouse_connect.get_client(dsn=url, settings=settings)
     raise ValueError(f"CLICKHOUSE_URL must be http(s):// or chdb:///path, got {url!r}")
 
 
 def batch_token(event_ids: Sequence[str]) -> str:
-    """Deterministic token for the rows of one insert: the same rows, the same token."""
-    digest = hashlib.sha256()
-    for eid in event_ids:
-        digest.update(eid.encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
+    """Deterministic token for the rows of one insert: the same rows, the same token
+    (the SHA-256 of the ids, each followed by a newline)."""
+    if not event_ids:
+        return hashlib.sha256().hexdigest()
+    return hashlib.sha256(("\n".join(event_ids) + "\n").encode()).hexdigest()
+
+
+# The id list is one string literal in the query text, and ClickHouse parses no query
+# longer than max_query_size: a longer list is looked up in parts.
+MAX_ID_LITERAL = MAX_QUERY_SIZE - 64 * 1024
+
+
+def id_literals(event_ids: Sequence[str]) -> list[str] | None:
+    """The ids as newline-separated ClickHouse string literals (``'a\\nb'``), each short
+    enough for one query; None when an id holds a control character (a newline would
+    split it) or is too long by itself, for the caller to bind the ids as parameters.
+
+    One literal split by ClickHouse, rather than an ``Array(String)`` parameter or an
+    ``IN ('a', 'b', …)`` list: clickhouse-connect escapes a bound value one character at a
+    time in Python (13 ms for a batch's 5000 ids) and ClickHouse parses 5000 literals in
+    20 ms, where one 200 KB literal takes 2 ms.
+    """
+    listed = "\n".join(event_ids)
+    if not listed.replace("\n", "").isprintable():
+        return None
+    literal = listed.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    size = len(literal) if literal.isascii() else len(literal.encode())
+    if size <= MAX_ID_LITERAL:
+        return [f"'{literal}'"]
+    if len(event_ids) == 1:
+        return None
+    half = len(event_ids) // 2
+    first, second = id_literals(event_ids[:half]), id_literals(event_ids[half:])
+    return None if first is None or second is None else first + second
+
+
+def datetime_literal(ts: datetime) -> str:
+    """``toDateTime64('2026-01-02 03:04:05.678', 3, 'UTC')`` for an aware datetime."""
+    utc = ts.astimezone(UTC)
+    return f"toDateTime64('{utc:%Y-%m-%d %H:%M:%S}.{utc.microsecond // 1000:03d}', 3, 'UTC')"
 
 
 def columns(events: Sequence[UsageEvent]) -> list[list[Any]]:
@@ -144,15 +184,30 @@ class UsageStore:
         lost attempt, then its worker reporting late), hence the margin around it."""
         if not events:
             return set()
+        lo = min(e.ts for e in events) - SAME_ID_MARGIN
+        hi = max(e.ts for e in events) + SAME_ID_MARGIN
+        ids = [e.event_id for e in events]
+        literals = id_literals(ids)
+        if literals is None:
+            return self._bound_lookup(ids, lo, hi)
+        found: set[str] = set()
+        for literal in literals:
+            # Written into the query text, which clickhouse-connect does not scan for a
+            # raw query with no parameters; ids come back hex-encoded, so any text does.
+            body = self.client.raw_query(
+                f"SELECT hex(event_id) FROM {TABLE} "
+                f"WHERE ts BETWEEN {datetime_literal(lo)} AND {datetime_literal(hi)} "
+                f"AND event_id IN splitByChar('\\n', {literal}) FORMAT TabSeparated"
+            )
+            found.update(bytes.fromhex(h).decode() for h in body.decode().splitlines())
+        return found
+
+    def _bound_lookup(self, ids: list[str], lo: datetime, hi: datetime) -> set[str]:
         result = self.client.query(
             f"SELECT event_id FROM {TABLE} "
             "WHERE ts BETWEEN {lo:DateTime64(3, 'UTC')} AND {hi:DateTime64(3, 'UTC')} "
             "AND event_id IN {ids:Array(String)}",
-            parameters={
-                "lo": min(e.ts for e in events) - SAME_ID_MARGIN,
-                "hi": max(e.ts for e in events) + SAME_ID_MARGIN,
-                "ids": [e.event_id for e in events],
-            },
+            parameters={"lo": lo, "hi": hi, "ids": ids},
         )
         return {row[0] for row in result.result_rows}
 

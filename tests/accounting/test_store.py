@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from accounting import migrations
+from accounting import store as store_module
 from accounting.store import COLUMN_TYPES, COLUMNS, INSERT_SETTINGS, UsageStore, columns, connect
 from schemas.usage import UsageEvent, UsageStatus
 
@@ -153,3 +154,28 @@ def test_one_id_stamped_hours_apart_by_two_sources_is_stored_once(
     assert store.insert([estimate], "ingress") == 1
     assert store.insert([late, event_factory(2)], "worker") == 1
     assert totals(clickhouse)[0] == 2
+
+
+def test_an_id_of_any_text_is_found_again(
+    store: UsageStore, clickhouse: Any, event_factory: Callable[..., UsageEvent]
+) -> None:
+    odd = ["it's", "back\\slash", "{x:String}", " INSERT INTO t", "--x", "ü€😀", "", "\\n",
+           "tab\tx", "new\nline"]
+    events = [event_factory(i, request_id=r) for i, r in enumerate(odd)]
+    assert store.insert(events[:4], "a") == 4
+    assert store.insert(events[:8], "b") == 4  # ids the lookup writes into its query
+    assert store.insert(events, "c") == 2  # and those it binds as parameters
+    assert store.insert(events, "d") == 0
+    assert totals(clickhouse)[0] == len(odd)
+
+
+def test_ids_too_many_for_one_query_are_looked_up_in_parts(
+    store: UsageStore, clickhouse: Any, event_factory: Callable[..., UsageEvent],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_ID_LITERAL", 100)
+    events = [event_factory(i) for i in range(40)]
+    assert len(store_module.id_literals([e.event_id for e in events]) or []) > 4
+    assert store.insert(events[:25], "a") == 25
+    assert store.insert(events, "b") == 15
+    assert totals(clickhouse)[0] == 40
