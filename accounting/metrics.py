@@ -74,15 +74,18 @@ class TokenUsage(Collector):
         # Per label set: a count per bucket (the last one past every bound) and the sum.
         self._series: dict[TokenLabels, tuple[list[int], list[int]]] = {}
 
-    def observe(self, observations: Iterable[tuple[TokenLabels, int]]) -> None:
+    def observe(self, observations: Iterable[tuple[TokenLabels, Sequence[int]]]) -> None:
+        """Count each label set's token amounts."""
         bounds = self._bounds
         with self._lock:
-            for labels, tokens in observations:
+            for labels, amounts in observations:
                 series = self._series.get(labels)
                 if series is None:
                     series = self._series[labels] = ([0] * (len(bounds) + 1), [0])
-                series[0][bisect_left(bounds, tokens)] += 1
-                series[1][0] += tokens
+                counts = series[0]
+                for tokens in amounts:
+                    counts[bisect_left(bounds, tokens)] += 1
+                series[1][0] += sum(amounts)
 
     def collect(self) -> Iterable[HistogramMetricFamily]:
         with self._lock:
@@ -136,35 +139,53 @@ def _money(value: Decimal | str | float) -> Decimal:
     return amount if amount.is_finite() else Decimal(0)
 
 
-def tokens_of(event: Stored) -> list[tuple[TokenLabels, int]]:
-    """The token observations one stored event makes: input and output for an upstream
-    call that reported usage, cached input and reasoning when there are any."""
-    if event.status not in UPSTREAM_CALLS:
-        return []
-    call = (OPERATIONS.get(event.endpoint, event.endpoint), event.provider, event.model_alias)
-    out: list[tuple[TokenLabels, int]] = []
-    if event.status == "ok" or event.prompt_tokens or event.completion_tokens:
-        out.append(((*call, "input"), event.prompt_tokens))
-        out.append(((*call, "output"), event.completion_tokens))
-    if event.cached_tokens:
-        out.append(((*call, "cached_input"), event.cached_tokens))
-    if event.reasoning_tokens:
-        out.append(((*call, "reasoning"), event.reasoning_tokens))
-    return out
+# The token types of a call's observations, in the order ``count_stored`` lists them.
+_TOKEN_TYPES = ("input", "output", "cached_input", "reasoning")
 
 
 def count_stored(events: Iterable[Stored]) -> None:
     """Token usage and cost of events just stored, each event once. Never raises: the
-    rows are in ClickHouse already, and a metric must not turn that into a retry."""
-    costs: dict[tuple[str, str], Decimal] = {}
-    observations: list[tuple[TokenLabels, int]] = []
+    rows are in ClickHouse already, and a metric must not turn that into a retry.
+
+    An upstream call that reported usage observes its input and output tokens, and its
+    cached input and reasoning tokens when there are any. Amounts are gathered per label
+    set first and counted under one lock: this runs for every event on the ingest path.
+    """
+    costs: dict[tuple[str, str], list[Decimal | str | float]] = {}
+    # Per (endpoint, provider, model): input, output, cached input and reasoning amounts.
+    calls: dict[tuple[str, str, str], tuple[list[int], list[int], list[int], list[int]]] = {}
     for event in events:
-        if event.cost is not None:
+        cost = event.cost
+        if cost is not None:
             key = (event.model_alias, event.team_id or "")
-            costs[key] = costs.get(key, Decimal(0)) + _money(event.cost)
-        observations += tokens_of(event)
-    TOKEN_USAGE.observe(observations)
-    for (model, team), amount in costs.items():
+            listed = costs.get(key)
+            if listed is None:
+                costs[key] = [cost]
+            else:
+                listed.append(cost)
+        status = event.status
+        if status not in UPSTREAM_CALLS:
+            continue
+        call = (event.endpoint, event.provider, event.model_alias)
+        amounts = calls.get(call)
+        if amounts is None:
+            amounts = calls[call] = ([], [], [], [])
+        prompt, completion = event.prompt_tokens, event.completion_tokens
+        if status == "ok" or prompt or completion:
+            amounts[0].append(prompt)
+            amounts[1].append(completion)
+        if event.cached_tokens:
+            amounts[2].append(event.cached_tokens)
+        if event.reasoning_tokens:
+            amounts[3].append(event.reasoning_tokens)
+    TOKEN_USAGE.observe(
+        ((OPERATIONS.get(endpoint, endpoint), provider, model, kind), listed_amounts)
+        for (endpoint, provider, model), per_kind in calls.items()
+        for kind, listed_amounts in zip(_TOKEN_TYPES, per_kind, strict=True)
+        if listed_amounts
+    )
+    for (model, team), values in costs.items():
+        amount = sum(map(_money, values), Decimal(0))
         if amount > 0:
             COST.labels(model, team).inc(float(amount))
 
