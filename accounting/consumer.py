@@ -11,9 +11,7 @@ subscription on our own inbox, not with nats-py's ``fetch`` or FastStream's batc
 ``PullSub`` (which wraps it): ``fetch`` waits for each message with its own
 ``wait_for``, which measured 90 us per event here, four times our whole per-event budget,
 and under a trickle it returns one-event batches, the many tiny inserts ClickHouse handles
-worst. While one batch is written (in a thread), the next one is already arriving and
-being parsed, and the acks of the one before are being sent: a batch is acked only after
-its own insert returned, but the next insert does not wait for those acks.
+worst. While one batch is written (in a thread), the next one is already arriving.
 """
 
 from __future__ import annotations
@@ -31,7 +29,6 @@ import pydantic
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import Error as NatsError
 from nats.js.api import DEFAULT_PREFIX, AckPolicy, ConsumerConfig, DeliverPolicy, Header
 
 from accounting import metrics
@@ -49,9 +46,6 @@ IDLE_POLL_S = 0.5
 # another replica while this one may still be writing it (harmless, but wasted work). It is
 # also how long the events of a consumer that crashed wait before they are delivered again.
 ACK_WAIT_S = 30.0
-# A plain string: every event carries a header (its Nats-Msg-Id), and looking up an enum
-# member hashes it in Python.
-_STATUS: str = Header.STATUS.value
 
 
 class Store(Protocol):
@@ -137,8 +131,6 @@ class UsageConsumer:
         # Messages the open pull request may still deliver; 0 means none is open.
         self._outstanding = 0
         self._request_ends = 0.0
-        # Acks of stored batches, sent while the next batch is written.
-        self._acking: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await ensure_usage_stream(self.js, self.stream_max_age)
@@ -188,7 +180,7 @@ class UsageConsumer:
             self._buffer = []
 
     async def _on_msg(self, msg: Msg) -> None:
-        status = msg.headers.get(_STATUS) if msg.headers else None
+        status = msg.headers.get(Header.STATUS) if msg.headers else None
         if status is None:
             self._buffer.append(msg)
             self._outstanding -= 1
@@ -215,20 +207,16 @@ class UsageConsumer:
         try:
             while True:
                 batch = await self._collect()
-                # Parsed while the previous batch is still being written.
-                parsed = identify(batch) if batch else None
                 if writing is not None:
                     await writing
                     writing = None
-                if parsed is not None:
-                    writing = asyncio.create_task(self._write(*parsed))
+                if batch:
+                    writing = asyncio.create_task(self.write(batch))
                 elif self._stopping.is_set():
                     return
         finally:
             if writing is not None:
                 await writing
-            while self._acking:
-                await asyncio.gather(*self._acking)
 
     async def _collect(self) -> list[Msg]:
         """Up to batch_size messages, returning batch_age after the first one arrived.
@@ -262,13 +250,7 @@ class UsageConsumer:
         the rows, the batch is halved until the rows it refuses are found and dropped, so
         one bad event never holds up the others.
         """
-        await self._write(*identify(msgs))
-        while self._acking:
-            await asyncio.gather(*self._acking)
-
-    async def _write(self, good: list[Msg], keys: list[EventKey], bad: list[Msg]) -> None:
-        """Returns once the store is free for the next batch: this one's acks may still
-        be on their way (``_acking``)."""
+        good, keys, bad = identify(msgs)
         await self._drop(bad)
         if good:
             await self._insert(good, keys, batch_token([k.event_id for k in keys]))
@@ -297,19 +279,8 @@ class UsageConsumer:
                     await msg.nak(delay=self.retry_delay)
             return
         self.store_reachable = True
-        task = asyncio.create_task(self._ack(msgs, inserted))
-        self._acking.add(task)
-        task.add_done_callback(self._acking.discard)
-
-    async def _ack(self, msgs: list[Msg], inserted: int) -> None:
-        """Ack a stored batch while the next one is written, then count it."""
-        try:
-            for msg in msgs:
-                await msg.ack()
-        except NatsError as exc:
-            # Stored all the same: JetStream delivers the rest again after ack_wait, and
-            # the store drops them as duplicates.
-            log.warning("acks of %d stored usage events not sent: %r", len(msgs), exc)
+        for msg in msgs:
+            await msg.ack()
         self.stats.batches += 1
         self.stats.received += len(msgs)
         self.stats.inserted += inserted
