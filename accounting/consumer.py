@@ -101,7 +101,7 @@ class UsageConsumer:
         nc: Client,
         store: Store,
         *,
-        batch_size: int = 5000,
+        batch_size: int = 10_000,
         batch_age: float = 1.0,
         retry_delay: float = 5.0,
         stream_max_age: float = DEFAULT_MAX_AGE_S,

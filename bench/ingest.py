@@ -4,7 +4,7 @@ Publishes N events to the usage stream first (a backlog, as after an outage), th
 the consumer and times it until every event is a row in ClickHouse. Runs a nats-server
 from the wheel and chDB in a temporary directory, or ``--clickhouse http://...``.
 
-    .venv/bin/python -m bench.ingest --events 200000 --batch-size 5000
+    .venv/bin/python -m bench.ingest --events 200000 --batch-size 10000
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ async def consume(url: str, clickhouse: str, count: int, batch_size: int) -> flo
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--clickhouse", default=None, help="default: chDB in a temp dir")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aigw-ingest-") as tmp:
