@@ -16,6 +16,7 @@ import nats.errors
 from faststream.nats import NatsBroker
 from faststream.nats.annotations import NatsMessage
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from core import heap, spool
 from core.media_pricing import MediaPriceTable, deployment_cost
@@ -33,6 +34,7 @@ from schemas.config import Deployment, GatewayConfig
 from schemas.frames import FrameKind, headers
 from schemas.usage import TokenUsage
 from workers import offload
+from workers.attempt_inbox import AttemptInbox
 from workers.batch import BatchRunner
 from workers.capacity import Capacity
 from workers.config_follow import ConfigFollower
@@ -94,6 +96,7 @@ class Worker:
         self.nc: Client | None = None
         self._serving = False
         self._heartbeats: asyncio.Task[None] | None = None
+        self.attempts = AttemptInbox(self._on_attempt, self.gate.handler_slots)
         self._register()
 
     # ---- what /metrics and /health/readiness read --------------------------------------
@@ -162,22 +165,6 @@ class Worker:
         p = self.provider_name
         service = self.service
 
-        @self.broker.subscriber(
-            subjects.infer(p),
-            queue=subjects.worker_queue(p),
-            max_workers=self.gate.handler_slots,
-            no_reply=True,
-            decoder=_raw,
-        )
-        async def on_attempt(msg: NatsMessage) -> None:
-            if not self.gate.admit(service.in_flight):
-                await self._refuse(msg.reply_to)
-                return
-            if tracing.enabled:  # the ingress's trace context rides in the headers
-                await service.handle(msg.body, msg.reply_to, msg.headers)
-            else:
-                await service.handle(msg.body, msg.reply_to)
-
         @self.broker.subscriber(subjects.CANCEL_ALL, no_reply=True, decoder=_raw)
         async def on_cancel(msg: NatsMessage) -> None:
             service.cancel(subjects.cancel_request_id(msg.raw_message.subject))
@@ -186,9 +173,21 @@ class Worker:
         async def on_ping(msg: NatsMessage) -> bytes:
             return str(service.in_flight).encode()
 
+    async def _on_attempt(self, msg: Msg) -> None:
+        service = self.service
+        if not self.gate.admit(service.in_flight):
+            await self._refuse(msg.reply)
+            return
+        if tracing.enabled:  # the ingress's trace context rides in the headers
+            await service.handle(msg.data, msg.reply, msg.headers or {})
+        else:
+            await service.handle(msg.data, msg.reply)
+
     async def start(self) -> None:
         await self.broker.start()
         self.nc = self.broker.connection
+        await self.attempts.start(self.nc, subjects.infer(self.provider_name),
+                                  subjects.worker_queue(self.provider_name))
         self.service.media_store = MediaStore(self.broker.connection.jetstream())
         self.usage = UsagePublisher(
             self.broker.connection.jetstream(),
@@ -205,6 +204,7 @@ class Worker:
         """Stop taking attempts, let running ones finish (up to the drain time), close."""
         self._serving = False
         deadline = asyncio.get_running_loop().time() + self.settings.drain_seconds
+        await self.attempts.stop(deadline)
         for sub in self.broker.subscribers:
             with contextlib.suppress(Exception):
                 await sub.stop()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Generic, TypeVar
 
 from schemas.frames import FrameKind
@@ -67,7 +67,7 @@ class _Pump(Generic[T]):
                 await self.task
 
 
-async def arrivals(items: AsyncIterator[T]) -> AsyncIterator[list[T]]:
+async def arrivals(items: AsyncIterator[T]) -> AsyncGenerator[list[T], None]:
     """``items`` in groups of at least one, in order; an error the stream raised is raised
     after the items that came before it. Closing (or cancelling) the reader stops the
     stream."""
