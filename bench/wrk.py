@@ -121,16 +121,17 @@ def ensure_wrk() -> str:
 
 
 def lua_script(body: str, headers: dict[str, str], delay_ms: float | None = None) -> str:
-    """The script; with ``delay_ms``, each connection waits that long before each request
-    (wrk's ``delay`` hook), which paces the load instead of sending as fast as answers come.
-    """
+    """The script; with ``delay_ms``, each connection waits that long on average before each
+    request (wrk's ``delay`` hook; drawn at random, so that the connections' requests arrive
+    spread out rather than in bursts), which paces the load instead of sending as fast as
+    answers come."""
     if "]==]" in body:
         raise ValueError("request body must not contain ']==]'")
     lines = [
         f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}" for name, value in headers.items()
     ]
-    if delay_ms is not None:
-        lines.append(f"delay = function() return {delay_ms:.3f} end")
+    if delay_ms is not None:  # uniform on [0, 2 x delay_ms]: connections do not fall into step
+        lines.append(f"delay = function() return math.random() * {2 * delay_ms:.3f} end")
     return _SCRIPT.format(body=body, headers="\n".join(lines), marker=_MARKER)
 
 
