@@ -21,6 +21,7 @@ from ingress.dispatch.dispatcher import (
     Dispatcher,
     FramesLost,
     ReaderTooSlow,
+    Reply,
 )
 from ingress.routing.health_board import HealthBoard
 from ingress.routing.router import Router
@@ -68,15 +69,21 @@ async def _worker_inbox(worker: Client) -> asyncio.Queue[str]:
     return inbox
 
 
-async def test_frames_arrive_in_order_and_a_gap_is_refused(
-    clients: tuple[Client, Client],
-) -> None:
+async def _attempt_sent(clients: tuple[Client, Client]) -> tuple[Reply, str]:
+    """An attempt sent by a started dispatcher, and the reply subject its worker got."""
     ingress, worker = clients
     attempts = await _worker_inbox(worker)
     dispatcher = Dispatcher(ingress)
     await dispatcher.start()
     reply = await dispatcher.send(_request(), "p")
-    subject = await asyncio.wait_for(attempts.get(), 5)
+    return reply, await asyncio.wait_for(attempts.get(), 5)
+
+
+async def test_frames_arrive_in_order_and_a_gap_is_refused(
+    clients: tuple[Client, Client],
+) -> None:
+    worker = clients[1]
+    reply, subject = await _attempt_sent(clients)
     for seq, kind in ((1, FrameKind.CHUNK), (2, FrameKind.HEARTBEAT), (4, FrameKind.CHUNK)):
         await worker.publish(subject, b"{}", headers=headers(kind, seq))
     assert (await reply.next(5)).kind is FrameKind.CHUNK
@@ -203,12 +210,8 @@ async def test_a_reply_outrunning_its_reader_is_cut_off_bounded_and_keeps_the_re
 async def test_a_chunks_frame_is_read_as_its_chunks_in_order(
     clients: tuple[Client, Client],
 ) -> None:
-    ingress, worker = clients
-    attempts = await _worker_inbox(worker)
-    dispatcher = Dispatcher(ingress)
-    await dispatcher.start()
-    reply = await dispatcher.send(_request(), "p")
-    subject = await asyncio.wait_for(attempts.get(), 5)
+    worker = clients[1]
+    reply, subject = await _attempt_sent(clients)
     await worker.publish(subject, b'{"n":1}', headers=headers(FrameKind.CHUNK, 1))
     await worker.publish(subject, b'{"n":2}\n{"n":3}\n{"n":4}',
                          headers=headers(FrameKind.CHUNKS, 2))
