@@ -1,7 +1,8 @@
 """Usage events from JetStream into ClickHouse, in batches, at least once, counted once.
 
 A durable pull consumer (shared by every accounting replica) is read in batches of up to
-``batch_size`` events or ``batch_age`` seconds after the first one, whichever comes first.
+``batch_size`` events or ``batch_age`` seconds after the first one, whichever comes first;
+a message holds one event or a group of them (``schemas.event_message``).
 A batch is acked only after its insert returned; if the insert fails, every message is
 nak'ed with a delay and comes back later, so events wait in the stream while ClickHouse is
 down. Duplicates (a re-published or re-delivered event) are dropped by the store.
@@ -22,7 +23,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import pydantic
@@ -35,6 +36,7 @@ from accounting import metrics
 from accounting.store import EventKey, batch_token
 from core.usage_stream import DEFAULT_MAX_AGE_S, ensure_usage_stream
 from schemas import subjects
+from schemas.event_message import SEPARATOR, split_events
 from schemas.usage import UsageEvent
 
 log = logging.getLogger("aigw.accounting.consumer")
@@ -46,6 +48,8 @@ IDLE_POLL_S = 0.5
 # another replica while this one may still be writing it (harmless, but wasted work). It is
 # also how long the events of a consumer that crashed wait before they are delivered again.
 ACK_WAIT_S = 30.0
+# Bytes a pull request may bring per event of a batch (an event is about 600).
+PULL_BYTES_PER_EVENT = 1024
 
 
 class Store(Protocol):
@@ -67,21 +71,28 @@ class ConsumerStats:
     invalid: int = 0
 
 
-def identify(msgs: Sequence[Msg]) -> tuple[list[Msg], list[EventKey], list[Msg]]:
-    """(messages, their event keys, messages that are not usage events at all)."""
-    good: list[Msg] = []
+def read_events(
+    msgs: Sequence[Msg],
+) -> tuple[list[EventKey], list[bytes], list[int], int]:
+    """The usage events of these messages, each message one event or a group of them
+    (``schemas.event_message``): their keys, their JSON, which message each came from,
+    and how many lines were not usage events (logged and left out)."""
     keys: list[EventKey] = []
-    bad: list[Msg] = []
-    for msg in msgs:
-        try:
-            keys.append(EventKey.model_validate_json(msg.data))
-        except pydantic.ValidationError as exc:
-            log.error("dropping a message on %s that is not a usage event: %s",
-                      msg.subject, exc.errors()[:1])
-            bad.append(msg)
-            continue
-        good.append(msg)
-    return good, keys, bad
+    bodies: list[bytes] = []
+    owners: list[int] = []
+    unreadable = 0
+    for i, msg in enumerate(msgs):
+        for body in split_events(msg.data):
+            try:
+                keys.append(EventKey.model_validate_json(body))
+            except pydantic.ValidationError as exc:
+                log.error("dropping a line on %s that is not a usage event: %s",
+                          msg.subject, exc.errors()[:1])
+                unreadable += 1
+                continue
+            bodies.append(body)
+            owners.append(i)
+    return keys, bodies, owners, unreadable
 
 
 # ClickHouse errors that mean "these rows cannot be stored", not "ClickHouse is away".
@@ -127,6 +138,7 @@ class UsageConsumer:
         self._next = f"{DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{subjects.USAGE_STREAM}.{durable}"
         # Delivered, not yet taken into a batch.
         self._buffer: list[Msg] = []
+        self._buffered_events = 0  # in those messages (a message may hold a group)
         self._wake = asyncio.Event()
         # Messages the open pull request may still deliver; 0 means none is open.
         self._outstanding = 0
@@ -176,27 +188,33 @@ class UsageConsumer:
             self._sub = None
         if self._buffer:
             # Delivered after the last write: JetStream redelivers them after ack_wait.
-            log.warning("%d usage events left unacked at stop", len(self._buffer))
+            log.warning("%d usage messages left unacked at stop", len(self._buffer))
             self._buffer = []
+            self._buffered_events = 0
 
     async def _on_msg(self, msg: Msg) -> None:
         status = msg.headers.get(Header.STATUS) if msg.headers else None
         if status is None:
             self._buffer.append(msg)
+            self._buffered_events += msg.data.count(SEPARATOR) + 1
             self._outstanding -= 1
             if (self._outstanding <= 0 or len(self._buffer) == 1
-                    or len(self._buffer) >= self.batch_size):
+                    or self._buffered_events >= self.batch_size):
                 self._wake.set()
         elif status != "100":  # 100 is a heartbeat; 404/408/409 end the pull request
             self._outstanding = 0
             self._wake.set()
 
     async def _pull(self, wait: float) -> None:
-        want = self.batch_size - len(self._buffer)
+        # Each message is at least one event; max_bytes keeps groups of them from
+        # arriving by the thousand, and is never less than the largest message NATS takes.
+        want = max(self.batch_size - self._buffered_events, 1)
+        max_bytes = max(self.batch_size * PULL_BYTES_PER_EVENT, 2 * self.nc.max_payload)
         expires = max(wait, 0.01)
         await self.nc.publish(
             self._next,
-            json.dumps({"batch": want, "expires": int(expires * 1e9)}).encode(),
+            json.dumps({"batch": want, "max_bytes": max_bytes,
+                        "expires": int(expires * 1e9)}).encode(),
             reply=self._inbox,
         )
         self._outstanding = want
@@ -223,7 +241,7 @@ class UsageConsumer:
         When stopping: whatever the open pull request still delivers, without a new one."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.batch_age if self._buffer else None
-        while len(self._buffer) < self.batch_size:
+        while self._buffered_events < self.batch_size:
             now = loop.time()
             if deadline is not None and now >= deadline:
                 break
@@ -239,8 +257,13 @@ class UsageConsumer:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             if self._buffer and deadline is None:
                 deadline = loop.time() + self.batch_age
-        batch = self._buffer[: self.batch_size]
-        del self._buffer[: self.batch_size]
+        taken = events = 0
+        while taken < len(self._buffer) and events < self.batch_size:
+            events += self._buffer[taken].data.count(SEPARATOR) + 1
+            taken += 1
+        batch = self._buffer[:taken]
+        del self._buffer[:taken]
+        self._buffered_events -= events
         return batch
 
     async def write(self, msgs: Sequence[Msg]) -> None:
@@ -248,49 +271,64 @@ class UsageConsumer:
 
         Only each event's key is parsed here; ClickHouse parses the rest. If it refuses
         the rows, the batch is halved until the rows it refuses are found and dropped, so
-        one bad event never holds up the others.
+        one bad event never holds up the others. A message is acked once every event in
+        it is stored (or found stored already), nak'ed if any could not be written, and
+        terminated if none of its events can ever be stored.
         """
-        good, keys, bad = identify(msgs)
-        await self._drop(bad)
-        if good:
-            await self._insert(good, keys, batch_token([k.event_id for k in keys]))
+        keys, bodies, owners, unreadable = read_events(msgs)
+        outcome = _Outcome()
+        if keys:
+            await self._insert(list(range(len(keys))), keys, bodies,
+                               batch_token([k.event_id for k in keys]), outcome)
+        self.stats.invalid += unreadable + len(outcome.dropped)
+        waiting = {owners[i] for i in outcome.away}
+        kept = {owner for i, owner in enumerate(owners) if i not in outcome.dropped}
+        for i, msg in enumerate(msgs):
+            if i in waiting:
+                await msg.nak(delay=self.retry_delay)
+            elif i in kept:
+                await msg.ack()
+            else:
+                # Redelivering a message that can never be stored would only loop; it
+                # stays in the stream (until max age) for whoever needs to look at it.
+                await msg.term()
 
-    async def _insert(self, msgs: list[Msg], keys: list[EventKey], token: str | None) -> None:
+    async def _insert(self, entries: list[int], keys: list[EventKey], bodies: list[bytes],
+                      token: str | None, outcome: _Outcome) -> None:
+        part = [keys[i] for i in entries]
         try:
             with metrics.INSERT_DURATION.time():
                 inserted = await asyncio.to_thread(
-                    self.store.insert, keys, token, [m.data for m in msgs]
+                    self.store.insert, part, token, [bodies[i] for i in entries]
                 )
         except Exception as exc:
-            if refused_data(exc) and len(msgs) == 1:
+            if refused_data(exc) and len(entries) == 1:
                 log.error("dropping usage event %s: ClickHouse refuses it: %s",
-                          keys[0].event_id, exc)
-                await self._drop(msgs)
+                          part[0].event_id, exc)
+                outcome.dropped.add(entries[0])
             elif refused_data(exc):
-                half = len(msgs) // 2
-                await self._insert(msgs[:half], keys[:half], None)
-                await self._insert(msgs[half:], keys[half:], None)
+                half = len(entries) // 2
+                await self._insert(entries[:half], keys, bodies, None, outcome)
+                await self._insert(entries[half:], keys, bodies, None, outcome)
             else:
                 self.stats.failed_batches += 1
                 self.store_reachable = False
                 log.warning("usage insert of %d events failed, retrying in %.0fs: %s",
-                            len(msgs), self.retry_delay, exc)
-                for msg in msgs:
-                    await msg.nak(delay=self.retry_delay)
+                            len(entries), self.retry_delay, exc)
+                outcome.away.update(entries)
             return
         self.store_reachable = True
-        for msg in msgs:
-            await msg.ack()
         self.stats.batches += 1
-        self.stats.received += len(msgs)
+        self.stats.received += len(entries)
         self.stats.inserted += inserted
-        self.stats.duplicates += len(msgs) - inserted
+        self.stats.duplicates += len(entries) - inserted
         metrics.INSERTED.inc(inserted)
-        metrics.DUPLICATES.inc(len(msgs) - inserted)
+        metrics.DUPLICATES.inc(len(entries) - inserted)
 
-    async def _drop(self, msgs: Sequence[Msg]) -> None:
-        # Redelivering a message that can never be stored would only loop; it stays in
-        # the stream (until max age) for whoever needs to look at it.
-        for msg in msgs:
-            await msg.term()
-        self.stats.invalid += len(msgs)
+
+@dataclass
+class _Outcome:
+    """What became of the events of one batch, by their index in it."""
+
+    dropped: set[int] = field(default_factory=set)  # refused by ClickHouse for good
+    away: set[int] = field(default_factory=set)  # not written: ClickHouse is away

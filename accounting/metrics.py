@@ -40,7 +40,8 @@ INSERT_DURATION = Histogram("aigw_accounting_insert_duration_seconds",
                             "One insert of a batch into ClickHouse, failed ones included.",
                             buckets=buckets.SHORT)
 PENDING = Gauge("aigw_accounting_pending_messages",
-                "Usage events in JetStream not stored yet (not delivered, or not acked).")
+                "Usage messages (one event or a group) in JetStream not stored yet (not "
+                "delivered, or not acked).")
 OLDEST_PENDING_AGE = Gauge("aigw_accounting_oldest_pending_age_seconds",
                            "Age of the oldest usage event not stored yet (0: none).")
 COST = Counter("aigw_cost_usd", "Cost of the stored usage events, in US dollars.",

@@ -3,6 +3,9 @@
 ``submit`` appends the event to the process's spool (:mod:`core.spool`, when it has one)
 and to a bounded buffer; a background pump publishes with ``Nats-Msg-Id`` = event id, so a
 retried publish is dropped by JetStream, and takes acknowledged events out of the spool.
+Usage events are grouped: the pump lets events gather for ``LINGER_S`` and publishes what
+waits as one message per subject (``schemas.event_message``), which under load spares
+this process, nats-server and accounting one message per call.
 While NATS is away, events wait in the buffer and the spool; a process killed meanwhile
 replays its spool when it starts again. If the buffer (or the spool) overflows, the dropped
 count is logged and kept in ``dropped``, never silent. Workers publish one event per
@@ -27,12 +30,18 @@ from nats.js.client import JetStreamContext
 from core.spool import Spool, SpoolFull
 from core.usage_stream import ensure_usage_stream
 from schemas import subjects
+from schemas.event_message import group_id, join_events
 from schemas.usage import UsageEvent
 
 log = logging.getLogger("aigw.usage")
 
 SYNC_EVERY = 0.2  # seconds between fsyncs of the spool
 ADOPT_EVERY = 5.0  # seconds between looks for the spools of dead siblings
+# How long the pump lets events gather into one message, when fewer than a window wait.
+LINGER_S = 0.01
+# A group's body at most; an event larger than this goes alone (NATS refuses a message
+# over the server's max_payload, 1 MiB by default).
+GROUP_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -49,10 +58,13 @@ class EventPublisher:
     says which subject an event goes to (``_route``) and declares its stream."""
 
     kind = "event"
+    # Whether several events may share one message (their consumer reads groups).
+    groups = False
 
     def __init__(self, js: JetStreamContext, capacity: int = 100_000, window: int = 256,
-                 spool: Spool | None = None) -> None:
+                 spool: Spool | None = None, linger: float = LINGER_S) -> None:
         self._js = js
+        self._linger = linger
         self._buffer: collections.deque[_Pending] = collections.deque()
         self._capacity = capacity
         self._window = window
@@ -139,25 +151,50 @@ class EventPublisher:
                     self._enqueue(spool, orphans)
                     self._wake.set()
 
+    def _messages(self, batch: Sequence[_Pending]) -> list[tuple[str, str, bytes]]:
+        """(subject, Nats-Msg-Id, body) of each message for these events: one per event,
+        or with ``groups``, one per subject and up to ``GROUP_BYTES``, in order."""
+        if not self.groups:
+            return [(p.subject, p.event_id, p.data) for p in batch]
+        by_subject: dict[str, list[list[_Pending]]] = {}
+        sizes: dict[str, int] = {}
+        for p in batch:
+            groups = by_subject.setdefault(p.subject, [[]])
+            if groups[-1] and sizes[p.subject] + len(p.data) + 1 > GROUP_BYTES:
+                groups.append([])
+                sizes[p.subject] = 0
+            groups[-1].append(p)
+            sizes[p.subject] = sizes.get(p.subject, 0) + len(p.data) + 1
+        return [
+            (subject, group_id([p.event_id for p in group]),
+             join_events([p.data for p in group]))
+            for subject, groups in by_subject.items() for group in groups
+        ]
+
     async def _publish(self, batch: Sequence[_Pending]) -> None:
         await asyncio.gather(*(
-            self._js.publish(p.subject, p.data, headers={"Nats-Msg-Id": p.event_id})
-            for p in batch
+            self._js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+            for subject, msg_id, data in self._messages(batch)
         ))
 
     async def _pump(self) -> None:
         backoff = 0.1
+        retry = 0  # the size of a batch that failed: retried as the very same messages
         while True:
             if not self._buffer:
                 self._wake.clear()
                 await self._wake.wait()
-            batch = [self._buffer[i] for i in range(min(self._window, len(self._buffer)))]
+            if not retry and self.groups and self._linger and len(self._buffer) < self._window:
+                await asyncio.sleep(self._linger)
+            size = retry or min(self._window, len(self._buffer))
+            batch = [self._buffer[i] for i in range(size)]
             try:
                 await self._publish(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Keep the batch: the same ids re-published later are deduplicated.
+                # Keep the batch: the same messages re-published later are deduplicated.
+                retry = size
                 for pending in batch:
                     if not pending.failed:
                         pending.failed = True
@@ -167,6 +204,7 @@ class EventPublisher:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            retry = 0
             backoff = 0.1
             for _ in batch:
                 done = self._buffer.popleft()
@@ -199,6 +237,7 @@ class EventPublisher:
 
 class UsagePublisher(EventPublisher):
     kind = "usage"
+    groups = True
 
     def submit(self, event: UsageEvent) -> None:
         self._submit(event.event_id, subjects.usage(event.provider),

@@ -11,11 +11,12 @@ from typing import Any
 from nats.aio.client import Client
 
 from accounting.app import Accounting
-from accounting.consumer import UsageConsumer
+from accounting.consumer import DURABLE, UsageConsumer
 from accounting.service import analytics_subject
 from accounting.settings import AccountingSettings
 from accounting.store import EventKey, UsageStore
 from schemas import subjects
+from schemas.event_message import group_id, join_events
 from schemas.usage import UsageEvent
 
 
@@ -24,6 +25,19 @@ async def publish(nc: Client, events: Sequence[UsageEvent], msg_id: str | None =
     for e in events:
         await js.publish(subjects.usage(e.provider), e.model_dump_json().encode(),
                          headers={"Nats-Msg-Id": msg_id or e.event_id})
+
+
+async def publish_group(nc: Client, bodies: Sequence[bytes], provider: str = "openai") -> None:
+    """One message of several events, as a publisher under load sends them."""
+    ids = [json.loads(b).get("event_id", b.decode()) for b in bodies]
+    await nc.jetstream().publish(subjects.usage(provider), join_events(bodies),
+                                 headers={"Nats-Msg-Id": group_id(ids)})
+
+
+async def settled(nc: Client) -> bool:
+    """Whether the accounting consumer has every message acked or terminated."""
+    info = await nc.jetstream().consumer_info(subjects.USAGE_STREAM, DURABLE)
+    return not info.num_pending and not info.num_ack_pending
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -213,3 +227,49 @@ async def test_an_event_that_breaks_the_schema_is_dropped_and_its_batch_still_la
     assert consumer.stats.invalid == 1
     assert consumer.stats.failed_batches == 0
     assert totals(clickhouse)[:2] == (5, 5)
+
+
+async def test_grouped_events_land_once_around_lines_that_cannot(
+    nc: Client, store: UsageStore, clickhouse: Any, event_factory: Callable[..., UsageEvent]
+) -> None:
+    events = [event_factory(i, cost="0.000000003") for i in range(250)]
+    bodies = [e.model_dump_json().encode() for e in events]
+    broken = json.loads(event_factory(999).model_dump_json())
+    broken["prompt_tokens"] = -5  # its key parses; ClickHouse refuses the row
+    await publish_group(nc, bodies[:100])
+    await publish_group(nc, [*bodies[100:150], json.dumps(broken).encode(), b'{"not": 1}'])
+    await publish(nc, events[150:151])  # a message of one event, as before groups
+    await publish_group(nc, bodies[151:])
+    await publish_group(nc, bodies[:20])  # a group replayed with other boundaries
+    await publish_group(nc, [b'{"not": "an event"}'])  # nothing in it can be stored
+    consumer = UsageConsumer(nc, store, batch_size=64, batch_age=0.05)
+    await consumer.start()
+    try:
+        await wait_for(lambda: consumer.stats.received >= 270)
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await settled(nc):
+            assert asyncio.get_running_loop().time() < deadline, "messages left unacked"
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop()
+    assert totals(clickhouse) == (250, 250, 250 * Decimal("0.000000003"))
+    assert (consumer.stats.inserted, consumer.stats.duplicates) == (250, 20)
+    assert consumer.stats.invalid == 3
+
+
+async def test_groups_wait_in_the_stream_while_clickhouse_is_away(
+    nc: Client, store: UsageStore, clickhouse: Any, event_factory: Callable[..., UsageEvent]
+) -> None:
+    bodies = [event_factory(i).model_dump_json().encode() for i in range(120)]
+    for first in range(0, 120, 40):
+        await publish_group(nc, bodies[first:first + 40])
+    failing = FailingStore(store, failures=2)
+    consumer = UsageConsumer(nc, failing, batch_size=50, batch_age=0.05, retry_delay=0.2)
+    await consumer.start()
+    try:
+        await wait_for(lambda: totals(clickhouse)[0] >= 120)
+        await asyncio.sleep(0.3)  # anything extra would show up now
+    finally:
+        await consumer.stop()
+    assert consumer.stats.failed_batches == 2
+    assert totals(clickhouse) == (120, 120, 120 * Decimal("0.000001234"))

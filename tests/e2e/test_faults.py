@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 
 from cli.nats_server import NatsServer
-from schemas import subjects
 from tests.fakes import openai_server
 from tests.fakes.openai_server import Served, running
 from tests.fakes.server import free_port
 from tests.harness import Gateway, socket_owner, write_config
+from tests.usage_stream import read_stream_events
 
 pytestmark = pytest.mark.e2e
 
@@ -179,22 +178,8 @@ def _ends_with_error_event(call: SseCall) -> dict[str, Any]:
 
 def usage_events(nats_url: str, request_id: str) -> list[dict[str, Any]]:
     """The usage events of one request in the ``AIGW_USAGE`` stream, read back directly."""
-
-    async def read() -> list[dict[str, Any]]:
-        nc = await nats.connect(nats_url)
-        try:
-            js = nc.jetstream()
-            info = await js.stream_info(subjects.USAGE_STREAM)
-            found = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                event = json.loads((await js.get_msg(subjects.USAGE_STREAM, seq)).data or b"")
-                if event["request_id"] == request_id:
-                    found.append(event)
-            return found
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
+    events = asyncio.run(read_stream_events(nats_url))
+    return [e for e in events if e["request_id"] == request_id]
 
 
 def _upstream_calls(state: openai_server.FakeOpenAIState, content: str) -> int:

@@ -8,22 +8,20 @@ test's alone, and its own fake server, so every upstream call it sees is a probe
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import nats
 import pytest
 
 from cli.nats_server import NatsServer
-from schemas import subjects
 from tests.fakes import openai_server
 from tests.fakes.openai_server import Served, running
 from tests.fakes.server import free_port
 from tests.harness import Gateway, write_config
+from tests.usage_stream import read_stream_events
 
 pytestmark = pytest.mark.e2e
 
@@ -90,19 +88,8 @@ def _all_probes(state: openai_server.FakeOpenAIState) -> bool:
 
 def _probe_events(nats_url: str) -> list[dict[str, Any]]:
     """Every usage event of a probe in the ``AIGW_USAGE`` stream, read back directly."""
-
-    async def read() -> list[dict[str, Any]]:
-        nc = await nats.connect(nats_url)
-        try:
-            js = nc.jetstream()
-            info = await js.stream_info(subjects.USAGE_STREAM)
-            events = [json.loads((await js.get_msg(subjects.USAGE_STREAM, seq)).data or b"")
-                      for seq in range(info.state.first_seq, info.state.last_seq + 1)]
-            return [e for e in events if e["request_id"].startswith("probe-")]
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
+    events = asyncio.run(read_stream_events(nats_url))
+    return [e for e in events if e["request_id"].startswith("probe-")]
 
 
 def test_probes_open_a_failing_deployment_and_close_it_once_it_answers_without_any_request(

@@ -10,7 +10,6 @@ the same spool directory; they recreate the stream and publish what their spools
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ import pytest
 from cli.nats_server import NatsServer
 from schemas import subjects
 from tests.harness import Gateway, write_config
+from tests.usage_stream import read_stream_events
 
 pytestmark = pytest.mark.e2e
 
@@ -32,23 +32,7 @@ AUTH = {"authorization": f"Bearer {MASTER_KEY}"}
 
 
 async def _stream_ids(url: str) -> Counter[str]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        ids: Counter[str] = Counter()
-        try:
-            info = await js.stream_info(subjects.USAGE_STREAM)
-        except nats.js.errors.NotFoundError:
-            return ids  # no stream: no events
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                msg = await js.get_msg(subjects.USAGE_STREAM, seq)
-            except nats.js.errors.Error:  # a gap (deleted message)
-                continue
-            ids[json.loads(msg.data or b"")["request_id"]] += 1
-        return ids
-    finally:
-        await nc.close()
+    return Counter(event["request_id"] for event in await read_stream_events(url))
 
 
 async def _delete_stream(url: str) -> None:
