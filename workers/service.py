@@ -17,6 +17,7 @@ from decimal import Decimal
 from opentelemetry.trace import Span
 from pydantic import ValidationError
 
+from core.json_codec import dumps
 from core.media_store import MediaStore
 from core.telemetry import tracing
 from schemas import estimate
@@ -28,7 +29,6 @@ from schemas.media import MEDIA_ENDPOINTS
 from schemas.usage import TokenUsage
 from workers import media, spans
 from workers.arrivals import arrivals, chunk_frames
-from workers.codec import dumps
 from workers.metrics import UpstreamCalls, call_status
 from workers.offload import off_loop
 from workers.protocols.messages import call as messages

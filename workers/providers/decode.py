@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from workers.codec import loads
+from core.json_codec import loads
 from workers.offload import off_loop
 
 OFF_LOOP_BYTES = 256 * 1024

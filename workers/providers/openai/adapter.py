@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
+from core.json_codec import dumps, loads
 from schemas import estimate
 from schemas.errors import ErrorInfo, ErrorKind
 from schemas.usage import TokenUsage
-from workers.codec import dumps, loads
 from workers.providers import rerank
 from workers.providers.base import (
     Completion,
