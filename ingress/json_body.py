@@ -19,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 from typing import Any
 
-import orjson
+from core.json_codec import FastDecodeError, fast_loads, long_integer
 
 MAX_DEPTH = 64
 OFF_LOOP_BYTES = 256 * 1024
@@ -68,20 +67,17 @@ def _check(value: Any, surrogates: bool) -> None:
                               "has no UTF-8 form.") from None
 
 
-# Integers of 19 digits or more may not fit in 64 bits, where orjson would read them as
-# floats: such a body takes the standard library's path, which keeps them exact.
-_LONG_INTEGER = re.compile(rb"\d{19}")
-
-
 def parse(raw: bytes) -> Any:
     """``raw`` as JSON. orjson first: it refuses what we refuse (invalid UTF-8, lone
     surrogates, ``NaN``, numbers past a double) and parses many times faster; whatever it
     refuses is parsed again by :func:`loads`, which says precisely what is wrong (or
     accepts it: a nesting past orjson's own limit is still only refused past ours)."""
-    if _LONG_INTEGER.search(raw) is None:
+    # A body with an integer that may not fit in 64 bits takes the standard library's path,
+    # which keeps it exact.
+    if long_integer(raw) is None:
         try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            value = fast_loads(raw)
+        except FastDecodeError:
             pass
         else:
             if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:  # else it cannot nest deeper

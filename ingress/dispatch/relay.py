@@ -11,17 +11,16 @@ When the request may be cached, a :class:`~ingress.cache.store.Capture` sees the
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from core.json_codec import dumps, loads
 from ingress.cache.store import Capture
 from ingress.dispatch.abandon import Settle, abandon, settle_frame
 from ingress.dispatch.abandon import drain as abandon_drain
@@ -117,16 +116,7 @@ async def json_response(
         usage = body.get("usage")
         if isinstance(usage, dict):
             body["usage"] = {**usage, "cost": float(done.cost)}
-    return Response(compact_json(body), media_type="application/json", headers=headers)
-
-
-def compact_json(value: Any) -> bytes:
-    """``value`` as compact JSON: orjson's, or the standard library's for what orjson
-    refuses (an integer past 64 bits)."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value, separators=(",", ":")).encode()
+    return Response(dumps(body), media_type="application/json", headers=headers)
 
 
 def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | None) -> bytes:
@@ -134,7 +124,7 @@ def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | N
     meta: dict[str, Any] = {}
     parsed: dict[str, Any] = {}
     if first_chunk is not None:
-        parsed = orjson.loads(first_chunk)
+        parsed = loads(first_chunk)
         meta = {k: parsed.get(k) for k in ("id", "created", "model")}
     usage = tokens.to_openai()
     if cost is not None:
@@ -143,7 +133,7 @@ def usage_chunk(first_chunk: bytes | None, tokens: TokenUsage, cost: Decimal | N
     kind = parsed.get("object")
     chunk = {**meta, "object": kind if kind == "text_completion" else "chat.completion.chunk",
              "choices": [], "usage": usage}
-    return b"data: " + compact_json(chunk) + b"\n\n"
+    return b"data: " + dumps(chunk) + b"\n\n"
 
 
 async def _events(
