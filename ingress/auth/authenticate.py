@@ -6,7 +6,8 @@ import hmac
 
 from fastapi import Request
 
-from ingress.auth.keys import KeyStore, Rejection
+from ingress.auth.key_mirror import Rejection
+from ingress.auth.keys import KeyStore
 from ingress.auth.principal import ANONYMOUS, MASTER, Principal
 from ingress.errors import ApiError
 

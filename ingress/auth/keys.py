@@ -1,11 +1,10 @@
-"""Virtual keys and teams in NATS KV, mirrored in memory so authentication does no I/O.
+"""Virtual keys and teams in NATS KV: the buckets, their watches, and the admin writes.
 
-Every replica watches both buckets and applies each change to its mirror as it arrives, so
-a revoke written by one replica reaches every other within milliseconds. Writes go to KV
-with compare-and-set on the entry's revision, so two replicas (or a revoke and a
-``last_used_at`` flush) never overwrite each other's change. A replica also applies its own
-writes to its mirror at once, so a key it just created works on the next request; the
-revision numbers make the watch's later copy of the same write a no-op.
+Every replica watches both buckets and applies each change to its mirror
+(:class:`~ingress.auth.key_mirror.KeyMirror`) as it arrives, so a revoke written by one
+replica reaches every other within milliseconds. Writes go to KV with compare-and-set on the
+entry's revision (:mod:`ingress.auth.edits`). A replica also applies its own writes to its
+mirror at once, so a key it just created works on the next request.
 
 ``last_used_at`` is kept in memory and written at most every ``flush_interval`` seconds
 per key, because a KV write per request would cost more than the request's own dispatch.
@@ -18,19 +17,17 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
-import pydantic
 from nats.aio.client import Client
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-from pydantic import BaseModel, ValidationError
+from nats.js.kv import KeyValue
 
 from core import replicas
 from core.bucket_watch import BucketWatch
-from ingress.auth.principal import Principal
+from ingress.auth.edits import modify, patched
+from ingress.auth.key_errors import Conflict, InvalidReference, KeyStoreError, NotFound
+from ingress.auth.key_mirror import Clock, KeyMirror
 from schemas.keys import (
     KEYS_BUCKET,
     TEAMS_BUCKET,
@@ -38,26 +35,18 @@ from schemas.keys import (
     KeyUpdate,
     KeyView,
     KeyWithSecret,
-    Limits,
     SecretHash,
     Team,
     TeamCreate,
     TeamUpdate,
     VirtualKey,
     hash_secret,
-    merge_limits,
     new_secret,
     secret_hint,
 )
 
 log = logging.getLogger("aigw.keys")
 
-Clock = Callable[[], datetime]
-_M = TypeVar("_M", bound=BaseModel)
-
-# Compare-and-set retries before a write gives up; contention on one key is rare (an admin
-# edit racing a last_used flush), so a few attempts are plenty.
-_CAS_ATTEMPTS = 5
 # What a NATS or KV call raises when the server is unreachable or slow.
 NATS_ERRORS = (nats.errors.Error, OSError, asyncio.TimeoutError)
 
@@ -66,53 +55,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class KeyStoreError(Exception):
-    pass
-
-
-class NotFound(KeyStoreError):
-    def __init__(self, kind: str, id: str) -> None:
-        super().__init__(f"no {kind} with id {id!r}")
-        self.kind = kind
-        self.id = id
-
-
-class Conflict(KeyStoreError):
-    """The change contradicts the current state (a revoked key, a team still in use)."""
-
-
-class InvalidReference(KeyStoreError):
-    """A field names something that does not exist, such as ``team_id``."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-class Rejection(StrEnum):
-    """Why a presented secret opens nothing; the value doubles as the error ``code``."""
-
-    UNKNOWN = "invalid_api_key"
-    REVOKED = "key_revoked"
-    EXPIRED = "key_expired"
-    ROTATED = "key_rotated"
-    TEAM_MISSING = "team_not_found"
-
-    @property
-    def message(self) -> str:
-        return _MESSAGES[self]
-
-
-_MESSAGES = {
-    Rejection.UNKNOWN: "Incorrect API key provided.",
-    Rejection.REVOKED: "key revoked",
-    Rejection.EXPIRED: "key expired",
-    Rejection.ROTATED: "key rotated: this secret was replaced and its grace period has ended",
-    Rejection.TEAM_MISSING: "the key's team no longer exists",
-}
-
-
-class KeyStore:
+class KeyStore(KeyMirror):
     def __init__(
         self,
         nc: Client,
@@ -122,18 +65,13 @@ class KeyStore:
         flush_interval: float = 30.0,
         clock: Clock = _utcnow,
     ) -> None:
+        super().__init__(clock)
         self._nc = nc
         self._js = nc.jetstream()
         self._bucket_names = (keys_bucket, teams_bucket)
         self._flush_interval = flush_interval
-        self._clock = clock
         self._keys_kv: KeyValue | None = None
         self._teams_kv: KeyValue | None = None
-        # id -> (KV revision, value): the revision orders our own writes against the watch.
-        self._keys: dict[str, tuple[int, VirtualKey]] = {}
-        self._teams: dict[str, tuple[int, Team]] = {}
-        self._by_hash: dict[str, tuple[str, SecretHash]] = {}
-        self._used: dict[str, datetime] = {}
         self._watches: list[BucketWatch] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -185,94 +123,6 @@ class KeyStore:
         await replicas.check(self._js, f"KV_{name}")
         return kv
 
-    # ---- mirror ------------------------------------------------------------------------
-
-    def _apply_key(self, id: str, value: bytes | None, revision: int, op: str | None) -> None:
-        held = self._keys.get(id)
-        if held is not None and revision <= held[0]:
-            return
-        if op in (KV_DEL, KV_PURGE) or not value:
-            self._drop_key(id)
-            return
-        try:
-            key = VirtualKey.model_validate_json(value)
-        except ValidationError:
-            # Fail closed: a key this replica cannot read (a newer schema, a bad write)
-            # must not keep working from its last readable version, which may predate a revoke.
-            log.error("unreadable key entry %s at revision %d; the key is refused", id, revision)
-            self._drop_key(id)
-            return
-        self._put_key(key, revision)
-
-    def _put_key(self, key: VirtualKey, revision: int) -> None:
-        self._drop_key(key.id)
-        self._keys[key.id] = (revision, key)
-        for secret in key.secret_hashes:
-            self._by_hash[secret.hash] = (key.id, secret)
-
-    def _drop_key(self, id: str) -> None:
-        held = self._keys.pop(id, None)
-        if held is not None:
-            for secret in held[1].secret_hashes:
-                self._by_hash.pop(secret.hash, None)
-
-    def _apply_team(self, id: str, value: bytes | None, revision: int, op: str | None) -> None:
-        held = self._teams.get(id)
-        if held is not None and revision <= held[0]:
-            return
-        if op in (KV_DEL, KV_PURGE) or not value:
-            self._teams.pop(id, None)
-            return
-        try:
-            self._teams[id] = (revision, Team.model_validate_json(value))
-        except ValidationError:
-            # Fail closed as for keys: its keys are refused with "team not found".
-            log.error("unreadable team entry %s at revision %d; its keys are refused",
-                      id, revision)
-            self._teams.pop(id, None)
-
-    # ---- the hot path ------------------------------------------------------------------
-
-    def check(self, secret: str) -> Principal | Rejection:
-        """The caller a secret identifies, or why it identifies nobody. No I/O.
-
-        The lookup is by the hash of the presented secret, so its timing can reveal at most
-        something about a hash an attacker already chose, never about a stored secret; no
-        constant-time comparison is needed on top.
-        """
-        found = self._by_hash.get(hash_secret(secret))
-        if found is None:
-            return Rejection.UNKNOWN
-        key_id, stored = found
-        return self._principal(self._keys[key_id][1], stored)
-
-    def principal_of(self, key_id: str) -> Principal | Rejection:
-        """The caller a key id stands for now (a batch item's key when it runs). No I/O."""
-        held = self._keys.get(key_id)
-        return Rejection.UNKNOWN if held is None else self._principal(held[1], None)
-
-    def _principal(self, key: VirtualKey, stored: SecretHash | None) -> Principal | Rejection:
-        now = self._clock()
-        key_id = key.id
-        if key.revoked:
-            return Rejection.REVOKED
-        if key.expired(now):
-            return Rejection.EXPIRED
-        if stored is not None and not stored.valid_at(now):
-            return Rejection.ROTATED
-        team = None
-        if key.team_id is not None:
-            held = self._teams.get(key.team_id)
-            if held is None:
-                return Rejection.TEAM_MISSING
-            team = held[1]
-        self._used[key_id] = now
-        return Principal(key=key, team=team)
-
-    def authenticate(self, secret: str) -> Principal | None:
-        found = self.check(secret)
-        return found if isinstance(found, Principal) else None
-
     # ---- last_used_at ------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
@@ -302,12 +152,6 @@ class KeyStore:
                 for later_id, later in list(pending.items())[done:]:
                     self._used[later_id] = max(later, self._used.get(later_id, later))
                 raise
-
-    def _with_usage(self, key: VirtualKey) -> VirtualKey:
-        used = self._used.get(key.id)
-        if used is None or (key.last_used_at is not None and key.last_used_at >= used):
-            return key
-        return key.model_copy(update={"last_used_at": used})
 
     # ---- keys --------------------------------------------------------------------------
 
@@ -349,7 +193,7 @@ class KeyStore:
             await self._require_team(patch.team_id)
 
         def change(key: VirtualKey) -> VirtualKey:
-            changed = _patched(key, patch)
+            changed = patched(key, patch)
             if changed.role == "team_admin" and changed.team_id is None:
                 raise InvalidReference("team_id", "a team_admin key needs a team_id")
             return changed
@@ -381,7 +225,7 @@ class KeyStore:
         return self._with_usage(await self._modify_key(id, change)).view()
 
     async def _modify_key(self, id: str, change: Callable[[VirtualKey], VirtualKey]) -> VirtualKey:
-        revision, key = await self._modify(self._kv(self._keys_kv), "key", id, VirtualKey, change)
+        revision, key = await modify(self._kv(self._keys_kv), "key", id, VirtualKey, change)
         self._put_key(key, revision)
         return key
 
@@ -410,10 +254,10 @@ class KeyStore:
 
     async def update_team(self, id: str, patch: TeamUpdate) -> Team:
         def change(team: Team) -> Team:
-            return _patched(team, patch)
+            return patched(team, patch)
 
         kv = self._kv(self._teams_kv)
-        revision, team = await self._modify(kv, "team", id, Team, change)
+        revision, team = await modify(kv, "team", id, Team, change)
         self._teams[id] = (revision, team)
         return team
 
@@ -448,52 +292,6 @@ class KeyStore:
             raise RuntimeError("KeyStore.start() was not awaited")
         return kv
 
-    @staticmethod
-    async def _modify(
-        kv: KeyValue, kind: str, id: str, model: type[_M], change: Callable[[_M], _M]
-    ) -> tuple[int, _M]:
-        """Read, change and compare-and-set one entry; retry if someone wrote in between."""
-        for _ in range(_CAS_ATTEMPTS):
-            try:
-                entry = await kv.get(id)
-            except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError,
-                    nats.js.errors.InvalidKeyError):
-                raise NotFound(kind, id) from None
-            if entry.value is None or entry.revision is None:
-                raise NotFound(kind, id)
-            try:
-                current = model.model_validate_json(entry.value)
-            except pydantic.ValidationError:
-                # An entry we cannot read is refused by the mirror; it cannot be changed
-                # here either, only replaced through the admin API.
-                raise NotFound(kind, id) from None
-            changed = change(current)
-            if changed is current:
-                return entry.revision, current
-            try:
-                revision = await kv.update(id, changed.model_dump_json().encode(),
-                                           last=entry.revision)
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-            return revision, changed
-        raise Conflict(f"{kind} {id} is being changed concurrently; try again")
-
 
 def _with_secret(key: VirtualKey, secret: str) -> KeyWithSecret:
     return KeyWithSecret(**key.view().model_dump(), secret=secret)
-
-
-def _patched(current: _M, patch: BaseModel) -> _M:
-    """``current`` with the fields the PATCH body sent: ``null`` clears a field (an empty
-    list or dict for collections, no limits for ``limits``); ``limits`` merges by field."""
-    update: dict[str, object] = {}
-    for name in patch.model_fields_set:
-        value = getattr(patch, name)
-        if name == "limits":
-            value = Limits() if value is None else merge_limits(getattr(current, name), value)
-        elif value is None and name in ("allowed_models", "metadata"):
-            value = type(getattr(current, name))()
-        elif value is None and name == "role":
-            value = "user"
-        update[name] = value
-    return current.model_copy(update=update)

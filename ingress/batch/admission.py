@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from core.batch_store import BatchStore
 from ingress.admission import DuplicateRequest
 from ingress.admission.gatekeeper import DeploymentBusy, Ticket
-from ingress.auth.keys import Rejection
+from ingress.auth.key_mirror import Rejection
 from ingress.auth.principal import MASTER, Principal, allowed
 from ingress.batch.routing import choose
 from ingress.errors import ApiError

@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from fastapi import Request
 
-from ingress.auth.keys import Rejection
+from ingress.auth.key_mirror import Rejection
 from ingress.auth.principal import MASTER, Principal
 from ingress.console.sessions import Session, SessionStore, digest
 from ingress.state import Gateway

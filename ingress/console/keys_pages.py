@@ -13,7 +13,7 @@ from fastapi.responses import Response
 
 from ingress.audit import AuditTrail
 from ingress.auth.admin_scope import check_key, check_update, listed_team, scoped_create
-from ingress.auth.keys import Conflict, InvalidReference, KeyStoreError, NotFound
+from ingress.auth.key_errors import Conflict, InvalidReference, KeyStoreError, NotFound
 from ingress.console.guard import Denied, Viewer, admin, gateway_of, key_admin
 from ingress.console.pages import context, posted
 from ingress.console.paging import Page

@@ -29,7 +29,8 @@ from ingress.auth.admin_scope import (
     may_administer,
     scoped_create,
 )
-from ingress.auth.keys import NATS_ERRORS, Conflict, InvalidReference, KeyStore, NotFound
+from ingress.auth.key_errors import Conflict, InvalidReference, NotFound
+from ingress.auth.keys import NATS_ERRORS, KeyStore
 from ingress.auth.principal import Principal
 from ingress.config.reload import ConfigReloader
 from ingress.errors import ApiError, invalid

@@ -15,7 +15,9 @@ import pytest
 from nats.aio.client import Client
 
 from cli.nats_server import NatsServer
-from ingress.auth.keys import Conflict, InvalidReference, KeyStore, Rejection
+from ingress.auth.key_errors import Conflict, InvalidReference
+from ingress.auth.key_mirror import Rejection
+from ingress.auth.keys import KeyStore
 from ingress.auth.principal import MASTER, Principal, allowed, effective_limits, visible_models
 from schemas.keys import (
     KeyCreate,
