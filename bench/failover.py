@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,8 +28,12 @@ from typing import Any
 
 import httpx
 import yaml
-from processes import Service, free_port
-from targets import HOST, MASTER_KEY, default_aigw
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run by path: the bench package lives in the root
+
+from bench.processes import Service, free_port  # noqa: E402
+from bench.targets import HOST, MASTER_KEY, default_aigw  # noqa: E402
 
 MODEL = "bench"
 

@@ -25,9 +25,13 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-import targets
-from processes import ServiceError, machine_busy_seconds
-from report import (
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run by path: the bench package lives in the root
+
+from bench import targets  # noqa: E402
+from bench.processes import ServiceError, machine_busy_seconds  # noqa: E402
+from bench.report import (  # noqa: E402
     BUSY_CORES,
     Measurement,
     Request,
@@ -38,9 +42,9 @@ from report import (
     raw_table,
     summary_table,
 )
-from targets import MODEL, Target
-from upstream import CONTENT_CHUNKS
-from wrk import WrkError, ensure_wrk, run_wrk
+from bench.targets import MODEL, Target  # noqa: E402
+from bench.upstream import CONTENT_CHUNKS  # noqa: E402
+from bench.wrk import WrkError, ensure_wrk, run_wrk  # noqa: E402
 
 _MESSAGES = [{"role": "user", "content": "Say hello in twenty words."}]
 BODIES: dict[Request, dict[str, object]] = {

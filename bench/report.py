@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from targets import GATEWAY, LITELLM, UPSTREAM
-from wrk import WrkResult
+from bench.targets import GATEWAY, LITELLM, UPSTREAM
+from bench.wrk import WrkResult
 
 # More foreign CPU than this during a run (in cores) and its numbers get a warning.
 BUSY_CORES = 0.25

@@ -28,8 +28,20 @@ from typing import Any
 
 import httpx
 import openai
-from processes import _descendants, _processes, _program
-from targets import BENCH_DIR, MASTER_KEY, MODEL, config_yaml, default_aigw, gateway, upstream
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run by path: the bench package lives in the root
+
+from bench.processes import _descendants, _processes, _program  # noqa: E402
+from bench.targets import (  # noqa: E402
+    BENCH_DIR,
+    MASTER_KEY,
+    MODEL,
+    config_yaml,
+    default_aigw,
+    gateway,
+    upstream,
+)
 
 AUTH = {"authorization": f"Bearer {MASTER_KEY}"}
 

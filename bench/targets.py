@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from processes import Service, free_port
+
+from bench.processes import Service, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
