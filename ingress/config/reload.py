@@ -28,9 +28,7 @@ not applied, and the file is published instead, whatever ``AIGW_CONFIG_WATCH_INT
 says. The one exception follows the start-up rule: when the KV meanwhile holds a config from
 a newer file (by mtime), that config wins here too and this file is not published.
 
-What cannot change live: a reload that removes ``general_settings.master_key`` is refused
-(it would open the gateway to every caller; restart to run without one). A new provider
-needs its worker: the reload applies and a warning names the command to start one.
+What cannot change live is said in :mod:`ingress.config.apply`.
 """
 
 from __future__ import annotations
@@ -46,26 +44,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeout
-
 from core.config_feed import NATS_ERRORS, ConfigFeed, Revision
+from ingress.config.apply import ConfigApplier, refusal
+from ingress.config.file import ConfigFile, read_file, stat_file
+from ingress.config.publish import publish
 from ingress.state import Gateway
-from schemas import subjects
-from schemas.config import ConfigError, GatewayConfig, parse_config_text, read_config_text
-from schemas.config_doc import ConfigDocument, content_hash
+from schemas.config import ConfigError, parse_config_text
 
 log = logging.getLogger("aigw.config")
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigFile:
-    """The file as read once: its text and what identifies this version of it."""
-
-    text: str
-    hash: str
-    mtime: float
-    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,38 +62,6 @@ class ReloadResult:
     hash: str | None = None
     error: str | None = None
     changed: bool = False
-
-
-def publish_at_start(file: ConfigFile, current: ConfigDocument | None) -> bool:
-    """Whether an ingress starting with ``file`` publishes it over the KV's ``current``."""
-    if current is None:
-        return True
-    return current.hash != file.hash and file.mtime > current.mtime
-
-
-def refusal(old: GatewayConfig, new: GatewayConfig) -> str | None:
-    """Why ``new`` cannot replace ``old`` in a running ingress, or None."""
-    if old.master_key is not None and new.master_key is None:
-        return ("removing general_settings.master_key would let every caller in; "
-                "restart the ingress to run without one")
-    return None
-
-
-def _read(path: Path) -> ConfigFile:
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    text = read_config_text(str(path))
-    return ConfigFile(text, content_hash(text), stat.st_mtime, stat.st_size)
-
-
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
 
 
 class ConfigReloader:
@@ -126,11 +80,10 @@ class ConfigReloader:
         self._interval = interval
         self._env = env
         self._source = f"{socket.gethostname()}:{path.resolve()}"
-        self.applied_hash: str | None = None
+        self._applier = ConfigApplier(gateway, self._spawn)
         self._seen: tuple[int, int] | None = None  # (mtime_ns, size) last looked at
         self._file_hash: str | None = None  # the content last acted on
         self._lock = asyncio.Lock()
-        self._retrack = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._signals = False
@@ -139,6 +92,11 @@ class ConfigReloader:
         self._revision = 0  # the newest revision whose config this ingress serves
         # Told of each reload a signal asked for: (signal name, hash before, result).
         self.on_signal_reload: Callable[[str, str | None, ReloadResult], None] | None = None
+
+    @property
+    def applied_hash(self) -> str | None:
+        """The hash of the config this ingress serves (None before the first)."""
+        return self._applier.applied_hash
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -195,7 +153,7 @@ class ConfigReloader:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                if await asyncio.to_thread(_stat, self.path) == self._seen:
+                if await asyncio.to_thread(stat_file, self.path) == self._seen:
                     continue
                 async with self._lock:
                     await self._check()
@@ -214,9 +172,9 @@ class ConfigReloader:
     # ---- the file ----------------------------------------------------------------------
 
     async def _check(self, *, at_start: bool = False, forced: bool = False) -> ReloadResult:
-        self._seen = await asyncio.to_thread(_stat, self.path)
+        self._seen = await asyncio.to_thread(stat_file, self.path)
         try:
-            file = await asyncio.to_thread(_read, self.path)
+            file = await asyncio.to_thread(read_file, self.path)
         except ConfigError as exc:
             return self._refuse(str(exc), None)
         if file.hash == self._file_hash and not forced:
@@ -233,12 +191,13 @@ class ConfigReloader:
             return self._refuse(problem, file.hash)
         if at_start:
             # The file was parsed by the CLI a moment ago: serve what it holds now.
-            self._apply(file.hash, config, f"from {self.path}", quiet=True)
+            self._applier.apply(file.hash, config, f"from {self.path}", quiet=True)
         changed = file.hash != self.applied_hash
         # An edit applied during an outage yields to a newer file's config, as at start-up.
         retry = self._unshared is not None and self._unshared.hash == file.hash
         try:
-            revision = await self._publish(file, newest_wins=at_start or retry)
+            revision = await publish(self.feed, file, self._source, self.path,
+                                     newest_wins=at_start or retry)
             self._unshared = None
         except NATS_ERRORS as exc:
             if self._unshared is None:  # once per outage, not once per look
@@ -247,13 +206,13 @@ class ConfigReloader:
             self._unshared = file
             self._seen = self._file_hash = None  # the next look retries
             if not at_start:
-                self._apply(file.hash, config, f"{self.path}, not shared yet")
+                self._applier.apply(file.hash, config, f"{self.path}, not shared yet")
             return ReloadResult(applied=file.hash == self.applied_hash, hash=file.hash,
                                 changed=changed)
         # Applied by the watch, in revision order, as on every other replica; directly
         # only when the watch lags behind.
         if revision is not None and not at_start and not await self._caught_up(revision):
-            self._apply(file.hash, config, f"{self.path}, revision {revision}")
+            self._applier.apply(file.hash, config, f"{self.path}, revision {revision}")
             self._revision = max(self._revision, revision)
         return ReloadResult(applied=file.hash == self.applied_hash, hash=file.hash,
                             changed=changed and file.hash == self.applied_hash)
@@ -269,32 +228,6 @@ class ConfigReloader:
     def _refuse(self, error: str, file_hash: str | None) -> ReloadResult:
         log.error("config reload refused: %s: %s; keeping the current config", self.path, error)
         return ReloadResult(applied=False, hash=file_hash, error=error)
-
-    async def _publish(self, file: ConfigFile, *, newest_wins: bool) -> int | None:
-        """Put the file's document into KV when the rule says so (``newest_wins``: the
-        start-up rule, else whenever it differs); the revision that holds it afterwards,
-        or None."""
-        doc = ConfigDocument.of(file.text, self._source, file.mtime)
-        for _ in range(3):
-            last, current = await self.feed.latest()
-            if current is not None and current.hash == doc.hash:
-                return last
-            if newest_wins and current is not None and not publish_at_start(file, current):
-                log.info("serving the config in NATS KV (hash %s, from %s): it comes from a "
-                         "newer file than %s", current.short_hash, current.source, self.path)
-                return None
-            revision = await self.feed.publish(doc, last)
-            if revision is not None:
-                log.info("config from %s published to NATS KV (revision %d, hash %s)",
-                         self.path, revision, doc.short_hash)
-                if secrets := doc.literal_secrets():
-                    log.warning("config from %s holds secrets written literally (%s): NATS KV "
-                                "carries them in clear to every client of the bus; write "
-                                "os.environ/NAME instead to keep them off it",
-                                self.path, ", ".join(secrets))
-                return revision
-        log.warning("config from %s not published: the KV entry kept changing", self.path)
-        return None
 
     # ---- applying ----------------------------------------------------------------------
 
@@ -338,7 +271,7 @@ class ConfigReloader:
             log.error("config %s (hash %s) not applied here: %s; keeping the current config",
                       origin, doc.short_hash, problem)
             return
-        self._apply(doc.hash, config, origin)
+        self._applier.apply(doc.hash, config, origin)
         self._revision = revision.number
 
     async def _share(self) -> None:
@@ -351,39 +284,6 @@ class ConfigReloader:
                     return
                 if (await self._check(forced=True)).error is not None:
                     return  # the file is invalid now: refused, and this config stays
-
-    def _apply(self, hash: str, config: GatewayConfig, origin: str, quiet: bool = False) -> None:
-        old = self.gateway.config
-        self.applied_hash = hash
-        if config == old:
-            return
-        self.gateway.apply_config(config)
-        if quiet:
-            return
-        log.info("config reloaded: %d models, %d deployments, hash %s (%s)",
-                 len(config.model_names), len(config.deployments), hash[:12], origin)
-        if config.ignored and config.ignored != old.ignored:
-            log.warning("config: accepted but not acted on: %s", ", ".join(config.ignored))
-        if {d.id for d in config.deployments} != {d.id for d in old.deployments}:
-            self._spawn(self._track_load(config))
-        for provider in sorted(set(config.providers) - set(old.providers)):
-            self._spawn(self._check_worker(provider))
-
-    async def _track_load(self, config: GatewayConfig) -> None:
-        """Share the load of the new deployment set through Redis (counters are kept)."""
-        load = self.gateway.router.load
-        async with self._retrack:
-            await load.stop()
-            load.start(d.id for d in config.deployments)
-
-    async def _check_worker(self, provider: str) -> None:
-        try:
-            await self.gateway.nc.request(subjects.ping(provider), b"", timeout=1.0)
-        except (NoRespondersError, NatsTimeout):
-            log.warning("provider %s has no worker: start `aigw worker --provider %s` "
-                        "(with `aigw up`, restart it)", provider, provider)
-        except NATS_ERRORS:
-            pass  # NATS is down: readiness says so already
 
 
 def reloader_for(gateway: Gateway, env: Mapping[str, str] = os.environ) -> ConfigReloader | None:

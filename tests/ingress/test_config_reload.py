@@ -26,7 +26,10 @@ from ingress.admission.gatekeeper import Gatekeeper
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.auth.principal import Principal
-from ingress.config.reload import ConfigFile, ConfigReloader, publish_at_start, refusal
+from ingress.config.apply import refusal
+from ingress.config.file import ConfigFile
+from ingress.config.publish import publish_at_start
+from ingress.config.reload import ConfigReloader
 from ingress.dispatch.dispatcher import Dispatcher
 from ingress.errors import ApiError
 from ingress.routing.router import Router
