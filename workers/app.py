@@ -35,7 +35,7 @@ from schemas.frames import FrameKind, headers
 from schemas.usage import TokenUsage
 from workers import offload
 from workers.attempt_inbox import AttemptInbox
-from workers.batch import BatchRunner
+from workers.batch.runner import BatchRunner
 from workers.capacity import Capacity
 from workers.config_follow import ConfigFollower
 from workers.metrics import LOAD

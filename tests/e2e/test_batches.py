@@ -24,7 +24,7 @@ from tests.e2e.conftest import MASTER_KEY, make_key
 from tests.fakes import openai_server
 from tests.fakes.server import free_port, serve
 from tests.harness import Gateway, write_config
-from workers.batch import CONCURRENCY
+from workers.batch.runner import CONCURRENCY
 
 pytestmark = pytest.mark.e2e
 

@@ -37,17 +37,10 @@ from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage, UsageEvent, UsageStatus
-from workers.batch import (
-    ACK_WAIT,
-    ATTEMPTS,
-    CONCURRENCY,
-    STATUS_TTL,
-    VALIDATING_DELAY,
-    BatchRunner,
-    _result,
-    backoff,
-    run_key,
-)
+from workers.batch.attempts import ATTEMPTS, backoff, run_key
+from workers.batch.ledger import STATUS_TTL
+from workers.batch.runner import ACK_WAIT, CONCURRENCY, VALIDATING_DELAY, BatchRunner
+from workers.batch_results import item_result as _result
 from workers.providers.base import Completion, StreamItem, UpstreamCall, UpstreamError
 from workers.service import Outcome, WorkerService
 

@@ -42,7 +42,7 @@ class _Service:
 def test_batch_runner_takes_no_room_while_interactive_calls_are_refused() -> None:
     from typing import cast
 
-    from workers.batch import BatchRunner
+    from workers.batch.runner import BatchRunner
     from workers.service import WorkerService
 
     clock = Clock()

@@ -1,0 +1,1 @@
+"""Batch items run in a worker beside its interactive subscription (:mod:`.runner`)."""
