@@ -16,10 +16,10 @@ from schemas.batch_admission import AdmitAnswer, Verdict
 from schemas.errors import RETRYABLE, ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame
 from schemas.infer import InferRequest
+from workers.batch.admission import AdmissionClient, Route
 from workers.batch.attempts import ATTEMPTS, UNROUTED_TRIES, backoff, first_attempt
 from workers.batch.ledger import Ledger
 from workers.batch.local_replies import LocalReplies
-from workers.batch_admission import AdmissionClient, Route
 
 log = logging.getLogger("aigw.worker")
 

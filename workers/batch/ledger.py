@@ -17,7 +17,7 @@ from nats.js.client import JetStreamContext
 from core.batch_store import Buckets, ensure
 from schemas.batch import BatchItem, BatchRecord, BatchStatus, ItemResult, result_key
 from workers.batch.attempts import first_attempt, run_key
-from workers.batch_results import too_large
+from workers.batch.results import too_large
 
 STATUS_TTL = 1.0
 

@@ -36,12 +36,12 @@ from core.telemetry import tracing
 from schemas import subjects
 from schemas.batch import STOPPED, BatchItem, BatchStatus, ItemResult, error_line
 from workers import spans
+from workers.batch.admission import AdmissionClient
 from workers.batch.attempts import LOST, MAX_DELIVERIES, lost_usage
 from workers.batch.calls import ItemCalls, Moved
 from workers.batch.ledger import Ledger
 from workers.batch.local_replies import LocalReplies
-from workers.batch_admission import AdmissionClient
-from workers.batch_results import item_result
+from workers.batch.results import item_result
 from workers.capacity import Capacity
 from workers.metrics import batch_item_done
 from workers.service import WorkerService
