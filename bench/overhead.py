@@ -42,20 +42,12 @@ from bench.report import (  # noqa: E402
     raw_table,
     summary_table,
 )
-from bench.targets import MODEL, Target  # noqa: E402
+from bench.targets import Target  # noqa: E402
 from bench.upstream import CONTENT_CHUNKS  # noqa: E402
 from bench.wrk import WrkError, ensure_wrk, run_wrk  # noqa: E402
 
-_MESSAGES = [{"role": "user", "content": "Say hello in twenty words."}]
 BODIES: dict[Request, dict[str, object]] = {
-    Request.CHAT: {"model": MODEL, "messages": _MESSAGES, "max_tokens": 64},
-    Request.STREAM: {
-        "model": MODEL,
-        "messages": _MESSAGES,
-        "max_tokens": 64,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    },
+    Request.CHAT: targets.CHAT_BODY, Request.STREAM: targets.STREAM_BODY
 }
 
 
@@ -212,9 +204,7 @@ def run_target(
         if started_here:
             _log(f"[{target.name}] starting: {' '.join(target.service.command)}")
             target.service.start()
-        ready_s = target.service.wait_ready(
-            target.base_url + target.ready_path, target.ready_timeout_s
-        )
+        ready_s = target.wait_ready()
         _log(f"[{target.name}] ready after {ready_s:.1f} s")
         if target.name == targets.GATEWAY and not args.master_key_only:
             targets.use_virtual_key(target)
@@ -241,13 +231,13 @@ def run_gateway(
 ) -> TargetResult:
     """``aigw up`` with every feature on: limits, budgets and the cache in a Redis of its
     own, the load sent with a virtual key (unless ``--master-key-only``)."""
-    redis = None if args.master_key_only else targets.redis(work, logs)
-    if redis is None and not args.master_key_only:
+    if args.master_key_only:
+        return run_target(targets.gateway(args.aigw, config, work, logs), upstream, args, wrk)
+    binary = targets.redis_binary()
+    if binary is None:
         return TargetResult(name=targets.GATEWAY, broken=True,
                             skipped="redis-server is not installed (or pass --master-key-only)")
-    if redis is None:
-        return run_target(targets.gateway(args.aigw, config, work, logs), upstream, args, wrk)
-    service, url = redis
+    service, url = targets.redis(binary, work, logs)
     service.start()
     try:
         gateway = targets.gateway(args.aigw, config, work, logs, redis_url=url)
@@ -299,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[TargetResult] = []
     upstream.service.start()
     try:
-        upstream.service.wait_ready(upstream.base_url + upstream.ready_path, 15)
+        upstream.wait_ready()
         results.append(run_target(upstream, upstream, args, wrk))
         if args.skip_gateway:
             results.append(TargetResult(name=targets.GATEWAY, skipped="--skip-gateway"))

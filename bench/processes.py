@@ -91,6 +91,13 @@ def tree_cpu_seconds(root: int) -> dict[str, float]:
     return by_program
 
 
+def thread_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process's main thread, to the nanosecond (/proc ticks are 10 ms):
+    for a single-threaded process whose cost per call is a tenth of a ms."""
+    with open(f"/proc/{pid}/schedstat") as stat:
+        return int(stat.read().split()[0]) / 1e9
+
+
 def _program(pid: int) -> str:
     """A short name: ``aigw up``, ``workers``, ``nats-server``, not ``python3``."""
     args = _command(pid).split()

@@ -149,12 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     config = work / "config.yaml"
     fake = upstream(work, workers=1)
     fake.service.start()
-    fake.service.wait_ready(f"{fake.base_url}{fake.ready_path}", fake.ready_timeout_s)
+    fake.wait_ready()
     config.write_text(config_yaml(fake.port))
     gw = gateway(default_aigw(), config, work, work)
     gw.service.start()
     try:
-        gw.service.wait_ready(f"{gw.base_url}{gw.ready_path}", gw.ready_timeout_s)
+        gw.wait_ready()
         batch_id = _batch(gw.base_url, args.batch_items)
         tally, stop = Tally(), threading.Event()
         threads = [threading.Thread(target=_load, args=(gw.base_url, stop, tally, i),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,13 @@ MODEL = "bench"
 UPSTREAM = "upstream direct"
 GATEWAY = "ai-gateway"
 LITELLM = "litellm"
+
+_MESSAGES = [{"role": "user", "content": "Say hello in twenty words."}]
+# What a run sends: a small chat, and the same streamed with a usage chunk at its end.
+CHAT_BODY: dict[str, object] = {"model": MODEL, "messages": _MESSAGES, "max_tokens": 64}
+STREAM_BODY: dict[str, object] = {
+    **CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}
+}
 
 
 @dataclass
@@ -48,6 +56,10 @@ class Target:
     @property
     def chat_url(self) -> str:
         return f"{self.base_url}/v1/chat/completions"
+
+    def wait_ready(self) -> float:
+        """Poll its ready path until it answers 200; returns the seconds it took."""
+        return self.service.wait_ready(self.base_url + self.ready_path, self.ready_timeout_s)
 
 
 def config_yaml(upstream_port: int) -> str:
@@ -88,12 +100,14 @@ def gateway(
     return Target(GATEWAY, service, port, "/health/readiness", 60, git_revision())
 
 
-def redis(work: Path, logs: Path) -> tuple[Service, str] | None:
-    """A private ``redis-server`` on a free port, and its URL; None when not installed."""
-    binary = shutil.which("redis-server") or (
+def redis_binary() -> str | None:
+    """Where ``redis-server`` is installed, or None."""
+    return shutil.which("redis-server") or (
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
-    if binary is None:
-        return None
+
+
+def redis(binary: str, work: Path, logs: Path) -> tuple[Service, str]:
+    """A private ``redis-server`` on a free port, and its URL."""
     port = free_port()
     command = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
                "no", "--dir", str(work)]
@@ -105,16 +119,22 @@ KEY_LIMITS = {"rpm": 10_000_000, "tpm": 10_000_000_000, "max_parallel": 100_000,
               "daily_budget_usd": "100000"}
 
 
-def use_virtual_key(target: Target) -> None:
-    """Send the load with a new virtual key of :data:`KEY_LIMITS` (rate limits, parallel
-    cap and a daily budget, all enforced per call) instead of the master key."""
+# What a run's notes call each limit of its key.
+_LIMIT_NAMES = {"max_parallel": "parallel", "daily_budget_usd": "daily budget",
+                "monthly_budget_usd": "monthly budget"}
+
+
+def use_virtual_key(target: Target, limits: Mapping[str, object] = KEY_LIMITS) -> None:
+    """Send the load with a new virtual key of ``limits`` (by default rate limits, a
+    parallel cap and a daily budget, all enforced per call) instead of the master key."""
     with httpx.Client(timeout=30.0) as client:
         response = client.post(
             target.base_url + "/admin/keys", headers=target.auth,
-            json={"alias": "bench", "limits": KEY_LIMITS, "allowed_models": [MODEL]})
+            json={"alias": "bench", "limits": dict(limits), "allowed_models": [MODEL]})
         response.raise_for_status()
         target.api_key = response.json()["secret"]
-    target.features = "virtual key: rpm, tpm, parallel and daily budget"
+    *names, last = [_LIMIT_NAMES.get(name, name) for name in limits]
+    target.features = "virtual key: " + ", ".join(names) + f" and {last}"
 
 
 def litellm(config: Path, workers: int, work: Path, logs: Path) -> Target:
@@ -162,10 +182,12 @@ def litellm_version() -> str:
     return _output([str(LITELLM_VENV / "bin" / "python"), "-c", script]) or "?"
 
 
-def git_revision() -> str:
-    """The commit benchmarked, marked ``+changes`` when tracked files differ from it."""
-    revision = _output(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"]) or "?"
-    changed = _output(["git", "-C", str(REPO_DIR), "status", "--porcelain", "-uno"])
+def git_revision(*paths: str, short: bool = True) -> str:
+    """The commit benchmarked, marked ``+changes`` when tracked files (under ``paths``,
+    if any are given) differ from it."""
+    git = ["git", "-C", str(REPO_DIR)]
+    revision = _output([*git, "rev-parse", *(["--short"] if short else []), "HEAD"]) or "?"
+    changed = _output([*git, "status", "--porcelain", "-uno", "--", *paths])
     return revision + ("+changes" if changed else "")
 
 

@@ -32,16 +32,17 @@ without it passed.
 
 from __future__ import annotations
 
-from bench import cpu_cost
+from bench.cpu_baseline import load_baseline, regressions, report
+from bench.cpu_measurement import Plan, measure
 from tests.redis_server import redis_binary
 
 
 def test_cpu_per_call_of_ingress_and_worker_within_30_percent_of_the_baseline() -> None:
     redis_server = redis_binary()  # skips without redis-server (fails under CI)
-    baseline = cpu_cost.load_baseline()
-    measurement = cpu_cost.measure(cpu_cost.Plan(), redis_server)
-    found = cpu_cost.regressions(measurement, baseline)
+    baseline = load_baseline()
+    measurement = measure(Plan(), redis_server)
+    found = regressions(measurement, baseline)
     assert not found, "\n".join(
-        [*found, "", cpu_cost.report(measurement, baseline), "",
+        [*found, "", report(measurement, baseline), "",
          "If the extra CPU is intended: .venv/bin/python -m bench.cpu_cost --record"]
     )
