@@ -9,9 +9,10 @@ subject, where the leader says ``stored`` once the answer is readable from the s
 cache, or ``failed``; it then serves the cached answer, or makes its own call.
 
 Ordering, so that no follower waits for a message it missed: the leader stores, then
-publishes, then drops the claim. A follower subscribes (and flushes, so the server has
-the subscription) before it reads the cache once; if the leader stored before that read,
-the read finds the answer; if not, the message comes after the subscription.
+publishes, then drops the claim. A follower subscribes, and waits until the server has
+read the subscription (``core.bus_barrier``), before it reads the cache once; if the
+leader stored before that read, the read finds the answer; if not, the message comes
+after the subscription.
 
 A claim lives ``CLAIM_TTL`` seconds and its leader renews it while the call runs, so a
 leader that dies without a word (its replica killed) holds followers for seconds, not
@@ -33,6 +34,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
+from core.bus_barrier import barrier
 from ingress.cache.store import CachedAnswer
 from schemas import subjects
 
@@ -126,8 +128,8 @@ class SharedLeads:
         except (nats.errors.Error, OSError):
             return await lookup()
         try:
-            await self._nc.flush(timeout=2)
-        except (nats.errors.Error, OSError):
+            await barrier(self._nc, timeout=2)
+        except (nats.errors.Error, OSError, TimeoutError):
             with contextlib.suppress(nats.errors.Error, OSError):
                 await sub.unsubscribe()
             return await lookup()

@@ -22,6 +22,7 @@ from nats.js.api import KeyValueConfig
 from cli.bus_config import EmbeddedCredentials, authorization
 from cli.nats_server import NatsServer
 from core.bus_auth import BusAuth
+from core.bus_barrier import barrier
 from schemas import subjects
 from schemas.bus_roles import ACCOUNTING, INGRESS, ROLES, WORKER
 from schemas.keys import KEYS_BUCKET
@@ -119,7 +120,7 @@ async def test_an_attempt_goes_from_ingress_to_worker_and_its_frames_come_back(
 
     await worker.subscribe(subjects.infer("mock"), queue=subjects.worker_queue("mock"),
                            cb=answer)
-    await worker.flush()
+    await barrier(worker)
     inbox = ingress.new_inbox()
     frames = await ingress.subscribe(f"{inbox}.*")
     await ingress.publish(subjects.infer("mock"), b"{}", reply=f"{inbox}.1")
@@ -138,7 +139,7 @@ async def test_accounting_answers_analytics_and_a_worker_may_not_ask(
         await msg.respond(b"summary")
 
     await accounting.subscribe(subjects.ANALYTICS_ALL, cb=answer)
-    await accounting.flush()
+    await barrier(accounting)
     reply = await ingress.request(subjects.analytics("summary"), b"{}", timeout=5)
     assert reply.data == b"summary"
     with pytest.raises(nats.errors.TimeoutError):

@@ -13,6 +13,7 @@ import pytest
 from nats.aio.client import Client
 
 from cli.nats_server import NatsServer
+from core.bus_barrier import barrier
 from ingress.admission.gatekeeper import Ticket
 from ingress.dispatch import execution
 from ingress.dispatch.dispatcher import (
@@ -57,21 +58,6 @@ async def clients(server: NatsServer) -> AsyncIterator[tuple[Client, Client]]:
     await ingress.close()
 
 
-async def _sent(nc: Client) -> None:
-    """Return once the server has read everything ``nc`` was asked to send so far.
-
-    ``nc.flush()`` alone does not: nats-py writes its PING to the socket at once, ahead of
-    a SUB or PUB still queued for the client's flusher task, so the PONG may come back
-    before the server has read the SUB, and a publish from another connection then
-    overtakes it. A failed run's server trace showed the worker's PING and PONG, the
-    ingress's PUB of the attempt, then the worker's SUB: the attempt reached nobody. So
-    first the queue is written out, then the round trip, which TCP keeps behind it."""
-    async with asyncio.timeout(5):
-        while nc.pending_data_size:
-            await asyncio.sleep(0)
-    await nc.flush()
-
-
 async def _worker_inbox(worker: Client) -> asyncio.Queue[str]:
     """The reply subject of every attempt the worker receives."""
     inbox: asyncio.Queue[str] = asyncio.Queue()
@@ -80,7 +66,7 @@ async def _worker_inbox(worker: Client) -> asyncio.Queue[str]:
         inbox.put_nowait(msg.reply)
 
     await worker.subscribe(subjects.infer("p"), cb=on_attempt)
-    await _sent(worker)
+    await barrier(worker)
     return inbox
 
 
@@ -131,7 +117,7 @@ async def test_an_attempt_is_refused_at_once_while_nats_is_away_and_sent_once_it
     server.start()
     while not (ingress.is_connected and worker.is_connected):
         await asyncio.sleep(0.01)
-    await _sent(worker)
+    await barrier(worker)
     reply = await dispatcher.send(_request(), "p")
     subject = await asyncio.wait_for(attempts.get(), 5)
     # the one inbox subscription of the dispatcher was made again by the client
@@ -158,7 +144,7 @@ async def test_an_attempt_never_heard_from_is_sent_again_under_a_number_of_its_o
                              headers=headers(FrameKind.DONE, 1))
 
     await worker.subscribe(subjects.infer("openai"), cb=on_attempt)
-    await _sent(worker)
+    await barrier(worker)
     dispatcher = Dispatcher(ingress)
     await dispatcher.start()
     config = parse_config({"model_list": [{"model_name": "m",
@@ -192,19 +178,19 @@ async def test_a_reply_outrunning_its_reader_is_cut_off_bounded_and_keeps_the_re
         cancels.append(msg.subject)
 
     await worker.subscribe(subjects.cancel("r1"), cb=on_cancel)
-    await _sent(worker)
+    await barrier(worker)
     dispatcher = Dispatcher(ingress, stream_buffer=64 * 1024)
     await dispatcher.start()
     reply = await dispatcher.send(_request(), "p")
     subject = await asyncio.wait_for(attempts.get(), 5)
     chunk = b"x" * 16 * 1024
     await worker.publish(subject, chunk, headers=headers(FrameKind.CHUNK, 1))
-    await _sent(worker)
+    await barrier(worker)
     await asyncio.sleep(0.1)
     assert (await reply.next(5)).body == chunk  # read while within the bound
     for seq in range(2, 40):  # 600 KB nobody reads
         await worker.publish(subject, chunk, headers=headers(FrameKind.CHUNK, seq))
-    await _sent(worker)
+    await barrier(worker)
     deadline = asyncio.get_running_loop().time() + 5
     while not cancels:
         assert asyncio.get_running_loop().time() < deadline, "the worker was not told"
@@ -213,7 +199,7 @@ async def test_a_reply_outrunning_its_reader_is_cut_off_bounded_and_keeps_the_re
                      response={})
     await worker.publish(subject, done.model_dump_json().encode(),
                          headers=headers(FrameKind.DONE, 40))
-    await _sent(worker)
+    await barrier(worker)
     await asyncio.sleep(0.1)
     with pytest.raises(ReaderTooSlow):
         await reply.next(5)
