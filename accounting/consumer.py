@@ -71,9 +71,11 @@ class ConsumerStats:
     invalid: int = 0
 
 
-def read_events(
-    msgs: Sequence[Msg],
-) -> tuple[list[EventKey], list[bytes], list[int], int]:
+# Keys, bodies, the message of each, and how many lines were unreadable.
+Events = tuple[list[EventKey], list[bytes], list[int], int]
+
+
+def read_events(msgs: Sequence[Msg]) -> Events:
     """The usage events of these messages, each message one event or a group of them
     (``schemas.event_message``): their keys, their JSON, which message each came from,
     and how many lines were not usage events (logged and left out)."""
@@ -225,11 +227,13 @@ class UsageConsumer:
         try:
             while True:
                 batch = await self._collect()
+                # Read while the previous batch is still being written (in a thread).
+                events = read_events(batch) if batch else None
                 if writing is not None:
                     await writing
                     writing = None
-                if batch:
-                    writing = asyncio.create_task(self.write(batch))
+                if events is not None:
+                    writing = asyncio.create_task(self.write(batch, events))
                 elif self._stopping.is_set():
                     return
         finally:
@@ -266,16 +270,17 @@ class UsageConsumer:
         self._buffered_events -= events
         return batch
 
-    async def write(self, msgs: Sequence[Msg]) -> None:
+    async def write(self, msgs: Sequence[Msg], events: Events) -> None:
         """Insert one batch, then ack it; if ClickHouse is away, nak it for a later retry.
 
         Only each event's key is parsed here; ClickHouse parses the rest. If it refuses
         the rows, the batch is halved until the rows it refuses are found and dropped, so
         one bad event never holds up the others. A message is acked once every event in
         it is stored (or found stored already), nak'ed if any could not be written, and
-        terminated if none of its events can ever be stored.
+        terminated if none of its events can ever be stored. ``events``: ``read_events``
+        of ``msgs``.
         """
-        keys, bodies, owners, unreadable = read_events(msgs)
+        keys, bodies, owners, unreadable = events
         outcome = _Outcome()
         if keys:
             await self._insert(list(range(len(keys))), keys, bodies,

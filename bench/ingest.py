@@ -105,6 +105,7 @@ async def consume(url: str, clickhouse: str, count: int, batch_size: int) -> flo
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started
     await consumer.stop()
+    print(f"{consumer.stats.batches} inserts, {count / consumer.stats.batches:,.0f} events each")
     rows = client.command("SELECT count() FROM usage_events")
     await nc.close()
     client.close()
