@@ -90,6 +90,7 @@ async def _admission(settings: IngressSettings, stack: AsyncExitStack) -> Admiss
     client = connect_redis(settings.redis_url)
     stack.push_async_callback(client.aclose)
     store = RedisAdmission(client)
+    stack.push_async_callback(store.aclose)
     try:
         await store.load()
     except Exception as exc:

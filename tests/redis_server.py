@@ -44,8 +44,9 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
-        self.port = _free_port()
+    def start(self, port: int = 0) -> None:
+        """Start on ``port`` (a restart's old one, say), or on a free port."""
+        self.port = port or _free_port()
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],

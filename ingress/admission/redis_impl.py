@@ -5,8 +5,10 @@ The scripts are loaded once (:meth:`RedisAdmission.load`, or lazily) and run by 
 Redis that lost them (restart, ``SCRIPT FLUSH``) answers NOSCRIPT, and they are loaded
 again. Connection failures surface as :class:`AdmissionUnavailable`, so the caller (or
 :class:`~ingress.admission.resilient.ResilientAdmission`) decides between failing closed
-and failing open. The client is passed in, with its pool, timeouts and retries: nothing
-here opens connections per request.
+and failing open. The client is passed in, with its pool, timeouts and retries; the script
+calls themselves go, pipelined, over one connection of admission's own to the same Redis
+(:mod:`ingress.admission.redis_pipeline`), with the client's timeout. Nothing here opens
+connections per request.
 """
 
 from __future__ import annotations
@@ -158,6 +160,10 @@ class RedisAdmission:
                 await script.load(self.client)
         except UNAVAILABLE as exc:
             raise AdmissionUnavailable(f"redis unavailable: {exc}") from exc
+
+    async def aclose(self) -> None:
+        """Close the connection the script calls go over (the client stays the caller's)."""
+        await self._pipeline.aclose()
 
     def scope_key(self, kind: str, scope_id: str) -> str:
         return f"{self.namespace}{kind}:{{{scope_id}}}"
