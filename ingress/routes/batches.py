@@ -34,8 +34,8 @@ from ingress.batch import input as batch_input
 from ingress.batch.input import ModelRefused
 from ingress.deps import AuthedGateway
 from ingress.errors import ApiError, invalid
+from ingress.routes.body import read_body
 from ingress.routes.files import StoreDep, StoreRoute, may_see, visible_file
-from ingress.routes.inference import read_body
 from ingress.state import Gateway
 from schemas.batch import (
     COMPLETION_WINDOW,

@@ -32,8 +32,8 @@ from ingress.dispatch.execution import Started
 from ingress.dispatch.hangup import HangUp
 from ingress.dispatch.lost import Silence
 from ingress.errors import ApiError, invalid
-from ingress.routes import form
-from ingress.routes.inference import _caller, _plan, _publish_rejection, read_body
+from ingress.routes import form, upstream
+from ingress.routes.body import read_body
 from ingress.state import Gateway
 from schemas.attempt_usage import attempt_event
 from schemas.config import Deployment
@@ -64,7 +64,7 @@ def _store(request: Request, gateway: Gateway) -> MediaStore:
 
 def _media_plan(gateway: Gateway, principal: Principal, model: str,
                 endpoint: Endpoint) -> list[Deployment]:
-    plan = _plan(gateway, principal, model)
+    plan = upstream.plan_for(gateway, principal, model)
     refused = sorted({d.provider for d in plan if d.provider not in PROVIDERS})
     if refused:
         raise invalid(f"The model `{model}` is served by {', '.join(refused)}, which has no "
@@ -109,8 +109,8 @@ async def _start(request: Request, gateway: Gateway, plan: list[Deployment], mod
                 or Decimal(0))
         except ApiError as exc:
             if exc.status == 429:
-                _publish_rejection(gateway, principal, rid, attempt, model, deployment,
-                                   endpoint, stream, exc)
+                upstream.publish_rejection(gateway, principal, rid, attempt, model,
+                                           deployment, endpoint, stream, exc)
             raise
 
     def on_lost(silence: Silence) -> bool:
@@ -122,7 +122,7 @@ async def _start(request: Request, gateway: Gateway, plan: list[Deployment], mod
         heartbeat_interval=gateway.settings.heartbeat_interval,
         heartbeat_timeout=gateway.settings.heartbeat_timeout,
         admit=admit, settle=gatekeeper.settle, lost=on_lost,
-        caller=_caller(principal, body),
+        caller=upstream.caller_of(principal, body),
     )
 
 

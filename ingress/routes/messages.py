@@ -24,7 +24,8 @@ from ingress.dispatch import relay
 from ingress.dispatch.hangup import HangUp
 from ingress.errors import invalid
 from ingress.metrics import GenAI
-from ingress.routes.inference import _caller, _plan, _start, read_body
+from ingress.routes import upstream
+from ingress.routes.body import read_body
 from ingress.state import Gateway
 from schemas import anthropic, model_limits
 from schemas.anthropic import CountTokensRequest, MessagesRequest
@@ -40,7 +41,7 @@ async def _respond(request: Request, gateway: Gateway, parsed: MessagesRequest,
                    body: dict[str, Any]) -> Response:
     principal: Principal = request.state.principal
     model = parsed.model
-    plan = _plan(gateway, principal, model)
+    plan = upstream.plan_for(gateway, principal, model)
     try:
         model_limits.check(plan, body, model)
     except model_limits.OverLimit as exc:
@@ -51,9 +52,10 @@ async def _respond(request: Request, gateway: Gateway, parsed: MessagesRequest,
     user = parsed.metadata.user_id if parsed.metadata is not None else None
     forwarded = {name: value for name in FORWARDED_HEADERS
                  if (value := request.headers.get(name))}
-    caller = dataclasses.replace(_caller(principal, {}), end_user=user, headers=forwarded)
-    started = await _start(request, gateway, plan, model, body, Endpoint.MESSAGES, stream,
-                           caller=caller)
+    caller = dataclasses.replace(upstream.caller_of(principal, {}), end_user=user,
+                                 headers=forwarded)
+    started = await upstream.start(request, gateway, plan, model, body, Endpoint.MESSAGES,
+                                   stream, caller=caller)
     genai.provider = started.deployment.provider
     settings = gateway.settings
     settle = gateway.gatekeeper.settle
@@ -90,5 +92,5 @@ async def count_tokens(request: Request, gateway: AuthedGateway) -> Response:
     Anthropic's exact count needs its tokenizer, and other providers have no such call."""
     parsed, body = await read_body(request, CountTokensRequest)
     principal: Principal = request.state.principal
-    _plan(gateway, principal, parsed.model)  # an unknown or forbidden model is refused
+    upstream.plan_for(gateway, principal, parsed.model)  # an unknown or forbidden model is refused
     return JSONResponse({"input_tokens": anthropic.input_tokens(body)})

@@ -28,7 +28,8 @@ from ingress.metrics import GenAI
 from ingress.protocols import responses as protocol
 from ingress.protocols.responses_stream import ResponseStream, encode
 from ingress.response_store import ResponseStore, StoreUnavailable
-from ingress.routes.inference import _caller, _plan, _start, read_body
+from ingress.routes import upstream
+from ingress.routes.body import read_body
 from ingress.state import Gateway
 from schemas import model_limits
 from schemas.infer import Endpoint
@@ -137,14 +138,14 @@ async def create_response(request: Request, gateway: AuthedGateway,
 
 async def _respond(request: Request, gateway: Gateway, model: str, chat: dict[str, Any],
                    base: dict[str, Any], turn: _Turn, stream: bool) -> Response:
-    plan = _plan(gateway, turn.principal, model, chat)
+    plan = upstream.plan_for(gateway, turn.principal, model, chat)
     try:
         model_limits.check(plan, chat, model)
     except model_limits.OverLimit as exc:
         raise invalid(str(exc), param=_param(exc.param)) from None
     genai = request.state.genai = GenAI(Endpoint.RESPONSES.value, model, stream=stream)
-    started = await _start(request, gateway, plan, model, chat, Endpoint.RESPONSES, stream,
-                           caller=_caller(turn.principal, turn.body))
+    started = await upstream.start(request, gateway, plan, model, chat, Endpoint.RESPONSES,
+                                   stream, caller=upstream.caller_of(turn.principal, turn.body))
     genai.provider = started.deployment.provider
     settings = gateway.settings
     if stream:
