@@ -34,13 +34,14 @@ from schemas.config import Deployment, GatewayConfig
 from schemas.frames import FrameKind, headers
 from schemas.usage import TokenUsage
 from workers import offload
+from workers.attempt import FrameTooLarge, Outcome
 from workers.attempt_inbox import AttemptInbox
 from workers.batch.runner import BatchRunner
 from workers.capacity import Capacity
 from workers.config_follow import ConfigFollower
 from workers.metrics import LOAD
 from workers.providers import create_provider
-from workers.service import FrameTooLarge, Outcome, WorkerService
+from workers.service import WorkerService
 from workers.settings import WorkerSettings
 from workers.transport import upstream_client
 

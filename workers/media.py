@@ -25,12 +25,13 @@ from schemas.media import (
     MediaReply,
     files_of,
 )
+from workers.attempt import Attempt, ttft
 from workers.providers.base import UpstreamCall, UpstreamError, unsupported
 from workers.providers.media import MediaMaker, Upload
 from workers.providers.openai.media import speech_usage
 
 if TYPE_CHECKING:
-    from workers.service import Attempt, WorkerService
+    from workers.service import WorkerService
 
 
 def _store_error(what: str, exc: BaseException) -> UpstreamError:
@@ -75,7 +76,7 @@ async def run(service: WorkerService, attempt: Attempt, call: UpstreamCall) -> N
         usage=answer.usage, response=reply.model_dump(),
         upstream_model=call.deployment.upstream_model,
         latency_ms=(time.monotonic() - attempt.started) * 1000,
-        ttft_ms=_ttft(attempt), cost=attempt.cost,
+        ttft_ms=ttft(attempt), cost=attempt.cost,
     )
     await service._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
 
@@ -116,12 +117,7 @@ async def _speech(service: WorkerService, attempt: Attempt, maker: MediaMaker,
     done = DoneFrame(
         usage=usage, upstream_model=call.deployment.upstream_model,
         latency_ms=(time.monotonic() - attempt.started) * 1000,
-        ttft_ms=_ttft(attempt), cost=attempt.cost,
+        ttft_ms=ttft(attempt), cost=attempt.cost,
     )
     await service._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
 
-
-def _ttft(attempt: Attempt) -> float | None:
-    if attempt.first_chunk_at is None:
-        return None
-    return (attempt.first_chunk_at - attempt.started) * 1000

@@ -11,10 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
 
-from opentelemetry.trace import Span
 from pydantic import ValidationError
 
 from core.json_codec import dumps
@@ -29,9 +26,10 @@ from schemas.media import MEDIA_ENDPOINTS
 from schemas.usage import TokenUsage
 from workers import media, spans
 from workers.arrivals import arrivals, chunk_frames
+from workers.attempt import Attempt, FrameTooLarge, Outcome, Pricer, Publish, no_price, ttft
 from workers.metrics import UpstreamCalls, call_status
 from workers.offload import off_loop
-from workers.protocols.messages import call as messages
+from workers.protocols.messages import run as messages_run
 from workers.providers.base import (
     Completion,
     Moderator,
@@ -47,61 +45,8 @@ from workers.redact import redact
 
 log = logging.getLogger("aigw.worker")
 
-Publish = Callable[[str, bytes, dict[str, str]], Awaitable[None]]
 # The endpoints whose answers stream chunk by chunk.
 _STREAMED = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES})
-
-
-class FrameTooLarge(Exception):
-    """Raised by a ``Publish`` for a frame over the bus's message size limit."""
-
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"{size} bytes > {limit}")
-        self.size = size
-        self.limit = limit
-
-
-@dataclass(slots=True)
-class Attempt:
-    """An attempt in progress, as the heartbeat loop and cancellation see it."""
-
-    request: InferRequest
-    reply: str
-    started: float = field(default_factory=time.monotonic)
-    last_sent: float = field(default_factory=time.monotonic)
-    seq: int = 0
-    chunks: int = 0
-    output_chars: int = 0
-    text_chunks: int = 0
-    call: UpstreamCall | None = None
-    first_chunk_at: float | None = None
-    task: asyncio.Task[None] | None = None
-    usage: TokenUsage | None = None
-    cost: Decimal | None = None
-    # Set only while tracing: the attempt's span, and the streamed text (content tracing).
-    span: Span | None = None
-    text: list[str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How an attempt ended, for accounting."""
-
-    request: InferRequest
-    deployment: Deployment | None
-    usage: TokenUsage | None
-    error: ErrorInfo | None
-    cancelled: bool
-    latency_ms: float
-    ttft_ms: float | None
-    cost: Decimal | None
-
-
-Pricer = Callable[[Deployment, TokenUsage], Decimal | None]
-
-
-def _no_price(deployment: Deployment, usage: TokenUsage) -> Decimal | None:
-    return None
 
 
 class WorkerService:
@@ -112,7 +57,7 @@ class WorkerService:
         config: GatewayConfig,
         publish: Publish,
         on_outcome: Callable[[Outcome], None] | None = None,
-        price: Pricer = _no_price,
+        price: Pricer = no_price,
     ) -> None:
         self._price = price
         self.provider_name = provider_name
@@ -258,7 +203,7 @@ class WorkerService:
             if attempt.span is not None:
                 spans.calling(attempt.span, request, deployment)
             if request.endpoint is Endpoint.MESSAGES:
-                await self._messages(attempt, call)
+                await messages_run.run(self, attempt, call)
             elif request.endpoint in MEDIA_ENDPOINTS:
                 await media.run(self, attempt, call)
             elif request.stream and request.endpoint in _STREAMED:
@@ -301,7 +246,7 @@ class WorkerService:
                         error=error,
                         cancelled=cancelled,
                         latency_ms=latency * 1000,
-                        ttft_ms=_ttft(attempt),
+                        ttft_ms=ttft(attempt),
                         cost=attempt.cost,
                     )
                 )
@@ -374,7 +319,7 @@ class WorkerService:
             response=result.response,
             upstream_model=call.deployment.upstream_model,
             latency_ms=(time.monotonic() - attempt.started) * 1000,
-            ttft_ms=_ttft(attempt),
+            ttft_ms=ttft(attempt),
             cost=attempt.cost,
         )
         if attempt.request.endpoint is Endpoint.EMBEDDINGS:
@@ -424,53 +369,8 @@ class WorkerService:
             finish_reason=finish,
             upstream_model=call.deployment.upstream_model,
             latency_ms=(time.monotonic() - attempt.started) * 1000,
-            ttft_ms=_ttft(attempt),
+            ttft_ms=ttft(attempt),
             cost=attempt.cost,
         )
         attempt.call = None  # complete: the provider's own figures stand
         await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
-
-    async def _messages(self, attempt: Attempt, call: UpstreamCall) -> None:
-        """Anthropic's Messages API: the answer is a ``Message`` or its stream events,
-        natively or translated (:mod:`workers.protocols.messages`)."""
-        if not attempt.request.stream:
-            result = await messages.complete(self._provider, call)
-            attempt.first_chunk_at = time.monotonic()
-            self._settle(attempt, call, result.usage)
-            stop = result.response.get("stop_reason")
-            done = DoneFrame(
-                usage=result.usage, finish_reason=stop if isinstance(stop, str) else None,
-                response=result.response, upstream_model=call.deployment.upstream_model,
-                latency_ms=(time.monotonic() - attempt.started) * 1000,
-                ttft_ms=_ttft(attempt), cost=attempt.cost)
-            await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
-            return
-        self._settle(attempt, call, TokenUsage())
-        # A cut stream's prompt is estimated from the body as chat would see it.
-        chat = None if isinstance(self._provider, messages.NativeMessages) else (
-            messages.chat_call(call))
-        attempt.call = chat or call
-        async for item in messages.stream(self._provider, call, chat):
-            if isinstance(item, TokenUsage):
-                self._settle(attempt, call, item)
-                continue
-            if attempt.first_chunk_at is None:
-                attempt.first_chunk_at = time.monotonic()
-            attempt.chunks += 1
-            chars = estimate.raw_chunk_chars(item)
-            if chars:
-                attempt.output_chars += chars
-                attempt.text_chunks += 1
-            await self._send(attempt, FrameKind.CHUNK, item)
-        done = DoneFrame(
-            usage=attempt.usage or TokenUsage(), upstream_model=call.deployment.upstream_model,
-            latency_ms=(time.monotonic() - attempt.started) * 1000, ttft_ms=_ttft(attempt),
-            cost=attempt.cost)
-        attempt.call = None  # complete: the provider's own figures stand
-        await self._send(attempt, FrameKind.DONE, done.model_dump_json().encode())
-
-
-def _ttft(attempt: Attempt) -> float | None:
-    if attempt.first_chunk_at is None:
-        return None
-    return (attempt.first_chunk_at - attempt.started) * 1000

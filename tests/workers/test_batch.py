@@ -37,12 +37,13 @@ from schemas.errors import ErrorInfo, ErrorKind
 from schemas.frames import DoneFrame, ErrorFrame
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage, UsageEvent, UsageStatus
+from workers.attempt import Outcome
 from workers.batch.attempts import ATTEMPTS, backoff, run_key
 from workers.batch.ledger import STATUS_TTL
 from workers.batch.results import item_result as _result
 from workers.batch.runner import ACK_WAIT, CONCURRENCY, VALIDATING_DELAY, BatchRunner
 from workers.providers.base import Completion, StreamItem, UpstreamCall, UpstreamError
-from workers.service import Outcome, WorkerService
+from workers.service import WorkerService
 
 
 class _Service:

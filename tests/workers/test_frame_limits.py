@@ -9,8 +9,9 @@ from schemas.config import parse_config
 from schemas.frames import KIND_HEADER, SEQ_HEADER, ErrorFrame, FrameKind
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
+from workers.attempt import FrameTooLarge
 from workers.providers.base import Completion, StreamItem, UpstreamCall
-from workers.service import FrameTooLarge, WorkerService
+from workers.service import WorkerService
 
 LIMIT = 1000
 
