@@ -20,14 +20,11 @@ from workers.providers.anthropic.answers import StreamTranslator, from_anthropic
 from workers.providers.anthropic.translate import to_anthropic_request
 from workers.providers.base import UpstreamCall, UpstreamError
 from workers.providers.gemini.adapter import GeminiProvider
-from workers.providers.gemini.translate import (
+from workers.providers.gemini.answers import (
     StreamTranslator as GeminiStreamTranslator,
 )
-from workers.providers.gemini.translate import (
-    from_gemini_response,
-    to_gemini_request,
-    usage_from_gemini,
-)
+from workers.providers.gemini.answers import from_gemini_response, usage_from_gemini
+from workers.providers.gemini.translate import to_gemini_request
 from workers.providers.openai.adapter import split_usage
 
 EPHEMERAL = {"type": "ephemeral"}

@@ -2,8 +2,9 @@
 
 The native API rather than Gemini's OpenAI-compatible endpoint: its usage breaks out
 thinking and tool-use tokens, and the compatibility layer is reported brittle in tool loops
-(thought signatures). Chat translation lives in :mod:`workers.providers.gemini.translate`;
-this module does the HTTP, the small embeddings translation, and reads Gemini's errors.
+(thought signatures). Chat translation lives in :mod:`workers.providers.gemini.translate`
+(requests) and :mod:`workers.providers.gemini.answers` (answers, streams); this module does
+the HTTP, the small embeddings translation, and reads Gemini's errors.
 """
 
 from __future__ import annotations
@@ -30,14 +31,12 @@ from workers.providers.base import (
     transport_error,
 )
 from workers.providers.decode import json_body
-from workers.providers.gemini.translate import (
-    PROVIDER,
+from workers.providers.gemini.answers import (
     StreamTranslator,
     from_gemini_response,
-    invalid_request,
-    to_gemini_request,
     usage_from_gemini,
 )
+from workers.providers.gemini.translate import PROVIDER, invalid_request, to_gemini_request
 from workers.providers.sse import read_events
 
 __all__ = [
