@@ -22,7 +22,7 @@ PROVIDERS = ("openai", "anthropic", "gemini")
 NATS_PASSWORDS = ("AIGW_NATS_INGRESS_PASSWORD", "AIGW_NATS_WORKER_PASSWORD",
                   "AIGW_NATS_ACCOUNTING_PASSWORD")
 REQUIRED = ("AIGW_MASTER_KEY", "CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD", *NATS_PASSWORDS)
-# The routes the gateway serves (see tests/deploy/test_k8s.py): listed by hand while the
+# The routes the gateway serves (see tests/deploy/k8s_rendering.py): listed by hand while the
 # packages move.
 APP_ROUTES = frozenset({"/health/liveliness", "/health/readiness", "/metrics"})
 PACKAGES = ("schemas", "core", "ingress", "workers", "accounting", "cli")

@@ -1,4 +1,4 @@
-"""The Grafana provisioning and the AI Gateway dashboard.
+"""The AI Gateway dashboard's queries.
 
 Every panel and variable query is expanded the way Grafana and the ClickHouse plugin expand
 it (``grafana_macros``) and run against a chDB store with the real migrations, so a broken
@@ -8,39 +8,24 @@ and agree with ``accounting.analytics``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from accounting import analytics, migrations
 from accounting.store import UsageStore, connect
 from schemas.analytics import AnalyticsQuery
 from schemas.usage import UsageEvent, UsageStatus, event_id
+from tests.deploy.grafana_dashboard import DASHBOARD, PANELS, TEMPLATES, VARIABLES
 from tests.deploy.grafana_macros import (
-    ALL,
     MacroError,
     QueryContext,
     Selection,
     render,
 )
-
-ROOT = Path(__file__).resolve().parents[2]
-GRAFANA = ROOT / "deploy" / "grafana"
-DASHBOARD_FILE = GRAFANA / "dashboards" / "ai-gateway.json"
-DATASOURCES_FILE = GRAFANA / "provisioning" / "datasources" / "clickhouse.yaml"
-PROVIDERS_FILE = GRAFANA / "provisioning" / "dashboards" / "aigw.yaml"
-PLUGIN = "grafana-clickhouse-datasource"
-VARIABLES = {"model": "model_alias", "team": "team_id", "key_id": "key_id"}
-
-DASHBOARD: dict[str, Any] = json.loads(DASHBOARD_FILE.read_text())
-PANELS: dict[str, dict[str, Any]] = {p["title"]: p for p in DASHBOARD["panels"]}
-TEMPLATES: dict[str, dict[str, Any]] = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
 
 # Hour-aligned, so 60 s buckets start at T, T+60, T+120; a few hours back, inside the TTL.
 T = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
@@ -164,106 +149,6 @@ def test_an_unknown_macro_or_variable_is_an_error_not_a_silent_pass() -> None:
         render("SELECT $__timeGroup(ts, '5m')", RANGE)
     with pytest.raises(MacroError):
         render("SELECT 1 WHERE $__conditionalAll(a IN ($nope), $nope)", RANGE)
-
-
-# --- provisioning ---------------------------------------------------------------------------
-
-
-def compose_grafana() -> dict[str, Any]:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    return dict(compose["services"]["grafana"])
-
-
-def mounts() -> dict[str, str]:
-    """Container path -> host path (relative to the repo) of Grafana's volumes."""
-    out: dict[str, str] = {}
-    for volume in compose_grafana()["volumes"]:
-        host, container, *_ = str(volume).split(":")
-        out[container] = host.removeprefix("./")
-    return out
-
-
-def test_datasource_is_the_clickhouse_plugin_on_the_compose_service() -> None:
-    (datasource,) = yaml.safe_load(DATASOURCES_FILE.read_text())["datasources"]
-    assert datasource["type"] == PLUGIN
-    assert datasource["uid"] == "aigw-clickhouse"
-    assert datasource["jsonData"] == {
-        "host": "clickhouse", "port": 8123, "protocol": "http", "secure": False,
-        "username": "default", "defaultDatabase": "default",
-    }
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert "clickhouse" in compose["services"]
-    assert PLUGIN in compose_grafana()["environment"]["GF_INSTALL_PLUGINS"]
-
-
-def test_dashboard_provider_reads_the_folder_compose_mounts() -> None:
-    (provider,) = yaml.safe_load(PROVIDERS_FILE.read_text())["providers"]
-    assert provider["type"] == "file"
-    volumes = mounts()
-    assert volumes["/etc/grafana/provisioning"] == "deploy/grafana/provisioning"
-    host_dir = volumes[provider["options"]["path"]]
-    assert (ROOT / host_dir / DASHBOARD_FILE.name).is_file()
-
-
-def test_every_query_uses_the_provisioned_datasource() -> None:
-    (datasource,) = yaml.safe_load(DATASOURCES_FILE.read_text())["datasources"]
-    expected = {"type": PLUGIN, "uid": datasource["uid"]}
-    refs = [p["datasource"] for p in DASHBOARD["panels"]]
-    refs += [t["datasource"] for p in DASHBOARD["panels"] for t in p["targets"]]
-    refs += [v["datasource"] for v in DASHBOARD["templating"]["list"]]
-    assert all(ref == expected for ref in refs), refs
-
-
-# --- the dashboard's shape ------------------------------------------------------------------
-
-
-def test_dashboard_is_a_provisionable_dashboard_with_a_stable_uid() -> None:
-    assert DASHBOARD["id"] is None
-    assert DASHBOARD["uid"] == "aigw-overview"
-    assert DASHBOARD["schemaVersion"] >= 39
-    assert DASHBOARD["time"] == {"from": "now-24h", "to": "now"}
-    ids = [p["id"] for p in DASHBOARD["panels"]]
-    assert len(ids) == len(set(ids))
-    assert len(PANELS) == len(DASHBOARD["panels"])
-
-
-def test_panels_tile_the_grid_without_overlapping() -> None:
-    cells: dict[tuple[int, int], str] = {}
-    for panel in DASHBOARD["panels"]:
-        pos = panel["gridPos"]
-        assert pos["x"] + pos["w"] <= 24, panel["title"]
-        for x in range(pos["x"], pos["x"] + pos["w"]):
-            for y in range(pos["y"], pos["y"] + pos["h"]):
-                assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
-                cells[(x, y)] = panel["title"]
-
-
-def test_variables_offer_all_and_many_and_leave_all_to_conditional_all() -> None:
-    assert set(TEMPLATES) == set(VARIABLES)
-    for variable in TEMPLATES.values():
-        assert variable["type"] == "query"
-        assert variable["includeAll"] and variable["multi"]
-        # A custom allValue would hide All from $__conditionalAll (it looks for $__all).
-        assert variable.get("allValue") is None
-        assert variable["current"]["value"] == [ALL]
-        assert variable["refresh"] == 2  # options follow the time range
-        assert "$__timeFilter(ts)" in variable["query"]
-
-
-@pytest.mark.parametrize("title", list(PANELS))
-def test_every_panel_is_time_bounded_and_follows_every_variable(title: str) -> None:
-    panel = PANELS[title]
-    for target in panel["targets"]:
-        sql = target["rawSql"]
-        assert "$__timeFilter(ts)" in sql
-        for name, column in VARIABLES.items():
-            assert f"$__conditionalAll({column} IN (${{{name}:singlequote}}), ${name})" in sql
-        if panel["type"] == "timeseries":
-            # The plugin turns long rows into one series per label: time must be sorted.
-            assert (target["format"], target["queryType"]) == (0, "timeseries")
-            assert sql.rstrip().endswith("ORDER BY time")
-        else:
-            assert (target["format"], target["queryType"]) == (1, "table")
 
 
 SELECTIONS = {
