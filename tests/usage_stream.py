@@ -20,6 +20,8 @@ async def stream_events(js: JetStreamContext) -> list[dict[str, Any]]:
     except nats.js.errors.NotFoundError:
         return []
     events: list[dict[str, Any]] = []
+    if not info.state.messages:  # a new stream reports first and last seq 0; there is no 0
+        return events
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
         try:
             msg = await js.get_msg(subjects.USAGE_STREAM, seq)
