@@ -1,39 +1,27 @@
-"""Background health checks: what is probed and how, what a probe tells the breaker, and
-what replicas share through KV.
-
-The probe rounds run against scripted workers: a dispatcher double answers each probe
-with the frames a worker would send for its deployment's upstream model."""
+"""Health probe rounds against scripted workers (a dispatcher double answering each probe
+with the frames a worker would send): what each check records and tells the breaker,
+timeouts, concurrency, and the loop following a reloaded config."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import nats
 import pytest
 
-from cli.nats_server import NatsServer
 from ingress.dispatch.dispatcher import Dispatcher, Reply
 from ingress.dispatch.health_probe import (
     CONCURRENCY,
-    PROBE_PREFIX,
     HealthProbe,
-    is_embedding,
-    probe_body,
-    probe_request,
 )
 from ingress.routing.breaker import Availability
-from ingress.routing.health_board import HealthBoard, HealthCheck, ProbeLease, may_take
+from ingress.routing.health_board import HealthBoard
 from ingress.routing.router import Router
 from ingress.settings import IngressSettings
 from schemas.config import (
-    ConfigError,
     Deployment,
     GatewayConfig,
-    RouterSettings,
     parse_config,
 )
 from schemas.errors import ErrorInfo, ErrorKind
@@ -41,107 +29,7 @@ from schemas.frames import KIND_HEADER, DoneFrame, ErrorFrame, FrameKind
 from schemas.health import CircuitState
 from schemas.infer import Endpoint, InferRequest
 from schemas.usage import TokenUsage
-
-
-def deployment(alias: str, model: str) -> Deployment:
-    config = parse_config({"model_list": [{"model_name": alias, "litellm_params": {
-        "model": model, "api_base": "http://upstream/v1"}}]}, {})
-    return config.deployments[0]
-
-
-@pytest.mark.parametrize(("alias", "model", "embeds"), [
-    ("gpt-4o-mini", "openai/gpt-4o-mini", False),
-    ("claude", "anthropic/claude-sonnet-4-20250514", False),
-    ("text-embedding-3-small", "openai/text-embedding-3-small", True),
-    ("vectors", "ollama/nomic-embed-text", True),
-    ("cohere-vectors", "openai_compatible/embed-english-v3.0", True),
-    ("mock-embedding", "mock/mock-embedding", True),
-    ("embedder", "hosted_vllm/bge-m3", True),
-])
-def test_a_deployment_embeds_when_its_model_or_alias_says_so(
-    alias: str, model: str, embeds: bool
-) -> None:
-    assert is_embedding(deployment(alias, model)) is embeds
-
-
-@pytest.mark.parametrize(("alias", "model", "mode", "embeds"), [
-    ("vectors", "openai_compatible/voyage-3", "embedding", True),
-    ("local-vectors", "ollama/all-minilm", "embedding", True),
-    ("embedder", "hosted_vllm/bge-m3", "embedding", True),
-    # the config's word wins over the name
-    ("embed-chat", "openai/embed-chat-v1", "chat", False),
-    ("writer", "openai/gpt-3.5-turbo-instruct", "completion", False),
-])
-def test_a_deployment_embeds_when_its_model_info_mode_says_so(
-    alias: str, model: str, mode: str, embeds: bool
-) -> None:
-    config = parse_config({"model_list": [{
-        "model_name": alias, "model_info": {"mode": mode},
-        "litellm_params": {"model": model, "api_base": "http://upstream/v1"}}]}, {})
-    [d] = config.deployments
-    assert d.mode == mode
-    assert is_embedding(d) is embeds
-    assert probe_body(d)[0] is (Endpoint.EMBEDDINGS if embeds else Endpoint.CHAT)
-
-
-def test_a_model_info_mode_that_is_no_string_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"model_info\.mode"):
-        parse_config({"model_list": [{
-            "model_name": "vectors", "model_info": {"mode": ["embedding"]},
-            "litellm_params": {"model": "openai/voyage-3", "api_base": "http://u/v1"}}]}, {})
-
-
-def test_a_chat_deployment_is_probed_with_a_one_token_ping() -> None:
-    endpoint, body = probe_body(deployment("gpt-4o-mini", "openai/gpt-4o-mini"))
-    assert endpoint is Endpoint.CHAT
-    assert body == {"model": "gpt-4o-mini", "max_tokens": 1,
-                    "messages": [{"role": "user", "content": "ping"}]}
-
-
-def test_an_embedding_deployment_is_probed_with_an_embedding_of_ping() -> None:
-    endpoint, body = probe_body(deployment("emb", "openai/text-embedding-3-small"))
-    assert endpoint is Endpoint.EMBEDDINGS
-    assert body == {"model": "emb", "input": "ping"}
-
-
-@pytest.mark.parametrize(("model", "mode"), [
-    ("cohere/rerank-v3.5", None), ("hosted_vllm/bge-reranker-v2-m3", None),
-    ("hosted_vllm/bge-m3", "rerank")])
-def test_a_reranker_is_probed_with_a_rerank_of_ping(model: str, mode: str | None) -> None:
-    config = parse_config({"model_list": [{
-        "model_name": "ranker", "model_info": {"mode": mode},
-        "litellm_params": {"model": model, "api_base": "http://upstream/v1"}}]}, {})
-    endpoint, body = probe_body(config.deployments[0])
-    assert endpoint is Endpoint.RERANK
-    assert body == {"model": "ranker", "query": "ping", "documents": ["ping"]}
-
-
-def test_a_moderation_model_is_probed_with_a_moderation_of_ping() -> None:
-    endpoint, body = probe_body(deployment("mod", "openai/omni-moderation-latest"))
-    assert endpoint is Endpoint.MODERATIONS
-    assert body == {"model": "mod", "input": "ping"}
-
-
-def test_a_probe_is_charged_to_nobody_and_marked_as_a_probe() -> None:
-    d = deployment("gpt-4o-mini", "openai/gpt-4o-mini")
-    first, second = probe_request(d, 0.5), probe_request(d, 0.5)
-    assert first.request_id.startswith(PROBE_PREFIX)
-    assert first.request_id != second.request_id
-    assert first.deployment_id == d.id and first.model_alias == "gpt-4o-mini"
-    assert first.key_id is None and first.team_id is None and first.end_user is None
-    assert first.metadata == {"aigw_probe": "1"}
-    assert not first.stream and first.heartbeat_interval == 0.5
-
-
-def test_the_lease_is_free_when_nobody_holds_it_its_time_is_up_or_it_is_ours() -> None:
-    held = ProbeLease(holder="a", until=100.0)
-    assert may_take(None, "a", 50.0)
-    assert may_take(held, "a", 50.0)  # the holder renews
-    assert not may_take(held, "b", 99.9)
-    assert may_take(held, "b", 100.0)
-
-
-# ---- probe rounds against scripted workers -----------------------------------------------
+from tests.ingress.health_probe_waits import _until
 
 
 @dataclass
@@ -348,79 +236,3 @@ async def test_the_loop_probes_every_interval_and_follows_a_reloaded_config() ->
     rounds = probe.rounds
     await asyncio.sleep(0.1)
     assert probe.rounds == rounds  # stopped
-
-
-# ---- shared through a real NATS KV -------------------------------------------------------
-
-
-Clock = list[float]
-
-
-@pytest.fixture
-async def boards(nats_server: NatsServer) -> AsyncIterator[tuple[HealthBoard, HealthBoard,
-                                                                  Clock]]:
-    """Two replicas' boards on one fresh bucket, with a clock the test moves."""
-    clock = [1000.0]
-    bucket = f"health_probe_{uuid.uuid4().hex[:12]}"
-    settings = RouterSettings(allowed_fails=0, cooldown_time=10)
-    ncs = [await nats.connect(nats_server.url) for _ in range(2)]
-    a, b = (HealthBoard(nc, settings, bucket=bucket, clock=lambda: clock[0]) for nc in ncs)
-    await a.start()
-    await b.start()
-    yield a, b, clock
-    for board in (a, b):
-        await board.stop()
-    for nc in ncs:
-        await nc.close()
-
-
-async def test_one_replica_holds_the_probe_lease_until_it_stops_renewing(
-    boards: tuple[HealthBoard, HealthBoard, Clock],
-) -> None:
-    a, b, clock = boards
-    assert await a.take_probe_lease("a", 60)
-    assert not await b.take_probe_lease("b", 60)
-    clock[0] += 59
-    assert await a.take_probe_lease("a", 60)  # renewed before its time was up
-    clock[0] += 59
-    assert not await b.take_probe_lease("b", 60)
-    clock[0] += 1  # a let a whole interval pass: b takes over
-    assert await b.take_probe_lease("b", 60)
-    assert not await a.take_probe_lease("a", 60)
-
-
-async def test_of_replicas_taking_the_lease_at_once_one_wins(
-    boards: tuple[HealthBoard, HealthBoard, Clock],
-) -> None:
-    a, b, _ = boards
-    won = await asyncio.gather(a.take_probe_lease("a", 60), b.take_probe_lease("b", 60))
-    assert sorted(won) == [False, True]
-    holder, other = ((a, "a"), (b, "b")) if won[0] else ((b, "b"), (a, "a"))
-    again = await asyncio.gather(holder[0].take_probe_lease(holder[1], 60),
-                                 other[0].take_probe_lease(other[1], 60))
-    assert list(again) == [True, False]  # the winner keeps it
-
-
-async def test_a_check_recorded_on_one_replica_is_seen_by_the_other(
-    boards: tuple[HealthBoard, HealthBoard, Clock],
-) -> None:
-    a, b, _ = boards
-    check = HealthCheck(deployment_id="dep#1", at=1000.0, ok=False, latency_ms=12.5,
-                        error="server: boom")
-    await a.record_check(check)
-    assert a.last_check("dep#1") == check
-    await _until(lambda: b.last_check("dep#1") == check)
-    newer = check.model_copy(update={"at": 1001.0, "ok": True, "error": None})
-    await a.record_check(newer)
-    await _until(lambda: b.last_check("dep#1") == newer)
-    # neither the checks nor the lease read as breakers
-    assert await a.take_probe_lease("a", 60)
-    assert a.snapshot() == {} and b.snapshot() == {}
-    assert b.availability("dep#1") is Availability.HEALTHY
-
-
-async def _until(check: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
