@@ -30,26 +30,6 @@ def upstream_calls(state: FakeOpenAIState, msgs: list[dict[str, str]]) -> int:
     return sum(1 for body in state.requests if body.get("messages") == msgs)
 
 
-def logs(gateway: Gateway, key_id: str, expected: int, within: float = 20.0,
-         ) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER, timeout=10,
-                      params={"key_id": key_id, "limit": 1000, "days": 1})
-        if r.status_code == 200:
-            rows = r.json()["data"]
-            if len(rows) >= expected:
-                # Not synchronisation: the check that no event is counted twice. An event
-                # that should not exist cannot be polled for; one on its way lands by now.
-                time.sleep(1.0)
-                r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER,
-                              timeout=10, params={"key_id": key_id, "limit": 1000, "days": 1})
-                return list(r.json()["data"])
-        time.sleep(0.2)
-    raise AssertionError(f"{len(rows)} events after {within}s, expected {expected}: {rows}")
-
-
 class Entries:
     """The session gateway's cache entries in Redis. An entry is stored after its answer
     has gone out, so a test waits for it to appear before asking again."""

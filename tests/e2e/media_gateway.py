@@ -8,19 +8,18 @@ row and cost. The fixtures are ``media_gateway`` (module-scoped: a test module t
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import yaml
 
 from cli.nats_server import NatsServer
 from tests.e2e.conftest import MASTER_KEY, make_key
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.openai_server import FakeOpenAIState
 from tests.harness import Gateway, write_config
 from tests.redis_server import RedisServer
@@ -114,28 +113,9 @@ def media_key(media_gateway: Gateway) -> tuple[str, openai.OpenAI]:
                                  max_retries=0, timeout=60)
 
 
-def _logs(gateway: Gateway, key_id: str, expected: int, within: float = 20.0
-          ) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER, timeout=10,
-                      params={"key_id": key_id, "limit": 1000, "days": 1})
-        if r.status_code == 200:
-            rows = r.json()["data"]
-            if len(rows) >= expected:
-                time.sleep(1.0)  # a duplicate would land by now
-                r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER,
-                              timeout=10, params={"key_id": key_id, "limit": 1000, "days": 1})
-                return list(r.json()["data"])
-        time.sleep(0.2)
-    raise AssertionError(f"{len(rows)} events after {within}s, expected {expected}: {rows}\n"
-                         + gateway.all_logs())
-
-
 def _cost(gateway: Gateway, key_id: str, **used: object) -> Decimal:
     """The cost of the key's one call, checking what it used (``images=3``, ...)."""
-    [row] = _logs(gateway, key_id, expected=1)
+    [row] = usage_logs(gateway, key_id, expected=1)
     assert row["status"] == "ok", row
     for name, value in used.items():
         assert row[name] == value, (name, row)

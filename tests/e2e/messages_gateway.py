@@ -9,12 +9,10 @@ so that each call's cost can be worked out by hand. Its fixture is module-scoped
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
-import httpx
 import pytest
 from starlette.applications import Starlette
 
@@ -99,24 +97,6 @@ def messages_gateway(
 def _client(gateway: Gateway, key: str = MASTER_KEY, **kwargs: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gateway.base_url, api_key=key, max_retries=0,
                                **kwargs)
-
-
-def _logs(gateway: Gateway, key_id: str, expected: int,
-          within: float = 20.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER, timeout=10,
-                      params={"key_id": key_id, "limit": 1000, "days": 1})
-        if r.status_code == 200:
-            rows = r.json()["data"]
-            if len(rows) >= expected:
-                time.sleep(1.0)  # anything extra (a duplicate) would land by now
-                r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER,
-                              timeout=10, params={"key_id": key_id, "limit": 1000, "days": 1})
-                return list(r.json()["data"])
-        time.sleep(0.2)
-    raise AssertionError(f"{len(rows)} events after {within}s, expected {expected}: {rows}")
 
 
 def _sse(lines: Iterator[str]) -> list[tuple[str, dict[str, Any]]]:

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from decimal import Decimal
-from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from tests.e2e.conftest import MASTER_KEY, make_key
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.openai_server import ANSWER, FakeOpenAIState
 from tests.harness import Gateway
 
 pytestmark = pytest.mark.e2e
 MASTER = {"authorization": f"Bearer {MASTER_KEY}"}
-
-
-def _logs(
-    gateway: Gateway, key_id: str, expected: int, within: float = 20.0
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + within
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER, timeout=10,
-                      params={"key_id": key_id, "limit": 1000, "days": 1})
-        if r.status_code == 200:
-            rows = r.json()["data"]
-            if len(rows) >= expected:
-                time.sleep(1.0)  # anything extra (a duplicate) would land by now
-                r = httpx.get(gateway.base_url + "/v1/usage/logs", headers=MASTER, timeout=10,
-                              params={"key_id": key_id, "limit": 1000, "days": 1})
-                return list(r.json()["data"])
-        time.sleep(0.2)
-    raise AssertionError(f"{len(rows)} events after {within}s, expected {expected}: {rows}")
 
 
 def test_every_kind_of_call_is_accounted_once_with_exact_cost(
@@ -76,7 +56,7 @@ def test_every_kind_of_call_is_accounted_once_with_exact_cost(
 
     # 3 plain + 3 streamed + tools + embeddings + broken + limited + 2 flaky-group
     # requests (3 attempts: the round robin starts on the failing one once) + cancelled
-    rows = _logs(gateway, key_id, expected=14)
+    rows = usage_logs(gateway, key_id, expected=14)
     assert len(rows) == 14
     assert len({r["event_id"] for r in rows}) == 14
     by_status: dict[str, int] = {}
@@ -107,7 +87,7 @@ def test_a_key_sees_only_its_own_usage(gateway: Gateway) -> None:
     for secret in (a_secret, b_secret):
         openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=secret).chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-    _logs(gateway, b_id, expected=1)
+    usage_logs(gateway, b_id, expected=1)
     r = httpx.get(gateway.base_url + "/v1/usage/logs", params={"key_id": b_id, "days": 1},
                   headers={"authorization": f"Bearer {a_secret}"})
     assert r.status_code == 200
@@ -124,7 +104,7 @@ def test_a_stream_cut_before_its_usage_is_accounted_with_an_estimate(gateway: Ga
         lines = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert any('"error"' in line for line in lines)  # the upstream broke off after 3 words
 
-    [row] = _logs(gateway, key_id, expected=1)
+    [row] = usage_logs(gateway, key_id, expected=1)
     assert row["status"] == "error"
     assert row["usage_estimated"] is True
     received = len(" ".join(ANSWER.split(" ")[:3]))  # the three words before the break

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.e2e.cache_caller import CACHE, Caller, logs, messages, upstream_calls
+from tests.e2e.cache_caller import CACHE, Caller, messages, upstream_calls
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.openai_server import ANSWER, FakeOpenAIState
 from tests.harness import Gateway
 
@@ -36,7 +37,7 @@ def test_concurrent_identical_requests_share_one_upstream_call(
     assert sorted(r.headers["x-aigw-cache"] for r in responses) == ["hit"] * 5 + ["miss"]
     assert {r.json()["choices"][0]["message"]["content"] for r in responses} == {ANSWER}
     assert upstream_calls(slow, msgs) == 1
-    rows = logs(gateway, caller.key_id, expected=6)
+    rows = usage_logs(gateway, caller.key_id, expected=6)
     assert sorted(r["status"] for r in rows) == ["cache_hit"] * 5 + ["ok"]
 
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.e2e.conftest import make_key
-from tests.e2e.test_accounting import _logs
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.openai_server import TEXT_ANSWER, FakeOpenAIState
 from tests.harness import Gateway
 
@@ -46,7 +46,7 @@ def test_a_text_completion_passes_through_and_is_priced(
     sent = fake_openai[1].requests[-1]
     assert sent["prompt"] == PROMPT and sent["model"] == "pricey" and not sent["stream"]
 
-    [row] = _logs(gateway, key_id, expected=1)
+    [row] = usage_logs(gateway, key_id, expected=1)
     assert row["endpoint"] == "completions" and row["status"] == "ok"
     assert (row["prompt_tokens"], row["completion_tokens"]) == (4, 8)
     assert Decimal(row["cost"]) == EXPECTED_COST
@@ -66,7 +66,7 @@ def test_a_streamed_text_completion_ends_with_usage_when_asked(
     plain = list(client.completions.create(model="pricey", prompt=PROMPT, stream=True))
     assert all(c.choices for c in plain)
 
-    rows = _logs(gateway, key_id, expected=2)
+    rows = usage_logs(gateway, key_id, expected=2)
     assert [r["streamed"] for r in rows] == [True, True]
     assert all(Decimal(r["cost"]) == EXPECTED_COST for r in rows)
 
@@ -120,7 +120,7 @@ def test_a_batch_of_text_completions_runs_and_is_accounted(gateway: Gateway) -> 
     assert sorted(o["custom_id"] for o in output) == ["c0", "c1", "c2"]
     assert all(o["response"]["body"]["choices"][0]["text"] == TEXT_ANSWER for o in output)
 
-    rows = _logs(gateway, key_id, expected=3)
+    rows = usage_logs(gateway, key_id, expected=3)
     assert {r["endpoint"] for r in rows} == {"completions"}
     assert all(Decimal(r["cost"]) == EXPECTED_COST and r["batch_id"] == batch.id
                for r in rows)

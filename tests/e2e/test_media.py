@@ -23,11 +23,11 @@ from tests.e2e.conftest import make_key
 from tests.e2e.media_gateway import (
     MEDIA_CAP,
     _cost,
-    _logs,
     media_key,  # noqa: F401 - the ``keyed`` fixture
     start_media_gateway,  # noqa: F401 - the module's ``media_gateway`` fixture
     wav,
 )
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.openai_media import SPEECH_BYTES_PER_CHAR, fake_png
 from tests.fakes.openai_server import FakeOpenAIState
 from tests.harness import Gateway
@@ -257,7 +257,7 @@ def test_a_failing_deployment_fails_over_and_only_the_answer_is_paid(
     key_id, client = keyed
     for _ in range(3):
         client.images.generate(model="images-group", prompt="x", response_format="url")
-    rows = _logs(media_gateway, key_id, expected=3)
+    rows = usage_logs(media_gateway, key_id, expected=3)
     ok = [r for r in rows if r["status"] == "ok"]
     assert len(ok) == 3 and all(Decimal(r["cost"]) == Decimal("0.02") for r in ok)
     assert all(r["status"] == "error" and not Decimal(r["cost"] or 0)
@@ -283,7 +283,7 @@ def test_a_budget_refuses_an_image_it_cannot_pay_and_settles_what_it_can(
             break
         time.sleep(0.1)
     assert (Decimal(daily["spent"]), Decimal(daily["reserved"])) == (Decimal("0.04"), Decimal(0))
-    rows = _logs(media_gateway, key_id, expected=2)
+    rows = usage_logs(media_gateway, key_id, expected=2)
     assert sorted(r["status"] for r in rows) == ["ok", "rejected"]
 
 
@@ -324,7 +324,7 @@ def test_speech_cut_short_upstream_cuts_the_client_and_is_still_paid(
         for piece in r.iter_bytes():
             received += len(piece)
     assert 0 < received < len(line) * SPEECH_BYTES_PER_CHAR
-    [row] = _logs(media_gateway, key_id, expected=1)
+    [row] = usage_logs(media_gateway, key_id, expected=1)
     assert row["status"] == "error" and row["characters"] == len(line)
     assert Decimal(row["cost"]) == len(line) * Decimal("0.001")
 
@@ -358,7 +358,7 @@ def test_a_lost_workers_image_call_is_accounted_at_what_it_asked_for(
     caller.join(30)
     assert failure and getattr(failure[0], "status_code", None) == 504
     media_gateway.wait_ready(60)
-    [row] = _logs(media_gateway, key_id, expected=1)
+    [row] = usage_logs(media_gateway, key_id, expected=1)
     assert row["status"] == "error" and row["usage_estimated"] and row["images"] == 2
     assert Decimal(row["cost"]) == 2 * Decimal("0.07")
 

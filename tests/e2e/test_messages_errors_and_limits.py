@@ -24,10 +24,10 @@ from tests.e2e.messages_gateway import (
     MASTER,
     WEATHER,
     _client,
-    _logs,
     _sse,
     messages_gateway,  # noqa: F401 - the module's gateway
 )
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.openai_server import ANSWER
 from tests.harness import Gateway
 from workers.protocols.messages.request import to_chat
@@ -40,7 +40,7 @@ def test_a_failed_native_attempt_falls_back_to_a_translated_one(gateway: Gateway
     message = _client(gateway, secret).messages.create(
         model="claude-down", max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
     assert message.content[0].text == ANSWER  # type: ignore[union-attr]
-    rows = _logs(gateway, key_id, expected=2)
+    rows = usage_logs(gateway, key_id, expected=2)
     assert sorted((r["provider"], r["status"]) for r in rows) == [
         ("anthropic", "error"), ("openai", "ok")]
 
@@ -201,7 +201,7 @@ def test_budgets_reserve_then_settle_with_the_real_cost(gateway: Gateway) -> Non
             break
         assert time.monotonic() < deadline, daily
         time.sleep(0.2)
-    rows = _logs(gateway, key_id, expected=2)
+    rows = usage_logs(gateway, key_id, expected=2)
     assert sorted(r["status"] for r in rows) == ["ok", "rejected"]
 
 
@@ -218,7 +218,7 @@ def test_a_translated_stream_cut_short_is_accounted_with_an_estimate(gateway: Ga
     assert name == "error" and data["type"] == "error"
     assert data["error"]["type"] == "api_error"
 
-    [row] = _logs(gateway, key_id, expected=1)
+    [row] = usage_logs(gateway, key_id, expected=1)
     assert row["status"] == "error" and row["usage_estimated"] is True
     assert row["prompt_tokens"] == estimate.prompt_tokens(to_chat(body))
     assert row["completion_tokens"] == max(3, -(-len("Hello from the") // 4))
@@ -241,6 +241,6 @@ def test_a_native_stream_that_fails_before_content_falls_back_cleanly(
     assert "ping" not in names  # the translated stream has none: all of it is the fallback's
     texts = [d["delta"]["text"] for _, d in events if d.get("type") == "content_block_delta"]
     assert "".join(texts) == ANSWER
-    rows = _logs(gateway, key_id, expected=2)
+    rows = usage_logs(gateway, key_id, expected=2)
     assert sorted((r["provider"], r["status"]) for r in rows) == [
         ("anthropic", "error"), ("openai", "ok")]

@@ -19,10 +19,10 @@ from tests.e2e.messages_gateway import (
     ANTHROPIC_KEY,
     WEATHER,
     _client,
-    _logs,
     _sse,
     messages_gateway,  # noqa: F401 - the module's gateway
 )
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.anthropic_server import signature_of
 from tests.fakes.openai_server import ANSWER, TOOL_ARGS, FakeOpenAIState
 from tests.harness import Gateway
@@ -147,7 +147,7 @@ def test_native_calls_are_accounted_once_with_cache_tokens_and_exact_cost(
         assert message.usage.cache_read_input_tokens == 1024
         assert message.usage.cache_creation_input_tokens == 256
 
-    rows = _logs(gateway, key_id, expected=2)
+    rows = usage_logs(gateway, key_id, expected=2)
     assert len(rows) == 2
     assert sorted(r["streamed"] for r in rows) == [False, True]
     assert made._request_id in {r["request_id"] for r in rows}
@@ -262,7 +262,7 @@ def test_translated_calls_are_accounted_with_exact_cost(gateway: Gateway) -> Non
     with client.messages.stream(model="gpt", max_tokens=50,
                                 messages=[{"role": "user", "content": "Hi there"}]) as stream:
         streamed = stream.get_final_message()
-    rows = _logs(gateway, key_id, expected=2)
+    rows = usage_logs(gateway, key_id, expected=2)
     assert len(rows) == 2
     for row, message in zip(sorted(rows, key=lambda r: r["streamed"]), (made, streamed),
                             strict=True):

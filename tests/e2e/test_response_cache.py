@@ -18,7 +18,8 @@ import pytest
 import redis
 from openai.types.chat import ChatCompletionChunk
 
-from tests.e2e.cache_caller import CACHE, MASTER, Caller, Entries, logs, messages, upstream_calls
+from tests.e2e.cache_caller import CACHE, MASTER, Caller, Entries, messages, upstream_calls
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.openai_server import ANSWER, FakeOpenAIState
 from tests.harness import Gateway
 from tests.redis_server import RedisServer
@@ -76,7 +77,7 @@ def test_an_identical_request_is_a_free_hit_accounted_with_the_cost_it_saved(
     assert upstream_calls(state, msgs) == 1
     assert all("cache" not in b for b in state.requests if b.get("messages") == msgs)
 
-    rows = logs(gateway, caller.key_id, expected=3)
+    rows = usage_logs(gateway, caller.key_id, expected=3)
     statuses = sorted(r["status"] for r in rows)
     assert statuses == ["cache_hit", "cache_hit", "ok"]
     ok = next(r for r in rows if r["status"] == "ok")
