@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from tests.e2e.conftest import MASTER_KEY, make_key
-from tests.e2e.test_accounting import _logs
+from tests.e2e.usage_logs import usage_logs
 from tests.fakes.openai_server import ANSWER, REASONING, REASONING_TOKENS, FakeOpenAIState
 from tests.harness import Gateway
 
@@ -268,7 +268,7 @@ def test_each_call_is_one_usage_event_under_responses_with_exact_cost(
     assert final.usage is not None
     costs.append(Decimal(str(final.usage.cost)))  # type: ignore[attr-defined]
 
-    rows = _logs(gateway, key_id, expected=2)
+    rows = usage_logs(gateway, key_id, expected=2)
     assert len(rows) == 2
     assert {r["endpoint"] for r in rows} == {"responses"}
     assert sorted(r["streamed"] for r in rows) == [False, True]
@@ -365,7 +365,7 @@ def test_a_client_leaving_a_stream_stops_the_upstream_and_the_call_is_accounted(
         for line in r.iter_lines():
             if line.startswith("event: response.in_progress"):
                 break  # the upstream has begun answering (then stalls): leave
-    [row] = _logs(gateway, key_id, expected=1)
+    [row] = usage_logs(gateway, key_id, expected=1)
     assert row["status"] == "cancelled" and row["endpoint"] == "responses"
     deadline = time.monotonic() + 10
     while state.cancelled == cancelled and time.monotonic() < deadline:
