@@ -21,6 +21,7 @@ from tests.deploy.grafana_dashboard import (
     ROOT,
     TEMPLATES,
     VARIABLES,
+    overlapping_panels,
 )
 from tests.deploy.grafana_macros import ALL
 
@@ -86,14 +87,7 @@ def test_dashboard_is_a_provisionable_dashboard_with_a_stable_uid() -> None:
 
 
 def test_panels_tile_the_grid_without_overlapping() -> None:
-    cells: dict[tuple[int, int], str] = {}
-    for panel in DASHBOARD["panels"]:
-        pos = panel["gridPos"]
-        assert pos["x"] + pos["w"] <= 24, panel["title"]
-        for x in range(pos["x"], pos["x"] + pos["w"]):
-            for y in range(pos["y"], pos["y"] + pos["h"]):
-                assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
-                cells[(x, y)] = panel["title"]
+    assert overlapping_panels(DASHBOARD) == []
 
 
 def test_variables_offer_all_and_many_and_leave_all_to_conditional_all() -> None:

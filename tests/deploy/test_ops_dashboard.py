@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.deploy.grafana_dashboard import overlapping_panels
 from tests.deploy.metric_contract import (
     CONTRACT,
     JOBS,
@@ -113,14 +114,7 @@ def test_dashboard_is_provisionable_with_a_uid_of_its_own() -> None:
 
 
 def test_panels_tile_the_grid_without_overlapping() -> None:
-    cells: dict[tuple[int, int], str] = {}
-    for panel in DASHBOARD["panels"]:
-        pos = panel["gridPos"]
-        assert pos["x"] + pos["w"] <= 24, panel["title"]
-        for x in range(pos["x"], pos["x"] + pos["w"]):
-            for y in range(pos["y"], pos["y"] + pos["h"]):
-                assert (x, y) not in cells, (panel["title"], cells.get((x, y)))
-                cells[(x, y)] = panel["title"]
+    assert overlapping_panels(DASHBOARD) == []
 
 
 def test_every_panel_and_query_uses_the_provisioned_datasource() -> None:
