@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from accounting.timestamps import utc_text
 from schemas.analytics import AnalyticsQuery
 
 Sql = tuple[str, dict[str, Any]]
@@ -49,11 +50,6 @@ def money(value: Decimal | None) -> str | None:
 
 def _number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else round(float(value), 3)
-
-
-def _iso(value: datetime) -> str:
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.isoformat().replace("+00:00", "Z")
 
 
 def where(q: AnalyticsQuery, now: datetime) -> Sql:
@@ -182,7 +178,7 @@ def _totals(row: dict[str, Any]) -> dict[str, Any]:
 
 def _range(q: AnalyticsQuery, now: datetime) -> dict[str, str]:
     start, end = q.window(now)
-    return {"start": _iso(start), "end": _iso(end)}
+    return {"start": utc_text(start), "end": utc_text(end)}
 
 
 def summary(client: Any, q: AnalyticsQuery, now: datetime | None = None) -> dict[str, Any]:
@@ -216,7 +212,7 @@ def daily(client: Any, q: AnalyticsQuery, now: datetime | None = None) -> dict[s
 
 def _log_entry(row: dict[str, Any]) -> dict[str, Any]:
     entry = dict(row)
-    entry["ts"] = _iso(row["ts"])
+    entry["ts"] = utc_text(row["ts"])
     entry["cost"] = money(row["cost"])
     entry["saved_cost"] = money(row["saved_cost"])
     for name in ("key_id", "team_id", "end_user", "deployment_id", "upstream_model",

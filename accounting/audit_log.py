@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
+from accounting.timestamps import utc_text
 from schemas.audit import AuditEvent, AuditQuery
 
 TABLE = "audit_log"
@@ -98,11 +99,9 @@ def query_sql(q: AuditQuery) -> tuple[str, dict[str, Any]]:
 
 
 def _entry(values: dict[str, Any]) -> dict[str, Any]:
-    ts: datetime = values["ts"]
-    aware = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
     return {
         "event_id": values["event_id"],
-        "ts": aware.isoformat().replace("+00:00", "Z"),
+        "ts": utc_text(values["ts"]),
         "actor": values["actor"],
         "actor_kind": values["actor_kind"],
         "actor_team_id": values["actor_team_id"] or None,

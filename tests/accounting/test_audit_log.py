@@ -61,6 +61,18 @@ def test_the_query_filters_and_pages_newest_first(clickhouse: Any) -> None:
         "request_id"] == "req_0"
 
 
+def test_stamps_have_one_width_so_they_order_as_text(clickhouse: Any) -> None:
+    # A stamp on a whole second once read "...:00Z" beside "...:00.040000Z", and the
+    # console and the tests that ordered stamps as text put it after the later ones.
+    store = AuditStore(clickhouse)
+    store.insert([make(0, ts=T0), make(1, ts=T0 + timedelta(milliseconds=40)),
+                  make(2, ts=T0 - timedelta(milliseconds=3))])
+    stamps = [e["ts"] for e in query(clickhouse, AuditQuery())["data"]]
+    assert stamps == ["2026-03-01T12:00:00.040Z", "2026-03-01T12:00:00.000Z",
+                      "2026-03-01T11:59:59.997Z"]
+    assert stamps == sorted(stamps, reverse=True)
+
+
 def test_the_analytics_service_answers_audit_queries_and_refuses_bad_ones(
     clickhouse: Any,
 ) -> None:
