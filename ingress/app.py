@@ -40,7 +40,7 @@ from ingress.audit import AuditTrail
 from ingress.auth.authenticate import Authenticator
 from ingress.auth.keys import KeyStore
 from ingress.batch.admission import BatchAdmission
-from ingress.batch.file_sweep import SWEEP_SECONDS, sweep_expired
+from ingress.batch.file_sweep import sweep_expired
 from ingress.batch.finalizer import Finalizer
 from ingress.body_limit import BodyLimitMiddleware, BodyLimits
 from ingress.cache.dedup import InFlight
@@ -285,7 +285,8 @@ def create_app(settings: IngressSettings, config: GatewayConfig,
             finalizer.start()
             stack.push_async_callback(finalizer.stop)
             store = app.state.batch_store
-            sweep = Periodic(lambda: sweep_expired(store), SWEEP_SECONDS, "file sweep")
+            sweep = Periodic(lambda: sweep_expired(store), settings.files_sweep_seconds,
+                             "file sweep")
             sweep.start()
             stack.push_async_callback(sweep.stop)
             app.state.response_store = ResponseStore(nc, settings.responses_ttl)

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.bus_auth import BusAuth
+from ingress.batch.file_sweep import SWEEP_SECONDS
 from schemas.batch import MAX_FILE_BYTES
 from schemas.media import MAX_UPLOAD_BYTES
 from schemas.responses import DEFAULT_TTL_SECONDS
@@ -82,6 +83,9 @@ class IngressSettings(BaseSettings):
     # no limit. The master key's uploads are not counted.
     files_quota_bytes: int = Field(default=10 * 1024**3, ge=0,
                                    validation_alias="AIGW_FILES_QUOTA_BYTES")
+    # How often each replica deletes the expired files (record and contents), in seconds.
+    files_sweep_seconds: float = Field(default=SWEEP_SECONDS, gt=0,
+                                       validation_alias="AIGW_FILES_SWEEP_SECONDS")
     # How long a stored Responses API response (store: true, the default) can be read and
     # continued with previous_response_id: the NATS KV bucket's age limit, in seconds.
     responses_ttl: float = Field(default=DEFAULT_TTL_SECONDS, gt=0,

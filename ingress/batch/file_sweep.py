@@ -1,8 +1,9 @@
-"""Expired files go: every minute each ingress replica deletes the files whose
-``expires_at`` has passed (record and contents). Reads already answer 404 for them, so the
-sweep only frees the storage; replicas sweeping at once delete the same files, which is
-harmless. The input file of a batch still running is kept past its expiry: the finalizer
-reads it to write the error lines of the requests a cancelled or expired batch never ran.
+"""Expired files go: every minute (``AIGW_FILES_SWEEP_SECONDS``) each ingress replica
+deletes the files whose ``expires_at`` has passed (record and contents). Reads already
+answer 404 for them, so the sweep only frees the storage; replicas sweeping at once delete
+the same files, which is harmless. The input file of a batch still running is kept past its
+expiry: the finalizer reads it to write the error lines of the requests a cancelled or
+expired batch never ran.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ a key's uploads are bounded by a storage quota, on a real ingress and NATS."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 import nats
 import pytest
 
-from cli.nats_server import NatsServer
+from cli.nats_server import NatsServer, free_port
 from core.batch_store import BatchStore
 from ingress.batch.file_sweep import sweep_expired
 from schemas.batch import FILE_EXPIRY_MAX, FileObject, FileRecord
@@ -32,7 +33,9 @@ def files_gateway(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFact
         "model_list": [{"model_name": "m", "litellm_params": {"model": "mock/m"}}],
         "general_settings": {"master_key": MASTER_KEY}})
     gateway = Gateway(nats_url=nats_server.url, config_path=config, log_dir=work,
-                      env={"AIGW_FILES_QUOTA_BYTES": str(QUOTA)})
+                      # Its sweep runs at start only, never during a test that calls it.
+                      env={"AIGW_FILES_QUOTA_BYTES": str(QUOTA),
+                           "AIGW_FILES_SWEEP_SECONDS": "86400"})
     gateway.start_worker("mock")
     gateway.start_ingress()
     try:
@@ -128,6 +131,33 @@ async def test_an_expired_file_is_gone_for_its_owner_and_swept_from_storage(
     assert await store.content(record.file.id) is None
     assert await store.content(fresh) == LINE  # the live file stays
     assert record.file.id not in await sweep_expired(store)  # a second sweep: nothing
+
+
+async def test_each_ingress_sweeps_expired_files_on_its_own(
+        files_gateway: Gateway, store: BatchStore) -> None:
+    now = int(time.time())
+    expired = FileRecord(file=FileObject(id=f"file-lapsed{now}", bytes=len(LINE),
+                                         created_at=now - 7200, filename="old.jsonl",
+                                         purpose="batch", expires_at=now - 3600))
+    live = FileRecord(file=FileObject(id=f"file-live{now}", bytes=len(LINE), created_at=now,
+                                      filename="new.jsonl", purpose="batch",
+                                      expires_at=now + 3600))
+    for record in (expired, live):
+        await store.put_file(record, LINE)
+    replica = files_gateway.start_replica(free_port(), {"AIGW_FILES_SWEEP_SECONDS": "0.5"})
+    try:
+        deadline = time.monotonic() + 30
+        while await store.file(expired.file.id) is not None:
+            assert replica.poll() is None, files_gateway.all_logs()
+            assert time.monotonic() < deadline, "the replica never swept the expired file"
+            await asyncio.sleep(0.1)
+        assert await store.content(expired.file.id) is None
+        await asyncio.sleep(1.5)  # three more sweeps
+        assert await store.content(live.file.id) == LINE  # the live file stays
+    finally:
+        replica.terminate()
+        replica.wait(30)
+        await store.delete_file(live.file.id)
 
 
 def test_a_key_past_its_storage_quota_is_refused_until_it_deletes(
