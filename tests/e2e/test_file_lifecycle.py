@@ -26,6 +26,16 @@ LINE = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "bo
 
 
 @pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """This module's own NATS: any other gateway on the session's would sweep the expired
+    files these tests put in the store, at a moment of its choosing."""
+    server = NatsServer(tmp_path_factory.mktemp("files-nats"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def files_gateway(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("files")
